@@ -1,0 +1,57 @@
+"""mingus_sessions: production-grade SQLAlchemy next to the Django ORM.
+
+Only the names in ``__all__`` are public; every other module attribute and
+every module not documented in ``docs/`` is private and may change.
+"""
+
+from __future__ import annotations
+
+from .breaker import CircuitBreaker
+from .breakers import get_circuit_breaker
+from .engines import dispose_engines, get_engine
+from .errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    ConfigurationError,
+    ConnectionTimeoutError,
+    DatabaseConnectionError,
+    DatabaseUnavailableError,
+    DeadlockError,
+    LockTimeoutError,
+    PoolExhaustedError,
+    SerializationError,
+    SessionError,
+    TransactionError,
+)
+from .retry import execute_with_retry, retry_on_transient
+from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
+from .translate import is_transient
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthenticationError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ConnectionTimeoutError",
+    "DatabaseConnectionError",
+    "DatabaseUnavailableError",
+    "DeadlockError",
+    "LockTimeoutError",
+    "PoolExhaustedError",
+    "SerializationError",
+    "SessionError",
+    "TransactionError",
+    "current_session",
+    "dispose_engines",
+    "execute_with_retry",
+    "get_circuit_breaker",
+    "get_engine",
+    "get_session",
+    "is_transient",
+    "pool_context",
+    "retry_on_transient",
+    "session_scope",
+    "with_db_session",
+]

@@ -1,0 +1,141 @@
+"""The Django side of the settings: a cached reader over ``MINGUS_SESSIONS``.
+
+Nothing is read at import time. :func:`get_config` parses the setting once and
+caches the result; Django's ``setting_changed`` signal (``override_settings`` in
+tests) clears the cache and disposes every engine built from the old values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .config import SETTING, Config, PoolConfig, Problem, parse_settings
+from .errors import ConfigurationError
+
+__all__ = [
+    "database_settings",
+    "get_config",
+    "invalidate",
+    "on_invalidate",
+    "pool_config",
+    "problems",
+]
+
+_lock = threading.Lock()
+_cached: Config | None = None
+
+#: Settings whose change invalidates the cached configuration and the engines.
+_WATCHED = frozenset({SETTING, "DATABASES", "CACHES"})
+
+#: Called with no argument after the cache is cleared (engines, breakers).
+_invalidation_hooks: list[Callable[[], None]] = []
+
+
+def _importable(path: str) -> bool:
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        return False
+    try:
+        return callable(getattr(importlib.import_module(module_name), attr))
+    except (ImportError, AttributeError):
+        return False
+
+
+def problems() -> list[Problem]:
+    """Every problem with the current settings and environment (for the system checks)."""
+    return _parse()[1]
+
+
+def _parse() -> tuple[Config | None, list[Problem]]:
+    databases = {
+        alias: str(entry.get("ENGINE", "")) if isinstance(entry, Mapping) else ""
+        for alias, entry in settings.DATABASES.items()
+    }
+    return parse_settings(
+        getattr(settings, SETTING, None),
+        environ=os.environ,
+        databases=databases,
+        caches=tuple(getattr(settings, "CACHES", {}) or ("default",)),
+        importable=_importable,
+    )
+
+
+def get_config() -> Config:
+    """The validated configuration; :class:`ConfigurationError` if it is invalid."""
+    config = _cached
+    if config is not None:
+        return config
+    return _load()
+
+
+def _load() -> Config:
+    global _cached
+    with _lock:
+        if _cached is None:
+            config, found = _parse()
+            if config is None:
+                first = found[0]
+                more = f" ({len(found) - 1} more problem(s): run manage.py check)" if (
+                    len(found) > 1
+                ) else ""
+                raise ConfigurationError(f"{first.msg} {first.hint}{more} [{first.id}]")
+            _cached = config
+        return _cached
+
+
+def pool_config(pool: str | None) -> PoolConfig:
+    """The settings of ``pool`` (the default pool for ``None``); ConfigurationError if unknown."""
+    config = get_config()
+    name = config.default_pool if pool is None else pool
+    try:
+        return config.pools[name]
+    except KeyError:
+        raise ConfigurationError(
+            f'No pool named "{name}" in MINGUS_SESSIONS["POOLS"] '
+            f"(known: {', '.join(config.pools)}).",
+            pool=name,
+        ) from None
+
+
+def database_settings(alias: str) -> dict[str, Any]:
+    """The live ``settings_dict`` of a database alias (the test database's in tests).
+
+    ``connections.settings`` holds the same dict objects that each connection
+    uses, and Django's test runner rewrites their ``NAME`` in place, so engines
+    built from it follow the test database.
+    """
+    from django.db import connections
+
+    try:
+        return connections.settings[alias]  # type: ignore[no-any-return]
+    except KeyError as exc:  # pragma: no cover - the checks report it first
+        raise ConfigurationError(f'DATABASES has no alias "{alias}".') from exc
+
+
+def on_invalidate(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run after the settings cache is cleared."""
+    _invalidation_hooks.append(hook)
+    return hook
+
+
+def invalidate() -> None:
+    """Forget the cached configuration and dispose what was built from it."""
+    global _cached
+    with _lock:
+        _cached = None
+    for hook in _invalidation_hooks:
+        hook()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in _WATCHED:
+        invalidate()

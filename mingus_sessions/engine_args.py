@@ -1,0 +1,271 @@
+"""Turn a Django ``DATABASES`` entry and a pool's settings into engine arguments.
+
+Plain functions from dicts to an :class:`EngineSpec`; no Django settings, no
+connection. :mod:`mingus_sessions.engines` calls :func:`build_engine_spec` and
+hands the result to ``sqlalchemy.create_engine``.
+
+The rules, backend by backend:
+
+* the driver is the one Django itself uses (psycopg 3 when importable, else
+  psycopg2; the stdlib ``sqlite3``; mysqlclient; python-oracledb);
+* the URL is made with ``URL.create``, never by formatting strings, so
+  passwords with ``@`` or ``/`` need no quoting and never reach a log line;
+* Django's ``OPTIONS`` become ``connect_args``, except the keys only Django
+  understands (``isolation_level``, ``assume_role``, ``pool``,
+  ``server_side_binding``, SQLite's ``init_command`` and
+  ``transaction_mode``), which are translated into their SQLAlchemy
+  equivalents or dropped;
+* a connect timeout is set unless the project chose one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import URL
+from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
+
+from .config import SUPPORTED_ENGINES, PoolConfig
+from .errors import ConfigurationError
+from .pools import WaitAwareQueuePool
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "EngineSpec", "build_engine_spec", "postgresql_driver"]
+
+#: Seconds a new connection may take before the attempt fails (PostgreSQL, MySQL).
+DEFAULT_CONNECT_TIMEOUT = 10
+
+# psycopg 3's IsolationLevel values and psycopg2's ISOLATION_LEVEL_* constants
+# differ; Django stores whichever its driver uses in OPTIONS["isolation_level"].
+_PSYCOPG_LEVELS = {1: "READ UNCOMMITTED", 2: "READ COMMITTED", 3: "REPEATABLE READ",
+                   4: "SERIALIZABLE"}
+_PSYCOPG2_LEVELS = {0: "AUTOCOMMIT", 1: "READ COMMITTED", 2: "REPEATABLE READ",
+                    3: "SERIALIZABLE", 4: "READ UNCOMMITTED"}
+
+# OPTIONS keys that Django's backends consume themselves.
+_DJANGO_ONLY = {
+    "postgresql": {"isolation_level", "assume_role", "pool", "server_side_binding"},
+    "sqlite": {"init_command", "transaction_mode", "detect_types"},
+    "mysql": {"isolation_level"},
+    "oracle": {"threaded", "use_returning_into", "pool"},
+}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to build one pool's engine."""
+
+    url: URL
+    kwargs: dict[str, Any]
+    backend: str
+    #: SQL run once on every new DB-API connection (read-only mode, role, init command).
+    on_connect: tuple[str, ...] = ()
+    #: SQLite only: SQLAlchemy emits this instead of letting sqlite3 decide when to BEGIN.
+    sqlite_begin: str | None = None
+
+    @property
+    def vendor(self) -> str:
+        return self.backend.split("+", 1)[0]
+
+
+def postgresql_driver() -> str:
+    """The PostgreSQL driver Django would use: psycopg 3 if installed, else psycopg2."""
+    return "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+
+
+def _vendor(settings_dict: Mapping[str, Any], pool: PoolConfig) -> str:
+    engine = settings_dict.get("ENGINE", "")
+    try:
+        return SUPPORTED_ENGINES[engine]
+    except KeyError:
+        raise ConfigurationError(
+            f'DATABASES["{pool.database}"]["ENGINE"] is {engine!r}, which pool "{pool.name}" '
+            "cannot build a SQLAlchemy engine for. Supported backends: "
+            + ", ".join(SUPPORTED_ENGINES) + ". [mingus_sessions.E014]",
+            pool=pool.name,
+        ) from None
+
+
+def _isolation_from_django(value: Any, driver: str) -> str | None:
+    if value is None:
+        return None
+    name = getattr(value, "name", None)
+    if isinstance(name, str):  # psycopg's IsolationLevel enum
+        return name.replace("_", " ")
+    if isinstance(value, int):
+        table = _PSYCOPG_LEVELS if driver == "psycopg" else _PSYCOPG2_LEVELS
+        return table.get(value)
+    return str(value).upper()
+
+
+def _port(value: Any, pool: PoolConfig) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f'DATABASES["{pool.database}"]["PORT"] is {value!r}, not a port number.',
+            pool=pool.name,
+        ) from None
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def build_engine_spec(
+    settings_dict: Mapping[str, Any],
+    pool: PoolConfig,
+    *,
+    log_parameters: bool = False,
+    pg_driver: str | None = None,
+) -> EngineSpec:
+    """Build the URL and ``create_engine`` keyword arguments for ``pool``.
+
+    ``settings_dict`` is the pool's ``DATABASES`` entry as Django's connection
+    sees it (so ``NAME`` is the test database's while tests run).
+    """
+    vendor = _vendor(settings_dict, pool)
+    options = dict(settings_dict.get("OPTIONS") or {})
+    django_only = {k: options.pop(k) for k in list(options) if k in _DJANGO_ONLY[vendor]}
+    isolation = pool.isolation_level
+    on_connect: list[str] = []
+    sqlite_begin: str | None = None
+    pool_class: type[Pool] | None = None
+
+    if vendor == "postgresql":
+        driver = pg_driver or postgresql_driver()
+        url = URL.create(
+            f"postgresql+{driver}",
+            username=settings_dict.get("USER") or None,
+            password=settings_dict.get("PASSWORD") or None,
+            host=settings_dict.get("HOST") or None,
+            port=_port(settings_dict.get("PORT"), pool),
+            database=settings_dict.get("NAME") or ("postgres" if "service" not in options
+                                                   else None),
+        )
+        options.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        # Names the backend in pg_stat_activity, so operators (and the fault
+        # tests) can tell which pool a server process belongs to.
+        options.setdefault("application_name", f"mingus_sessions:{pool.name}")
+        isolation = isolation or _isolation_from_django(django_only.get("isolation_level"), driver)
+        if django_only.get("assume_role"):
+            on_connect.append(f"SET ROLE {_quote_ident(str(django_only['assume_role']))}")
+        if pool.read_only:
+            flag = "-c default_transaction_read_only=on"
+            options["options"] = f"{options['options']} {flag}" if options.get("options") else flag
+    elif vendor == "sqlite":
+        driver = "pysqlite"
+        name = str(settings_dict.get("NAME") or ":memory:")
+        if name.startswith("file:"):
+            path, _, query = name.partition("?")
+            url = URL.create("sqlite+pysqlite", database=path,
+                             query={**dict(parse_qsl(query)), "uri": "true"})
+        else:
+            url = URL.create("sqlite+pysqlite", database=name)
+        if name == ":memory:":
+            # A plain in-memory database lives in one connection: every
+            # session of this pool must share it, whatever the thread.
+            pool_class = StaticPool
+            options["check_same_thread"] = False
+        init_command = django_only.get("init_command")
+        if init_command:
+            on_connect.extend(s.strip() for s in str(init_command).split(";") if s.strip())
+        mode = django_only.get("transaction_mode")
+        sqlite_begin = f"BEGIN {str(mode).upper()}" if mode else "BEGIN"
+        if pool.read_only:
+            on_connect.append("PRAGMA query_only = ON")
+    elif vendor == "mysql":
+        driver = "mysqldb"
+        host = settings_dict.get("HOST") or None
+        if host and str(host).startswith("/"):
+            options.setdefault("unix_socket", host)
+            host = "localhost"
+        url = URL.create(
+            "mysql+mysqldb",
+            username=settings_dict.get("USER") or None,
+            password=settings_dict.get("PASSWORD") or None,
+            host=host,
+            port=_port(settings_dict.get("PORT"), pool),
+            database=settings_dict.get("NAME") or None,
+        )
+        options.setdefault("charset", "utf8mb4")
+        options.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        level = django_only.get("isolation_level")
+        isolation = isolation or (str(level).upper() if level else None)
+        if pool.read_only:
+            on_connect.append("SET SESSION TRANSACTION READ ONLY")
+    else:  # oracle
+        driver = "oracledb"
+        host = settings_dict.get("HOST") or None
+        port = _port(settings_dict.get("PORT"), pool)
+        name = settings_dict.get("NAME") or None
+        if host and port:
+            url = URL.create("oracle+oracledb", username=settings_dict.get("USER") or None,
+                             password=settings_dict.get("PASSWORD") or None, host=host,
+                             port=port, query={"service_name": str(name)} if name else {})
+        else:  # NAME is a TNS alias or an Easy Connect string
+            url = URL.create("oracle+oracledb", username=settings_dict.get("USER") or None,
+                             password=settings_dict.get("PASSWORD") or None, host=name)
+        if pool.read_only:
+            raise ConfigurationError(
+                f'{_key(pool, "READ_ONLY")} is not supported on Oracle, which has no '
+                "session-wide read-only mode. Use a read-only database user instead.",
+                pool=pool.name,
+            )
+
+    connect_args = {**options, **pool.connect_args}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": pool.pre_ping,
+        "pool_logging_name": pool.name,
+        "logging_name": pool.name,
+        "echo": pool.echo,
+        "echo_pool": pool.echo_pool,
+        # Bound parameters stay out of SQLAlchemy's own log lines and error texts.
+        "hide_parameters": not log_parameters,
+        "connect_args": connect_args,
+    }
+    if isolation:
+        kwargs["isolation_level"] = isolation
+
+    if pool_class is None:
+        pool_class = _pool_class(pool)
+    kwargs["poolclass"] = pool_class
+    if issubclass(pool_class, QueuePool):
+        kwargs.update(
+            pool_size=pool.pool_size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout,
+            pool_recycle=pool.recycle,
+            pool_use_lifo=pool.use_lifo,
+        )
+    elif pool_class is not NullPool:
+        kwargs["pool_recycle"] = pool.recycle
+
+    return EngineSpec(
+        url=url,
+        kwargs=kwargs,
+        backend=f"{vendor}+{driver}",
+        on_connect=tuple(on_connect),
+        sqlite_begin=sqlite_begin,
+    )
+
+
+def _key(pool: PoolConfig, key: str) -> str:
+    return f'MINGUS_SESSIONS["POOLS"]["{pool.name}"]["{key}"]'
+
+
+def _pool_class(pool: PoolConfig) -> type[Pool]:
+    if pool.pool_class == "queue":
+        return WaitAwareQueuePool
+    if pool.pool_class == "null":
+        return NullPool
+    module_name, _, attr = pool.pool_class.rpartition(".")
+    found = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(found, type) and issubclass(found, Pool)):  # pragma: no cover - checked
+        raise ConfigurationError(f"{_key(pool, 'POOL_CLASS')} is not a Pool subclass.")
+    return found

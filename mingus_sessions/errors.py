@@ -1,0 +1,109 @@
+"""The error taxonomy.
+
+Every error carries ``.pool`` (the pool's name, or ``None``), ``.transient``
+(whether retrying the whole transaction may succeed) and the original exception
+as ``__cause__``. Data errors (``IntegrityError``, ``DataError``,
+``ProgrammingError``) are not translated: callers get them as SQLAlchemy raised
+them. :mod:`mingus_sessions.translate` decides which class a driver failure
+becomes.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "AuthenticationError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ConnectionError",
+    "ConnectionTimeoutError",
+    "DatabaseConnectionError",
+    "DatabaseUnavailableError",
+    "DeadlockError",
+    "LockTimeoutError",
+    "PoolExhaustedError",
+    "SerializationError",
+    "SessionError",
+    "TransactionError",
+]
+
+
+class SessionError(Exception):
+    """Base class of every error this package raises."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, pool: str | None = None) -> None:
+        super().__init__(message)
+        self.pool = pool
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the keyword-only ``pool`` when the error crosses a process
+        # boundary (Celery results, multiprocessing).
+        return (_rebuild, (type(self), str(self), self.pool))
+
+
+def _rebuild(cls: type[SessionError], message: str, pool: str | None) -> SessionError:
+    return cls(message, pool=pool)
+
+
+class ConfigurationError(SessionError, ImproperlyConfigured):
+    """``MINGUS_SESSIONS``, ``DATABASES`` or an environment variable is invalid."""
+
+
+class TransactionError(SessionError):
+    """A transaction could not be committed or rolled back."""
+
+
+class DeadlockError(TransactionError):
+    """The database chose this transaction as a deadlock victim."""
+
+    transient = True
+
+
+class SerializationError(TransactionError):
+    """A serializable transaction could not be serialized."""
+
+    transient = True
+
+
+class LockTimeoutError(TransactionError):
+    """A lock could not be taken in time (or the database file is locked)."""
+
+    transient = True
+
+
+class DatabaseConnectionError(SessionError):
+    """No usable connection: the database, the network or the pool failed."""
+
+    transient = True
+
+
+class PoolExhaustedError(DatabaseConnectionError):
+    """Every connection of the pool stayed checked out for the pool's timeout."""
+
+
+class ConnectionTimeoutError(DatabaseConnectionError):
+    """Opening a connection took longer than its ``connect_timeout``."""
+
+
+class AuthenticationError(DatabaseConnectionError):
+    """The server refused the credentials."""
+
+    transient = False
+
+
+class DatabaseUnavailableError(DatabaseConnectionError):
+    """The server refused the connection, dropped it or is shutting down."""
+
+
+class CircuitOpenError(DatabaseConnectionError):
+    """The pool's circuit breaker is open: the call failed fast, nothing was tried."""
+
+    transient = False
+
+
+#: The seeds' name for :class:`DatabaseConnectionError`. Import it from this
+#: module explicitly; it shadows the builtin only where it is imported.
+ConnectionError = DatabaseConnectionError  # noqa: A001

@@ -1,0 +1,85 @@
+"""Pool state that SQLAlchemy's pools do not expose, and the queue pool that keeps it.
+
+Plain SQLAlchemy. :class:`PoolProbe` holds, per named pool, what the error
+messages and the metrics need beyond ``size()``, ``checkedin()``,
+``checkedout()`` and ``overflow()``: how many callers wait for a connection
+right now, and the last failure to open one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+__all__ = ["PoolProbe", "WaitAwareQueuePool"]
+
+
+class PoolProbe:
+    """Live facts about one named pool; survives ``dispose()`` and ``recreate()``."""
+
+    __slots__ = ("_lock", "last_connect_error", "last_connect_error_at", "name", "waiting")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiting = 0
+        self.last_connect_error: BaseException | None = None
+        self.last_connect_error_at = 0.0
+        self._lock = threading.Lock()
+
+    def enter_wait(self) -> None:
+        with self._lock:
+            self.waiting += 1
+
+    def leave_wait(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+
+    def connect_failed(self, exc: BaseException) -> None:
+        self.last_connect_error = exc
+        self.last_connect_error_at = time.monotonic()
+
+    def connected(self) -> None:
+        if self.last_connect_error is not None:
+            self.last_connect_error = None
+
+    def recent_connect_error(self, within: float) -> BaseException | None:
+        """The last connect failure if it happened less than ``within`` seconds ago."""
+        error = self.last_connect_error
+        if error is not None and time.monotonic() - self.last_connect_error_at <= within:
+            return error
+        return None
+
+    def after_fork(self) -> None:
+        # A child starts with no waiter of its own, and the parent's lock may
+        # have been held by a thread that does not exist in the child.
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+
+class WaitAwareQueuePool(QueuePool):
+    """A :class:`~sqlalchemy.pool.QueuePool` that counts the callers waiting for a slot."""
+
+    def __init__(self, creator: Any, *, probe: PoolProbe | None = None, **kw: Any) -> None:
+        super().__init__(creator, **kw)
+        self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        # Lock-free when a connection is idle or overflow is left (the usual
+        # case); only a caller that may block is counted, under the probe's lock.
+        if self._pool.qsize() or self._overflow < self._max_overflow:
+            return super()._do_get()
+        probe = self.probe
+        probe.enter_wait()
+        try:
+            return super()._do_get()
+        finally:
+            probe.leave_wait()
+
+    def recreate(self) -> QueuePool:
+        fresh = super().recreate()
+        if isinstance(fresh, WaitAwareQueuePool):
+            fresh.probe = self.probe
+        return fresh

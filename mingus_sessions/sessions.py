@@ -1,0 +1,349 @@
+"""Sessions and scopes: ``get_session``, ``session_scope``, ``current_session``.
+
+The active scopes form a linked list held in a :class:`~contextvars.ContextVar`,
+so each thread and each asyncio task sees its own innermost scope, and a scope
+entered inside another scope of the same pool becomes a SAVEPOINT on the outer
+session instead of a second connection (which, on a pool of one, would wait
+forever).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, SessionTransaction
+
+from . import conf
+from .breaker import CircuitBreaker, counts_as_failure
+from .breakers import breaker_for
+from .engines import PoolEntry, get_entry
+from .errors import SessionError
+from .stats import session_stats
+from .translate import pool_exhausted, translate
+
+__all__ = ["current_session", "get_session", "pool_context", "session_scope", "with_db_session"]
+
+logger = logging.getLogger("mingus_sessions")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Frame:
+    __slots__ = ("joined", "parent", "pool", "session")
+
+    def __init__(self, pool: str, session: Session, parent: _Frame | None, joined: bool) -> None:
+        self.pool = pool
+        self.session = session
+        self.parent = parent
+        self.joined = joined
+
+
+_active: ContextVar[_Frame | None] = ContextVar("mingus_sessions_active_scope", default=None)
+
+
+def _find(pool: str, *, joined_only: bool = False) -> _Frame | None:
+    frame = _active.get()
+    while frame is not None:
+        if frame.pool == pool and (frame.joined or not joined_only):
+            return frame
+        frame = frame.parent
+    return None
+
+
+def get_session(pool: str | None = None) -> Session:
+    """A new :class:`~sqlalchemy.orm.Session` on ``pool``; the caller must close it."""
+    return get_entry(pool).sessionmaker()
+
+
+def current_session(pool: str | None = None) -> Session:
+    """The session of the innermost active scope (of ``pool``, if given) in this context."""
+    frame = _active.get()
+    while frame is not None:
+        if pool is None or frame.pool == pool:
+            return frame.session
+        frame = frame.parent
+    where = f' of pool "{pool}"' if pool else ""
+    raise SessionError(
+        f"No active session{where} in this context: call it inside session_scope(), a request "
+        "handled by SessionMiddleware, or a DatabaseTask.",
+        pool=pool,
+    )
+
+
+@contextmanager
+def pool_context(pool: str) -> Iterator[Engine]:
+    """Yield the :class:`~sqlalchemy.Engine` of ``pool`` (``with pool_context("x") as e``)."""
+    yield get_entry(pool).engine
+
+
+def _translated(entry_name: str, exc: BaseException, *, at_commit: bool = False) -> (
+    SessionError | None
+):
+    found = translate(exc, entry_name, at_commit=at_commit)
+    if found is None or not isinstance(exc, sa_exc.TimeoutError):
+        return found
+    entry = get_entry(entry_name)
+    pool = entry.engine.pool
+    probe = entry.probe
+    config = entry.config
+    return pool_exhausted(
+        entry_name,
+        size=config.pool_size,
+        checked_out=int(getattr(pool, "checkedout", lambda: 0)()),
+        overflow=max(int(getattr(pool, "overflow", lambda: 0)()), 0),
+        max_overflow=config.max_overflow,
+        waiters=probe.waiting,
+        timeout=config.timeout,
+        connect_error=probe.recent_connect_error(within=config.timeout + 30.0),
+    )
+
+
+def _rollback(session: Session | SessionTransaction, pool: str) -> None:
+    """Roll back; if that fails, invalidate the connection rather than return it dirty."""
+    try:
+        session.rollback()
+    except Exception:
+        logger.warning("Rollback failed on pool %s; invalidating its connection", pool,
+                       exc_info=True)
+        target = session if isinstance(session, Session) else session.session
+        try:
+            target.invalidate()
+        except Exception:
+            logger.debug("Invalidation after a failed rollback also failed", exc_info=True)
+    session_stats.transaction_rollbacks += 1
+
+
+class _Scope:
+    """The context manager behind :func:`session_scope`."""
+
+    __slots__ = (
+        "_atomic",
+        "_breaker",
+        "_independent",
+        "_join",
+        "_name",
+        "_pool",
+        "_savepoint",
+        "_session",
+        "_token",
+        "_touched_at_enter",
+    )
+
+    def __init__(self, pool: str | None, independent: bool, join_django: bool) -> None:
+        self._pool = pool
+        self._independent = independent
+        self._join = join_django
+        self._savepoint: SessionTransaction | None = None
+        self._breaker: CircuitBreaker | None = None
+        self._atomic: Any = None
+        self._token: Token[_Frame | None] | None = None
+
+    def __enter__(self) -> Session:
+        name = self._pool if self._pool is not None else conf.get_config().default_pool
+        self._name = name
+        if not self._independent:
+            frame = _find(name, joined_only=self._join)
+            if frame is not None:
+                return self._enter_savepoint(frame.session)
+        if self._join:
+            from .joined import open_joined
+
+            session, self._atomic, self._savepoint = open_joined(get_entry(name))
+        else:
+            session = self._open(get_entry(name))
+        self._session = session
+        session_stats.total_sessions += 1
+        session_stats.active_sessions += 1
+        self._token = _active.set(_Frame(name, session, _active.get(), self._join))
+        return session
+
+    def _open(self, entry: PoolEntry) -> Session:
+        breaker = breaker_for(entry.name)
+        trial = breaker.before_call() if breaker is not None else False
+        self._breaker = breaker
+        session = entry.sessionmaker()
+        if trial:
+            # The half-open trial proves the database is back by connecting.
+            try:
+                session.connection()
+            except BaseException as exc:
+                session.close()
+                self._record_failure(exc)
+                error = _translated(entry.name, exc)
+                if error is not None:
+                    raise error from exc
+                raise
+            breaker.record_success()  # type: ignore[union-attr]
+        return session
+
+    def _enter_savepoint(self, session: Session) -> Session:
+        try:
+            self._savepoint = session.begin_nested()
+        except Exception as exc:
+            error = _translated(self._name, exc)
+            if error is not None:
+                raise error from exc
+            raise
+        session_stats.savepoints += 1
+        self._session = session
+        return session
+
+    def _record_failure(self, exc: BaseException) -> None:
+        breaker = self._breaker
+        if breaker is not None and counts_as_failure(exc):
+            breaker.record_failure()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._token is None:
+            return self._exit_savepoint(exc)
+        if self._join:
+            return self._exit_joined(exc_type, exc, tb)
+        session = self._session
+        name = self._name
+        try:
+            if exc is None:
+                touched = session.in_transaction()
+                try:
+                    session.commit()
+                except BaseException as commit_exc:
+                    _rollback(session, name)
+                    session_stats.failed_sessions += 1
+                    self._record_failure(commit_exc)
+                    error = _translated(name, commit_exc, at_commit=True)
+                    if error is not None:
+                        raise error from commit_exc
+                    raise
+                session_stats.committed_transactions += 1
+                breaker = self._breaker
+                if touched and breaker is not None:
+                    breaker.record_success()
+                return False
+            _rollback(session, name)
+            session_stats.failed_sessions += 1
+            self._record_failure(exc)
+            error = _translated(name, exc)
+            if error is not None:
+                raise error from exc
+            return False
+        finally:
+            _close(session, name)
+            _active.reset(self._token)
+            session_stats.active_sessions -= 1
+
+    def _exit_savepoint(self, exc: BaseException | None) -> bool:
+        savepoint = self._savepoint
+        assert savepoint is not None
+        if exc is None:
+            try:
+                savepoint.commit()
+            except Exception as commit_exc:
+                if savepoint.is_active:
+                    _rollback(savepoint, self._name)
+                session_stats.failed_sessions += 1
+                error = _translated(self._name, commit_exc, at_commit=True)
+                if error is not None:
+                    raise error from commit_exc
+                raise
+            return False
+        if savepoint.is_active:
+            _rollback(savepoint, self._name)
+        session_stats.failed_sessions += 1
+        error = _translated(self._name, exc)
+        if error is not None:
+            raise error from exc
+        return False
+
+    def _exit_joined(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        from .joined import close_joined
+
+        try:
+            close_joined(self._session, self._savepoint, self._atomic, exc_type, exc, tb)
+            if exc is None:
+                session_stats.committed_transactions += 1
+            else:
+                session_stats.transaction_rollbacks += 1
+                session_stats.failed_sessions += 1
+        finally:
+            if self._token is not None:
+                _active.reset(self._token)
+            session_stats.active_sessions -= 1
+        if exc is not None:
+            error = _translated(self._name, exc)
+            if error is not None:
+                raise error from exc
+        return False
+
+
+def _close(session: Session, pool: str) -> None:
+    try:
+        session.close()
+    except Exception:
+        logger.warning("Closing a session of pool %s failed; invalidating it", pool,
+                       exc_info=True)
+        try:
+            session.invalidate()
+        except Exception:
+            logger.debug("Invalidation after a failed close also failed", exc_info=True)
+
+
+def session_scope(
+    pool: str | None = None, *, independent: bool = False, join_django: bool = False
+) -> _Scope:
+    """A transactional scope: commit on success, roll back on any exception, always close.
+
+    Inside an active scope of the same pool it is a SAVEPOINT on the same
+    session: an inner failure rolls back the inner work only. ``independent``
+    opens a separate session and transaction instead. ``join_django`` runs the
+    session on Django's own connection for the pool's database, inside Django's
+    current transaction (opening an ``atomic`` block if there is none).
+    """
+    return _Scope(pool, independent, join_django)
+
+
+@overload
+def with_db_session(
+    func: Callable[Concatenate[Session, P], T], /
+) -> Callable[P, T]: ...
+
+
+@overload
+def with_db_session(
+    pool: str | None = None,
+) -> Callable[[Callable[..., T]], Callable[..., T]]: ...
+
+
+def with_db_session(pool: Any = None) -> Any:
+    """Decorator: run the function in a :func:`session_scope`, passing ``session=``."""
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            with session_scope(scope_pool) as session:
+                return fn(*args, session=session, **kwargs)
+
+        return wrapper
+
+    if callable(pool):
+        scope_pool = None
+        return decorate(pool)
+    scope_pool = pool
+    return decorate

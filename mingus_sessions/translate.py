@@ -1,0 +1,218 @@
+"""Map driver failures onto the error taxonomy, and say which ones are transient.
+
+Plain Python over SQLAlchemy. Classification reads the SQLSTATE (psycopg 3's
+``sqlstate``, psycopg2's ``pgcode``), MySQL's error number, SQLite's extended
+error code, and SQLAlchemy's own disconnect detection. Data errors
+(``IntegrityError``, ``DataError``, ``ProgrammingError``) are never translated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from .errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    ConnectionTimeoutError,
+    DatabaseConnectionError,
+    DatabaseUnavailableError,
+    DeadlockError,
+    LockTimeoutError,
+    PoolExhaustedError,
+    SerializationError,
+    SessionError,
+    TransactionError,
+)
+
+__all__ = ["classify", "is_transient", "pool_exhausted", "translate"]
+
+_SQLSTATE: dict[str, type[SessionError]] = {
+    "40P01": DeadlockError,
+    "40001": SerializationError,
+    "55P03": LockTimeoutError,
+    "28P01": AuthenticationError,
+    "28000": AuthenticationError,
+    "53300": DatabaseUnavailableError,  # too_many_connections
+    "57P01": DatabaseUnavailableError,  # admin_shutdown (pg_terminate_backend)
+    "57P02": DatabaseUnavailableError,  # crash_shutdown
+    "57P03": DatabaseUnavailableError,  # cannot_connect_now (starting up)
+}
+
+_MYSQL: dict[int, type[SessionError]] = {
+    1213: DeadlockError,
+    1205: LockTimeoutError,
+    3572: LockTimeoutError,  # NOWAIT could not lock
+    1045: AuthenticationError,
+    1040: DatabaseUnavailableError,  # too many connections
+    1053: DatabaseUnavailableError,  # server shutdown in progress
+    1927: DatabaseUnavailableError,  # connection killed
+    2002: DatabaseUnavailableError,
+    2003: DatabaseUnavailableError,
+    2005: DatabaseUnavailableError,
+    2006: DatabaseUnavailableError,
+    2013: DatabaseUnavailableError,
+    4031: DatabaseUnavailableError,  # disconnected by the server (idle timeout)
+}
+
+_SQLITE: dict[int, type[SessionError]] = {
+    5: LockTimeoutError,  # SQLITE_BUSY: "database is locked"
+    6: LockTimeoutError,  # SQLITE_LOCKED: "database table is locked"
+    14: DatabaseUnavailableError,  # SQLITE_CANTOPEN
+}
+
+# Connection failures that reach us without a code (libpq reports most of them
+# as text only).
+_MESSAGES: tuple[tuple[str, type[SessionError]], ...] = (
+    ("password authentication failed", AuthenticationError),
+    ("no password supplied", AuthenticationError),
+    ("timeout expired", ConnectionTimeoutError),
+    ("connection timed out", ConnectionTimeoutError),
+    ("connection refused", DatabaseUnavailableError),
+    ("could not connect", DatabaseUnavailableError),
+    ("no such file or directory", DatabaseUnavailableError),
+    ("server closed the connection", DatabaseUnavailableError),
+    ("connection is closed", DatabaseUnavailableError),
+    ("the database system is", DatabaseUnavailableError),
+    ("too many clients", DatabaseUnavailableError),
+    ("terminating connection", DatabaseUnavailableError),
+)
+
+_DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
+
+
+def _driver_error(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.orig
+    return exc
+
+
+def _code_class(orig: BaseException) -> type[SessionError] | None:
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str):
+        if sqlstate in _SQLSTATE:
+            return _SQLSTATE[sqlstate]
+        if sqlstate.startswith("08"):  # connection_exception class
+            return DatabaseUnavailableError
+        return None
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return _SQLITE.get(sqlite_code & 0xFF)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and type(orig).__module__.startswith("MySQLdb"):
+        return _MYSQL.get(args[0])
+    return None
+
+
+def classify(exc: BaseException) -> type[SessionError] | None:
+    """The taxonomy class ``exc`` belongs to, or ``None`` if it is not translated."""
+    if isinstance(exc, SessionError):
+        return type(exc)
+    if isinstance(exc, sa_exc.TimeoutError):
+        return PoolExhaustedError
+    if isinstance(exc, sa_exc.DisconnectionError):
+        return DatabaseUnavailableError
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    orig = exc.orig
+    found = _code_class(orig) if orig is not None else None
+    if found is not None:
+        return found
+    if isinstance(exc, _DATA_ERRORS):
+        return None
+    if exc.connection_invalidated:
+        return DatabaseUnavailableError
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        text = str(orig).lower()
+        for fragment, cls in _MESSAGES:
+            if fragment in text:
+                return cls
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures where retrying the whole transaction may succeed."""
+    if isinstance(exc, SessionError):
+        return exc.transient
+    found = classify(exc)
+    return found is not None and found.transient
+
+
+def translate(exc: BaseException, pool: str | None, *, at_commit: bool = False) -> (
+    SessionError | None
+):
+    """The :class:`SessionError` to raise instead of ``exc``, or ``None`` to let it through.
+
+    At commit, an operational failure that is not otherwise classified still
+    becomes a :class:`TransactionError`: the caller must never mistake it for a
+    success. The caller raises the result ``from exc``.
+    """
+    if isinstance(exc, SessionError):
+        return None
+    found = classify(exc)
+    if found is None:
+        if at_commit and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return TransactionError(f"Commit failed on pool {_name(pool)}: {_summary(exc)}",
+                                    pool=pool)
+        return None
+    return found(f"{_describe(found)} on pool {_name(pool)}: {_summary(exc)}", pool=pool)
+
+
+def pool_exhausted(
+    pool: str | None,
+    *,
+    size: int,
+    checked_out: int,
+    overflow: int,
+    max_overflow: int,
+    waiters: int,
+    timeout: float,
+    connect_error: BaseException | None,
+) -> PoolExhaustedError:
+    """A :class:`PoolExhaustedError` whose message tells "pool full" from "server down"."""
+    message = (
+        f"Pool {_name(pool)} is exhausted: no connection became free within {timeout:g} s "
+        f"(size {size}, checked out {checked_out}, overflow {overflow} of {max_overflow}, "
+        f"waiters {waiters})."
+    )
+    if connect_error is not None:
+        message += (
+            " The database itself looks unreachable: the last attempt to open a connection "
+            f"failed with: {_summary(connect_error)}"
+        )
+    else:
+        message += (
+            " Every connection is in use: look for long transactions or leaked sessions, "
+            "or raise POOL_SIZE / MAX_OVERFLOW."
+        )
+    return PoolExhaustedError(message, pool=pool)
+
+
+def _name(pool: str | None) -> str:
+    return f'"{pool}"' if pool else "(unnamed)"
+
+
+_DESCRIPTIONS: dict[type[SessionError], str] = {
+    DeadlockError: "Deadlock detected",
+    SerializationError: "Serialization failure",
+    LockTimeoutError: "Lock timeout",
+    AuthenticationError: "Authentication failed",
+    DatabaseUnavailableError: "Database unavailable",
+    ConnectionTimeoutError: "Connection attempt timed out",
+    PoolExhaustedError: "Pool exhausted",
+    CircuitOpenError: "Circuit open",
+    DatabaseConnectionError: "Connection failed",
+}
+
+
+def _describe(cls: type[SessionError]) -> str:
+    return _DESCRIPTIONS.get(cls, "Database error")
+
+
+def _summary(exc: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's statement and parameter echo."""
+    orig: Any = _driver_error(exc)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:300]
