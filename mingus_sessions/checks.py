@@ -20,6 +20,5 @@ from . import conf
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report each problem with ``MINGUS_SESSIONS`` and its environment variables."""
     return [
-        checks.Error(problem.msg, hint=problem.hint, id=problem.id)
-        for problem in conf.problems()
+        checks.Error(problem.msg, hint=problem.hint, id=problem.id) for problem in conf.problems()
     ]

@@ -83,9 +83,11 @@ def _load() -> Config:
             config, found = _parse()
             if config is None:
                 first = found[0]
-                more = f" ({len(found) - 1} more problem(s): run manage.py check)" if (
-                    len(found) > 1
-                ) else ""
+                more = (
+                    f" ({len(found) - 1} more problem(s): run manage.py check)"
+                    if (len(found) > 1)
+                    else ""
+                )
                 raise ConfigurationError(f"{first.msg} {first.hint}{more} [{first.id}]")
             _cached = config
         return _cached

@@ -204,29 +204,50 @@ class _Collector:
 
     def integer(self, value: Any, where: str, *, minimum: int, default: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            self.add(7, f"{where} must be an integer, not {_show(value)}.",
-                     f"Set {where} to a whole number of at least {minimum}.")
+            self.add(
+                7,
+                f"{where} must be an integer, not {_show(value)}.",
+                f"Set {where} to a whole number of at least {minimum}.",
+            )
             return default
         if value < minimum:
-            self.add(7, f"{where} is {value}, below the minimum of {minimum}.",
-                     f"Set {where} to {minimum} or more.")
+            self.add(
+                7,
+                f"{where} is {value}, below the minimum of {minimum}.",
+                f"Set {where} to {minimum} or more.",
+            )
             return default
         return value
 
-    def number(self, value: Any, where: str, *, positive: bool = True,
-               allow_none: bool = False, default: float = 1.0) -> float | None:
+    def number(
+        self,
+        value: Any,
+        where: str,
+        *,
+        positive: bool = True,
+        allow_none: bool = False,
+        default: float = 1.0,
+    ) -> float | None:
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
         ):
             also = " or None" if allow_none else ""
-            self.add(7, f"{where} must be a number of seconds{also}, not {_show(value)}.",
-                     f"Set {where} to a positive number such as {default}.")
+            self.add(
+                7,
+                f"{where} must be a number of seconds{also}, not {_show(value)}.",
+                f"Set {where} to a positive number such as {default}.",
+            )
             return default
         if positive and value <= 0:
-            self.add(7, f"{where} is {value}; it must be greater than 0.",
-                     f"Set {where} to a positive number such as {default}.")
+            self.add(
+                7,
+                f"{where} is {value}; it must be greater than 0.",
+                f"Set {where} to a positive number such as {default}.",
+            )
             return default
         return float(value)
 
@@ -236,8 +257,9 @@ class _Collector:
         if allow_debug and value == "debug":
             return "debug"
         choices = 'True, False or "debug"' if allow_debug else "True or False"
-        self.add(11, f"{where} must be {choices}, not {_show(value)}.",
-                 f"Set {where} to {choices}.")
+        self.add(
+            11, f"{where} must be {choices}, not {_show(value)}.", f"Set {where} to {choices}."
+        )
         return False
 
 
@@ -250,12 +272,18 @@ def _parse_env_int(raw: str, var: str, out: _Collector, *, minimum: int) -> int 
     try:
         value = int(raw.strip())
     except ValueError:
-        out.add(10, f"The environment variable {var}={raw!r} is not a whole number.",
-                f"Set {var} to a whole number of at least {minimum}, or unset it.")
+        out.add(
+            10,
+            f"The environment variable {var}={raw!r} is not a whole number.",
+            f"Set {var} to a whole number of at least {minimum}, or unset it.",
+        )
         return None
     if value < minimum:
-        out.add(10, f"The environment variable {var}={raw!r} is below the minimum of {minimum}.",
-                f"Set {var} to {minimum} or more, or unset it.")
+        out.add(
+            10,
+            f"The environment variable {var}={raw!r} is below the minimum of {minimum}.",
+            f"Set {var} to {minimum} or more, or unset it.",
+        )
         return None
     return value
 
@@ -266,8 +294,11 @@ def _parse_env_float(raw: str, var: str, out: _Collector) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        out.add(10, f"The environment variable {var}={raw!r} is not a positive number of seconds.",
-                f"Set {var} to a positive number such as 30, or unset it.")
+        out.add(
+            10,
+            f"The environment variable {var}={raw!r} is not a positive number of seconds.",
+            f"Set {var} to a positive number such as 30, or unset it.",
+        )
         return None
     return value
 
@@ -281,8 +312,11 @@ def _parse_env_bool(raw: str, var: str, out: _Collector, *, allow_debug: bool) -
     if allow_debug and text == "debug":
         return "debug"
     extra = ", debug" if allow_debug else ""
-    out.add(10, f"The environment variable {var}={raw!r} is not a boolean.",
-            f"Set {var} to one of true, false, 1, 0, yes, no, on, off{extra}, or unset it.")
+    out.add(
+        10,
+        f"The environment variable {var}={raw!r} is not a boolean.",
+        f"Set {var} to one of true, false, 1, 0, yes, no, on, off{extra}, or unset it.",
+    )
     return None
 
 
@@ -311,13 +345,19 @@ def _merge_section(raw: Mapping[str, Any], section: str, out: _Collector) -> dic
     defaults: Mapping[str, Any] = DEFAULTS[section]
     given = raw.get(section, {})
     if not isinstance(given, Mapping):
-        out.add(2, f"{key_path(section)} must be a dict, not {_show(given)}.",
-                f"Use a dict with the keys {', '.join(defaults)}.")
+        out.add(
+            2,
+            f"{key_path(section)} must be a dict, not {_show(given)}.",
+            f"Use a dict with the keys {', '.join(defaults)}.",
+        )
         return dict(defaults)
     unknown = sorted(set(given) - set(defaults), key=str)
     if unknown:
-        out.add(2, f"{key_path(section)} has unknown keys: {', '.join(map(str, unknown))}.",
-                f"The known keys are {', '.join(defaults)}; check the spelling.")
+        out.add(
+            2,
+            f"{key_path(section)} has unknown keys: {', '.join(map(str, unknown))}.",
+            f"The known keys are {', '.join(defaults)}; check the spelling.",
+        )
     return {**defaults, **{k: v for k, v in given.items() if k in defaults}}
 
 
@@ -343,13 +383,19 @@ def _parse_pool(
 ) -> PoolConfig | None:
     where = key_path("POOLS", name)
     if not isinstance(given, Mapping):
-        out.add(3, f"{where} must be a dict of pool settings, not {_show(given)}.",
-                f'Use a dict such as {{"DATABASE": "default", "POOL_SIZE": 5}} for {where}.')
+        out.add(
+            3,
+            f"{where} must be a dict of pool settings, not {_show(given)}.",
+            f'Use a dict such as {{"DATABASE": "default", "POOL_SIZE": 5}} for {where}.',
+        )
         return None
     unknown = sorted(set(given) - set(POOL_DEFAULTS), key=str)
     if unknown:
-        out.add(4, f"{where} has unknown keys: {', '.join(map(str, unknown))}.",
-                f"The pool keys are {', '.join(POOL_DEFAULTS)}; check the spelling.")
+        out.add(
+            4,
+            f"{where} has unknown keys: {', '.join(map(str, unknown))}.",
+            f"The pool keys are {', '.join(POOL_DEFAULTS)}; check the spelling.",
+        )
     values = {**POOL_DEFAULTS, **{k: v for k, v in given.items() if k in POOL_DEFAULTS}}
     values.update(_env_overrides(name, environ, out))
 
@@ -359,37 +405,52 @@ def _parse_pool(
     database = values["DATABASE"]
     if not isinstance(database, str) or database not in databases:
         known = ", ".join(sorted(databases)) or "none"
-        out.add(5, f'{at("DATABASE")} names {_show(database)}, which is not in DATABASES '
-                   f"(known: {known}).",
-                f'Set {at("DATABASE")} to one of the aliases in DATABASES, or add "{database}" '
-                "to DATABASES.")
+        out.add(
+            5,
+            f"{at('DATABASE')} names {_show(database)}, which is not in DATABASES "
+            f"(known: {known}).",
+            f'Set {at("DATABASE")} to one of the aliases in DATABASES, or add "{database}" '
+            "to DATABASES.",
+        )
     elif databases[database] not in SUPPORTED_ENGINES:
-        out.add(14, f'DATABASES["{database}"]["ENGINE"] is {databases[database]!r}, which '
-                    f'{at("DATABASE")} cannot build a SQLAlchemy engine for.',
-                "Supported backends: " + ", ".join(SUPPORTED_ENGINES) + ".")
+        out.add(
+            14,
+            f'DATABASES["{database}"]["ENGINE"] is {databases[database]!r}, which '
+            f"{at('DATABASE')} cannot build a SQLAlchemy engine for.",
+            "Supported backends: " + ", ".join(SUPPORTED_ENGINES) + ".",
+        )
 
     pool_class = values["POOL_CLASS"]
     if not isinstance(pool_class, str) or (
         pool_class not in BUILTIN_POOL_CLASSES and _import_pool_class(pool_class) is None
     ):
-        out.add(6, f'{at("POOL_CLASS")} is {_show(pool_class)}, which is neither "queue", '
-                   '"null" nor the dotted path of a sqlalchemy.pool.Pool subclass.',
-                f'Set {at("POOL_CLASS")} to "queue" (the default), "null" (for PgBouncer in '
-                'transaction mode) or a path such as "sqlalchemy.pool.StaticPool".')
+        out.add(
+            6,
+            f'{at("POOL_CLASS")} is {_show(pool_class)}, which is neither "queue", '
+            '"null" nor the dotted path of a sqlalchemy.pool.Pool subclass.',
+            f'Set {at("POOL_CLASS")} to "queue" (the default), "null" (for PgBouncer in '
+            'transaction mode) or a path such as "sqlalchemy.pool.StaticPool".',
+        )
         pool_class = "queue"
 
     isolation = values["ISOLATION_LEVEL"]
     if isolation is not None and (
         not isinstance(isolation, str) or isolation.upper() not in ISOLATION_LEVELS
     ):
-        out.add(12, f'{at("ISOLATION_LEVEL")} is {_show(isolation)}, not an isolation level.',
-                f'Set {at("ISOLATION_LEVEL")} to None or one of {", ".join(ISOLATION_LEVELS)}.')
+        out.add(
+            12,
+            f"{at('ISOLATION_LEVEL')} is {_show(isolation)}, not an isolation level.",
+            f"Set {at('ISOLATION_LEVEL')} to None or one of {', '.join(ISOLATION_LEVELS)}.",
+        )
         isolation = None
 
     connect_args = values["CONNECT_ARGS"]
     if not isinstance(connect_args, Mapping):
-        out.add(13, f'{at("CONNECT_ARGS")} must be a dict, not {_show(connect_args)}.',
-                f'Set {at("CONNECT_ARGS")} to a dict of DB-API connect() keyword arguments.')
+        out.add(
+            13,
+            f"{at('CONNECT_ARGS')} must be a dict, not {_show(connect_args)}.",
+            f"Set {at('CONNECT_ARGS')} to a dict of DB-API connect() keyword arguments.",
+        )
         connect_args = {}
 
     recycle = values["POOL_RECYCLE"]
@@ -398,10 +459,10 @@ def _parse_pool(
         database=database if isinstance(database, str) else "default",
         pool_class=pool_class,
         pool_size=out.integer(values["POOL_SIZE"], at("POOL_SIZE"), minimum=0, default=5),
-        max_overflow=out.integer(values["MAX_OVERFLOW"], at("MAX_OVERFLOW"), minimum=0,
-                                 default=10),
-        recycle=-1 if recycle is None else out.integer(
-            recycle, at("POOL_RECYCLE"), minimum=-1, default=1800),
+        max_overflow=out.integer(values["MAX_OVERFLOW"], at("MAX_OVERFLOW"), minimum=0, default=10),
+        recycle=-1
+        if recycle is None
+        else out.integer(recycle, at("POOL_RECYCLE"), minimum=-1, default=1800),
         timeout=out.number(values["POOL_TIMEOUT"], at("POOL_TIMEOUT"), default=30.0) or 30.0,
         pre_ping=bool(out.boolean(values["PRE_PING"], at("PRE_PING"))),
         use_lifo=bool(out.boolean(values["USE_LIFO"], at("USE_LIFO"))),
@@ -432,27 +493,39 @@ def parse_settings(
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        out.add(1, f"{SETTING} must be a dict, not {_show(raw)}.",
-                f"Define {SETTING} as a dict, or remove it to use the defaults.")
+        out.add(
+            1,
+            f"{SETTING} must be a dict, not {_show(raw)}.",
+            f"Define {SETTING} as a dict, or remove it to use the defaults.",
+        )
         return None, out.problems
 
     unknown = sorted(set(raw) - set(DEFAULTS), key=str)
     if unknown:
-        out.add(2, f"{SETTING} has unknown keys: {', '.join(map(str, unknown))}.",
-                f"The known keys are {', '.join(DEFAULTS)}; check the spelling.")
+        out.add(
+            2,
+            f"{SETTING} has unknown keys: {', '.join(map(str, unknown))}.",
+            f"The known keys are {', '.join(DEFAULTS)}; check the spelling.",
+        )
 
     pools_given = raw.get("POOLS", DEFAULTS["POOLS"])
     pools: dict[str, PoolConfig] = {}
     if not isinstance(pools_given, Mapping) or not pools_given:
-        out.add(3, f"{key_path('POOLS')} must be a non-empty dict of pools, not "
-                   f"{_show(pools_given)}.",
-                f'Define at least one pool, e.g. {key_path("POOLS")} = '
-                '{"main": {"DATABASE": "default"}}.')
+        out.add(
+            3,
+            f"{key_path('POOLS')} must be a non-empty dict of pools, not {_show(pools_given)}.",
+            f"Define at least one pool, e.g. {key_path('POOLS')} = "
+            '{"main": {"DATABASE": "default"}}.',
+        )
         pools_given = {}
     for name, given in pools_given.items():
         if not isinstance(name, str) or not name:
-            out.add(3, f"{key_path('POOLS')} has a pool named {_show(name)}; names must be "
-                       "non-empty strings.", "Rename the pool, e.g. \"main\" or \"analytics\".")
+            out.add(
+                3,
+                f"{key_path('POOLS')} has a pool named {_show(name)}; names must be "
+                "non-empty strings.",
+                'Rename the pool, e.g. "main" or "analytics".',
+            )
             continue
         parsed = _parse_pool(name, given, environ, databases, out)
         if parsed is not None:
@@ -460,19 +533,25 @@ def parse_settings(
 
     default_pool = raw.get("DEFAULT_POOL", DEFAULTS["DEFAULT_POOL"])
     if pools_given and default_pool not in pools_given:
-        out.add(8, f"{key_path('DEFAULT_POOL')} names {_show(default_pool)}, which is not in "
-                   f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
-                f"Set {key_path('DEFAULT_POOL')} to one of the pools, or add that pool.")
+        out.add(
+            8,
+            f"{key_path('DEFAULT_POOL')} names {_show(default_pool)}, which is not in "
+            f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
+            f"Set {key_path('DEFAULT_POOL')} to one of the pools, or add that pool.",
+        )
 
     # CELERY_POOL falls back to the default pool when it is left at its default
     # and no such pool exists; naming a missing pool explicitly is an error.
     celery_pool = raw.get("CELERY_POOL", DEFAULTS["CELERY_POOL"])
     if celery_pool not in pools_given:
         if "CELERY_POOL" in raw and pools_given:
-            out.add(9, f"{key_path('CELERY_POOL')} names {_show(celery_pool)}, which is not in "
-                       f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
-                    f"Set {key_path('CELERY_POOL')} to one of the pools, or remove it to use "
-                    f"{key_path('DEFAULT_POOL')}.")
+            out.add(
+                9,
+                f"{key_path('CELERY_POOL')} names {_show(celery_pool)}, which is not in "
+                f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
+                f"Set {key_path('CELERY_POOL')} to one of the pools, or remove it to use "
+                f"{key_path('DEFAULT_POOL')}.",
+            )
         celery_pool = default_pool
 
     monitoring: Any = raw.get("MONITORING", DEFAULTS["MONITORING"])
@@ -486,40 +565,53 @@ def parse_settings(
     fleet = _merge_section(raw, "FLEET", out)
 
     retry_config = RetryConfig(
-        max_retries=out.integer(retry["MAX_RETRIES"], key_path("RETRY", "MAX_RETRIES"),
-                                minimum=0, default=3),
-        base_delay=out.number(retry["BASE_DELAY"], key_path("RETRY", "BASE_DELAY"),
-                              default=0.1) or 0.1,
-        max_delay=out.number(retry["MAX_DELAY"], key_path("RETRY", "MAX_DELAY"),
-                             default=30.0) or 30.0,
+        max_retries=out.integer(
+            retry["MAX_RETRIES"], key_path("RETRY", "MAX_RETRIES"), minimum=0, default=3
+        ),
+        base_delay=out.number(retry["BASE_DELAY"], key_path("RETRY", "BASE_DELAY"), default=0.1)
+        or 0.1,
+        max_delay=out.number(retry["MAX_DELAY"], key_path("RETRY", "MAX_DELAY"), default=30.0)
+        or 30.0,
         jitter=bool(out.boolean(retry["JITTER"], key_path("RETRY", "JITTER"))),
     )
     if retry_config.max_delay < retry_config.base_delay:
-        out.add(7, f"{key_path('RETRY', 'MAX_DELAY')} ({retry_config.max_delay}) is below "
-                   f"{key_path('RETRY', 'BASE_DELAY')} ({retry_config.base_delay}).",
-                "The cap on the delay must be at least the first delay.")
+        out.add(
+            7,
+            f"{key_path('RETRY', 'MAX_DELAY')} ({retry_config.max_delay}) is below "
+            f"{key_path('RETRY', 'BASE_DELAY')} ({retry_config.base_delay}).",
+            "The cap on the delay must be at least the first delay.",
+        )
 
     fleet_cache = fleet["CACHE"]
     if not isinstance(fleet_cache, str) or fleet_cache not in caches:
-        out.add(15, f"{key_path('FLEET', 'CACHE')} names {_show(fleet_cache)}, which is not in "
-                    f"CACHES (known: {', '.join(sorted(caches)) or 'none'}).",
-                f"Set {key_path('FLEET', 'CACHE')} to a CACHES alias (a shared cache such as "
-                "Redis lets every process see the fleet).")
+        out.add(
+            15,
+            f"{key_path('FLEET', 'CACHE')} names {_show(fleet_cache)}, which is not in "
+            f"CACHES (known: {', '.join(sorted(caches)) or 'none'}).",
+            f"Set {key_path('FLEET', 'CACHE')} to a CACHES alias (a shared cache such as "
+            "Redis lets every process see the fleet).",
+        )
         fleet_cache = "default"
 
     token = raw.get("METRICS_TOKEN")
     if token is not None and (not isinstance(token, str) or not token):
-        out.add(16, f"{key_path('METRICS_TOKEN')} must be a non-empty string or None.",
-                f"Set {key_path('METRICS_TOKEN')} to a long random string, or None.")
+        out.add(
+            16,
+            f"{key_path('METRICS_TOKEN')} must be a non-empty string or None.",
+            f"Set {key_path('METRICS_TOKEN')} to a long random string, or None.",
+        )
         token = None
     hook = raw.get("REQUEST_COMMIT_HOOK")
     if hook is not None and (
         not isinstance(hook, str) or (importable is not None and not importable(hook))
     ):
-        out.add(16, f"{key_path('REQUEST_COMMIT_HOOK')} is {_show(hook)}, not the dotted path of "
-                    "an importable callable.",
-                f"Set {key_path('REQUEST_COMMIT_HOOK')} to a path such as "
-                '"myproject.hooks.should_commit", or None.')
+        out.add(
+            16,
+            f"{key_path('REQUEST_COMMIT_HOOK')} is {_show(hook)}, not the dotted path of "
+            "an importable callable.",
+            f"Set {key_path('REQUEST_COMMIT_HOOK')} to a path such as "
+            '"myproject.hooks.should_commit", or None.',
+        )
         hook = None
 
     config = Config(
@@ -529,26 +621,39 @@ def parse_settings(
         monitoring=bool(out.boolean(monitoring, key_path("MONITORING"))),
         slow_query_threshold=out.number(
             raw.get("SLOW_QUERY_THRESHOLD", DEFAULTS["SLOW_QUERY_THRESHOLD"]),
-            key_path("SLOW_QUERY_THRESHOLD"), allow_none=True, default=1.0),
-        log_query_parameters=bool(out.boolean(
-            raw.get("LOG_QUERY_PARAMETERS", False), key_path("LOG_QUERY_PARAMETERS"))),
+            key_path("SLOW_QUERY_THRESHOLD"),
+            allow_none=True,
+            default=1.0,
+        ),
+        log_query_parameters=bool(
+            out.boolean(raw.get("LOG_QUERY_PARAMETERS", False), key_path("LOG_QUERY_PARAMETERS"))
+        ),
         leak_threshold=out.number(
             raw.get("LEAK_THRESHOLD", DEFAULTS["LEAK_THRESHOLD"]),
-            key_path("LEAK_THRESHOLD"), allow_none=True, default=30.0),
+            key_path("LEAK_THRESHOLD"),
+            allow_none=True,
+            default=30.0,
+        ),
         retry=retry_config,
         circuit_breaker=BreakerConfig(
             enabled=bool(out.boolean(breaker["ENABLED"], key_path("CIRCUIT_BREAKER", "ENABLED"))),
             failure_threshold=out.integer(
-                breaker["FAILURE_THRESHOLD"], key_path("CIRCUIT_BREAKER", "FAILURE_THRESHOLD"),
-                minimum=1, default=5),
+                breaker["FAILURE_THRESHOLD"],
+                key_path("CIRCUIT_BREAKER", "FAILURE_THRESHOLD"),
+                minimum=1,
+                default=5,
+            ),
             recovery_timeout=out.number(
-                breaker["RECOVERY_TIMEOUT"], key_path("CIRCUIT_BREAKER", "RECOVERY_TIMEOUT"),
-                default=60.0) or 60.0,
+                breaker["RECOVERY_TIMEOUT"],
+                key_path("CIRCUIT_BREAKER", "RECOVERY_TIMEOUT"),
+                default=60.0,
+            )
+            or 60.0,
         ),
         fleet=FleetConfig(
             cache=fleet_cache,
-            interval=out.number(fleet["INTERVAL"], key_path("FLEET", "INTERVAL"),
-                                default=10.0) or 10.0,
+            interval=out.number(fleet["INTERVAL"], key_path("FLEET", "INTERVAL"), default=10.0)
+            or 10.0,
         ),
         metrics_token=token,
         request_commit_hook=hook,

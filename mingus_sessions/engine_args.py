@@ -40,10 +40,19 @@ DEFAULT_CONNECT_TIMEOUT = 10
 
 # psycopg 3's IsolationLevel values and psycopg2's ISOLATION_LEVEL_* constants
 # differ; Django stores whichever its driver uses in OPTIONS["isolation_level"].
-_PSYCOPG_LEVELS = {1: "READ UNCOMMITTED", 2: "READ COMMITTED", 3: "REPEATABLE READ",
-                   4: "SERIALIZABLE"}
-_PSYCOPG2_LEVELS = {0: "AUTOCOMMIT", 1: "READ COMMITTED", 2: "REPEATABLE READ",
-                    3: "SERIALIZABLE", 4: "READ UNCOMMITTED"}
+_PSYCOPG_LEVELS = {
+    1: "READ UNCOMMITTED",
+    2: "READ COMMITTED",
+    3: "REPEATABLE READ",
+    4: "SERIALIZABLE",
+}
+_PSYCOPG2_LEVELS = {
+    0: "AUTOCOMMIT",
+    1: "READ COMMITTED",
+    2: "REPEATABLE READ",
+    3: "SERIALIZABLE",
+    4: "READ UNCOMMITTED",
+}
 
 # OPTIONS keys that Django's backends consume themselves.
 _DJANGO_ONLY = {
@@ -84,7 +93,8 @@ def _vendor(settings_dict: Mapping[str, Any], pool: PoolConfig) -> str:
         raise ConfigurationError(
             f'DATABASES["{pool.database}"]["ENGINE"] is {engine!r}, which pool "{pool.name}" '
             "cannot build a SQLAlchemy engine for. Supported backends: "
-            + ", ".join(SUPPORTED_ENGINES) + ". [mingus_sessions.E014]",
+            + ", ".join(SUPPORTED_ENGINES)
+            + ". [mingus_sessions.E014]",
             pool=pool.name,
         ) from None
 
@@ -145,8 +155,8 @@ def build_engine_spec(
             password=settings_dict.get("PASSWORD") or None,
             host=settings_dict.get("HOST") or None,
             port=_port(settings_dict.get("PORT"), pool),
-            database=settings_dict.get("NAME") or ("postgres" if "service" not in options
-                                                   else None),
+            database=settings_dict.get("NAME")
+            or ("postgres" if "service" not in options else None),
         )
         options.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         # Names the backend in pg_stat_activity, so operators (and the fault
@@ -163,8 +173,9 @@ def build_engine_spec(
         name = str(settings_dict.get("NAME") or ":memory:")
         if name.startswith("file:"):
             path, _, query = name.partition("?")
-            url = URL.create("sqlite+pysqlite", database=path,
-                             query={**dict(parse_qsl(query)), "uri": "true"})
+            url = URL.create(
+                "sqlite+pysqlite", database=path, query={**dict(parse_qsl(query)), "uri": "true"}
+            )
         else:
             url = URL.create("sqlite+pysqlite", database=name)
         if name == ":memory:":
@@ -203,17 +214,26 @@ def build_engine_spec(
         driver = "oracledb"
         host = settings_dict.get("HOST") or None
         port = _port(settings_dict.get("PORT"), pool)
-        name = settings_dict.get("NAME") or None
+        service = settings_dict.get("NAME") or None
         if host and port:
-            url = URL.create("oracle+oracledb", username=settings_dict.get("USER") or None,
-                             password=settings_dict.get("PASSWORD") or None, host=host,
-                             port=port, query={"service_name": str(name)} if name else {})
+            url = URL.create(
+                "oracle+oracledb",
+                username=settings_dict.get("USER") or None,
+                password=settings_dict.get("PASSWORD") or None,
+                host=host,
+                port=port,
+                query={"service_name": str(service)} if service else {},
+            )
         else:  # NAME is a TNS alias or an Easy Connect string
-            url = URL.create("oracle+oracledb", username=settings_dict.get("USER") or None,
-                             password=settings_dict.get("PASSWORD") or None, host=name)
+            url = URL.create(
+                "oracle+oracledb",
+                username=settings_dict.get("USER") or None,
+                password=settings_dict.get("PASSWORD") or None,
+                host=service,
+            )
         if pool.read_only:
             raise ConfigurationError(
-                f'{_key(pool, "READ_ONLY")} is not supported on Oracle, which has no '
+                f"{_key(pool, 'READ_ONLY')} is not supported on Oracle, which has no "
                 "session-wide read-only mode. Use a read-only database user instead.",
                 pool=pool.name,
             )

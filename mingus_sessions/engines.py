@@ -46,7 +46,7 @@ class PoolEntry:
 
     @property
     def stale(self) -> bool:
-        return self.settings_dict.get("NAME") != self.built_for
+        return bool(self.settings_dict.get("NAME") != self.built_for)
 
 
 _lock = threading.RLock()

@@ -106,4 +106,4 @@ class CircuitOpenError(DatabaseConnectionError):
 
 #: The seeds' name for :class:`DatabaseConnectionError`. Import it from this
 #: module explicitly; it shadows the builtin only where it is imported.
-ConnectionError = DatabaseConnectionError  # noqa: A001
+ConnectionError = DatabaseConnectionError

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import ParamSpec, TypeVar, overload
 
 from .stats import session_stats
 from .translate import is_transient
@@ -82,7 +82,11 @@ def execute_with_retry(
             delay = backoff_delay(attempt, base_delay=base, max_delay=cap, jitter=jitter)
             logger.warning(
                 "Transient database failure on pool %s (retry %d of %d in %.3f s): %s",
-                pool or "(default)", attempt + 1, retries, delay, type(exc).__name__,
+                pool or "(default)",
+                attempt + 1,
+                retries,
+                delay,
+                type(exc).__name__,
             )
             session_stats.retries += 1
             sleep(delay)

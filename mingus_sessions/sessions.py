@@ -85,9 +85,9 @@ def pool_context(pool: str) -> Iterator[Engine]:
     yield get_entry(pool).engine
 
 
-def _translated(entry_name: str, exc: BaseException, *, at_commit: bool = False) -> (
-    SessionError | None
-):
+def _translated(
+    entry_name: str, exc: BaseException, *, at_commit: bool = False
+) -> SessionError | None:
     found = translate(exc, entry_name, at_commit=at_commit)
     if found is None or not isinstance(exc, sa_exc.TimeoutError):
         return found
@@ -112,8 +112,9 @@ def _rollback(session: Session | SessionTransaction, pool: str) -> None:
     try:
         session.rollback()
     except Exception:
-        logger.warning("Rollback failed on pool %s; invalidating its connection", pool,
-                       exc_info=True)
+        logger.warning(
+            "Rollback failed on pool %s; invalidating its connection", pool, exc_info=True
+        )
         target = session if isinstance(session, Session) else session.session
         try:
             target.invalidate()
@@ -207,11 +208,13 @@ class _Scope:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         if self._token is None:
-            return self._exit_savepoint(exc)
+            self._exit_savepoint(exc)
+            return
         if self._join:
-            return self._exit_joined(exc_type, exc, tb)
+            self._exit_joined(exc_type, exc, tb)
+            return
         session = self._session
         name = self._name
         try:
@@ -231,20 +234,20 @@ class _Scope:
                 breaker = self._breaker
                 if touched and breaker is not None:
                     breaker.record_success()
-                return False
+                return
             _rollback(session, name)
             session_stats.failed_sessions += 1
             self._record_failure(exc)
             error = _translated(name, exc)
             if error is not None:
                 raise error from exc
-            return False
+            return
         finally:
             _close(session, name)
             _active.reset(self._token)
             session_stats.active_sessions -= 1
 
-    def _exit_savepoint(self, exc: BaseException | None) -> bool:
+    def _exit_savepoint(self, exc: BaseException | None) -> None:
         savepoint = self._savepoint
         assert savepoint is not None
         if exc is None:
@@ -258,21 +261,20 @@ class _Scope:
                 if error is not None:
                     raise error from commit_exc
                 raise
-            return False
+            return
         if savepoint.is_active:
             _rollback(savepoint, self._name)
         session_stats.failed_sessions += 1
         error = _translated(self._name, exc)
         if error is not None:
             raise error from exc
-        return False
 
     def _exit_joined(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         from .joined import close_joined
 
         try:
@@ -290,15 +292,13 @@ class _Scope:
             error = _translated(self._name, exc)
             if error is not None:
                 raise error from exc
-        return False
 
 
 def _close(session: Session, pool: str) -> None:
     try:
         session.close()
     except Exception:
-        logger.warning("Closing a session of pool %s failed; invalidating it", pool,
-                       exc_info=True)
+        logger.warning("Closing a session of pool %s failed; invalidating it", pool, exc_info=True)
         try:
             session.invalidate()
         except Exception:
@@ -320,9 +320,7 @@ def session_scope(
 
 
 @overload
-def with_db_session(
-    func: Callable[Concatenate[Session, P], T], /
-) -> Callable[P, T]: ...
+def with_db_session(func: Callable[Concatenate[Session, P], T], /) -> Callable[P, T]: ...
 
 
 @overload

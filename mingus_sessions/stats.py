@@ -35,15 +35,18 @@ class SessionStats:
         self.retries = 0
 
     def snapshot(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in (
-            "total_sessions",
-            "active_sessions",
-            "committed_transactions",
-            "transaction_rollbacks",
-            "failed_sessions",
-            "savepoints",
-            "retries",
-        )}
+        return {
+            name: getattr(self, name)
+            for name in (
+                "total_sessions",
+                "active_sessions",
+                "committed_transactions",
+                "transaction_rollbacks",
+                "failed_sessions",
+                "savepoints",
+                "retries",
+            )
+        }
 
 
 session_stats = SessionStats()

@@ -139,9 +139,9 @@ def is_transient(exc: BaseException) -> bool:
     return found is not None and found.transient
 
 
-def translate(exc: BaseException, pool: str | None, *, at_commit: bool = False) -> (
-    SessionError | None
-):
+def translate(
+    exc: BaseException, pool: str | None, *, at_commit: bool = False
+) -> SessionError | None:
     """The :class:`SessionError` to raise instead of ``exc``, or ``None`` to let it through.
 
     At commit, an operational failure that is not otherwise classified still
@@ -153,8 +153,9 @@ def translate(exc: BaseException, pool: str | None, *, at_commit: bool = False) 
     found = classify(exc)
     if found is None:
         if at_commit and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-            return TransactionError(f"Commit failed on pool {_name(pool)}: {_summary(exc)}",
-                                    pool=pool)
+            return TransactionError(
+                f"Commit failed on pool {_name(pool)}: {_summary(exc)}", pool=pool
+            )
         return None
     return found(f"{_describe(found)} on pool {_name(pool)}: {_summary(exc)}", pool=pool)
 

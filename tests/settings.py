@@ -17,6 +17,8 @@ TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 
 TEST_DATABASE = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
+#: Prefix for server database names, so that concurrent runs never share one.
+DB_PREFIX = os.environ.get("MINGUS_TEST_DB_PREFIX", "")
 
 #: The database password the security tests look for everywhere.
 PASSWORD_SENTINEL = "s3ntinel-Pa55word-never-shown"
@@ -25,25 +27,25 @@ PASSWORD_SENTINEL = "s3ntinel-Pa55word-never-shown"
 def _postgresql(name: str) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
+        "NAME": DB_PREFIX + name,
         "USER": os.environ.get("PGUSER", "postgres"),
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
         "HOST": os.environ.get("PGHOST", "127.0.0.1"),
         "PORT": os.environ.get("PGPORT", "5432"),
-        "TEST": {"NAME": f"test_{name}"},
+        "TEST": {"NAME": f"test_{DB_PREFIX}{name}"},
     }
 
 
 def _mysql(name: str) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.mysql",
-        "NAME": name,
+        "NAME": DB_PREFIX + name,
         "USER": os.environ.get("MYSQL_USER", "root"),
         "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
         "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
         "PORT": os.environ.get("MYSQL_PORT", "3306"),
         "OPTIONS": {"charset": "utf8mb4"},
-        "TEST": {"NAME": f"test_{name}", "CHARSET": "utf8mb4"},
+        "TEST": {"NAME": f"test_{DB_PREFIX}{name}", "CHARSET": "utf8mb4"},
     }
 
 

@@ -1,0 +1,55 @@
+# The two commands of the quick start are `make demo` and `make test`;
+# everything else here helps them or CI.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
+DEMO_HOST ?= 127.0.0.1:8000
+
+.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 clean
+
+$(STAMP): pyproject.toml requirements.txt
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+## make demo: the demo project on SQLite (or DATABASE_URL) at http://127.0.0.1:8000/
+demo: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo_data
+	$(PY) manage.py create_demo_admin
+	$(PY) manage.py runserver $(DEMO_HOST)
+
+## make test: the whole suite on SQLite, and on PostgreSQL / MariaDB where reachable
+## (with CI set, PostgreSQL is required), then the coverage gate.
+test: $(STAMP)
+	PY=$(PY) bash scripts/test.sh
+
+test-sqlite: $(STAMP)
+	PY=$(PY) bash scripts/test.sh sqlite
+
+test-postgresql: $(STAMP)
+	PY=$(PY) bash scripts/test.sh postgresql
+
+test-mysql: $(STAMP)
+	PY=$(PY) bash scripts/test.sh mysql
+
+## The other supported line: Python 3.12 with Django 6.x, on PostgreSQL.
+test-py312:
+	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.12)" VENV=.venv312 \
+		DJANGO_SPEC="Django>=6.0,<6.2"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf .venv .venv312 .coverage .coverage.* htmlcov var/test-* build *.egg-info

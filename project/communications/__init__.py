@@ -1,0 +1,1 @@
+"""The demo's example app: communications sent, preferences and engagement metrics."""

@@ -1,0 +1,217 @@
+"""Settings of the demo project, read from the environment.
+
+``DATABASE_URL`` picks the database (``postgresql://``, ``mysql://`` or
+``sqlite:///path``); without it the demo uses ``var/demo.sqlite3`` in the
+repository. ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say. These
+settings are for the demo only: nothing here is hardened for production.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    """Read a yes/no environment variable; anything unrecognised is an error, not a guess."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no.")
+
+
+DEBUG = _env_bool("DJANGO_DEBUG", True)
+
+#: Publicly known, so only acceptable while DEBUG is on (refused below otherwise).
+DEMO_ONLY_SECRET_KEY = "demo-only-insecure-secret-key-do-not-use-in-production"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEMO_ONLY_SECRET_KEY
+if not DEBUG and SECRET_KEY == DEMO_ONLY_SECRET_KEY:
+    raise ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
+
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "mingus_sessions",
+    "project.communications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Databases -------------------------------------------------------------
+
+_BACKENDS = {
+    "postgresql": "django.db.backends.postgresql",
+    "postgres": "django.db.backends.postgresql",
+    "mysql": "django.db.backends.mysql",
+    "sqlite": "django.db.backends.sqlite3",
+}
+
+# Several connections (Django's own and each SQLAlchemy pool) share one SQLite
+# file: WAL lets readers run next to the writer, the timeout makes a writer wait
+# for the lock instead of failing at once, and IMMEDIATE takes the write lock at
+# BEGIN so that two writers never deadlock upgrading a read lock. Django turns
+# foreign keys on for its own connections; init_command carries the pragma to
+# the SQLAlchemy pools too, which do not turn it on by themselves.
+_SQLITE_OPTIONS: dict[str, Any] = {
+    "timeout": 20,
+    "init_command": "PRAGMA foreign_keys=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    "transaction_mode": "IMMEDIATE",
+}
+
+
+def _sqlite(path: str | Path) -> dict[str, Any]:
+    return {
+        "ENGINE": _BACKENDS["sqlite"],
+        "NAME": str(path),
+        "OPTIONS": dict(_SQLITE_OPTIONS),
+    }
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    """Turn a ``DATABASE_URL`` into a ``DATABASES`` entry (query parameters become OPTIONS)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        # Never echo the URL: it may carry a password.
+        raise ImproperlyConfigured("DATABASE_URL is not a valid database URL.") from exc
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL uses {backend!r}; use postgresql://, mysql:// or sqlite:///path."
+        )
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            # Each process (and each command) would get its own empty database.
+            raise ImproperlyConfigured("DATABASE_URL must name an SQLite file: sqlite:///path.")
+        return _sqlite(parsed.database)
+    options: dict[str, Any] = {
+        key: value if isinstance(value, str) else value[-1] for key, value in parsed.query.items()
+    }
+    return {
+        "ENGINE": _BACKENDS[backend],
+        "NAME": parsed.database or "",
+        "USER": parsed.username or "",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.host or "",
+        "PORT": str(parsed.port or ""),
+        "OPTIONS": options,
+    }
+
+
+if os.environ.get("DATABASE_URL"):
+    _default = database_from_url(os.environ["DATABASE_URL"])
+else:
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    _default = _sqlite(BASE_DIR / "var" / "demo.sqlite3")
+
+# "replica" is the same database under a second alias: the read-only analytics
+# pool runs on it, as it would on a real replica. MIRROR makes the test runner
+# point it at the test database instead of creating a second one.
+_replica = copy.deepcopy(_default)
+_replica["TEST"] = {"MIRROR": "default"}
+# Readers must not take SQLite's write lock at BEGIN.
+_replica["OPTIONS"].pop("transaction_mode", None)
+
+DATABASES = {"default": _default, "replica": _replica}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# --- mingus_sessions ---------------------------------------------------------
+
+MINGUS_SESSIONS = {
+    "DEFAULT_POOL": "main",
+    "CELERY_POOL": "celery",
+    "POOLS": {
+        "main": {"DATABASE": "default", "POOL_SIZE": 10, "MAX_OVERFLOW": 10},
+        "celery": {"DATABASE": "default", "POOL_SIZE": 5, "MAX_OVERFLOW": 5},
+        "analytics": {
+            "DATABASE": "replica",
+            "POOL_SIZE": 3,
+            "MAX_OVERFLOW": 2,
+            "POOL_TIMEOUT": 60,
+            "READ_ONLY": True,
+        },
+    },
+}
+
+
+# --- The rest ------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "simple": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "simple"},
+    },
+    "loggers": {
+        "mingus_sessions": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
