@@ -1,9 +1,9 @@
 """Sessions that run on Django's own connection, inside Django's transaction.
 
 ``session_scope(join_django=True)`` hands SQLAlchemy the DB-API connection that
-Django holds for the pool's alias in this thread. SQLAlchemy sees it through a
-wrapper whose ``commit()``, ``rollback()`` and ``close()`` do nothing: Django
-owns the transaction, so SQLAlchemy may only add SAVEPOINTs to it. Each joined
+Django holds for the pool's alias in this thread, through an engine whose
+dialect commits, rolls back and closes nothing: Django owns the transaction and
+the connection, so SQLAlchemy may only add SAVEPOINTs to it. Each joined
 scope is one savepoint: a failure inside rolls back that scope's work (ORM and
 SQLAlchemy alike), and the surrounding ``atomic`` block decides the rest.
 """
@@ -27,25 +27,8 @@ _lock = threading.Lock()
 _engines: dict[tuple[str, int], Engine] = {}
 
 
-class _BorrowedConnection:
-    """Django's DB-API connection, with the transaction calls taken away from SQLAlchemy."""
-
-    __slots__ = ("_dbapi",)
-
-    def __init__(self, dbapi: Any) -> None:
-        self._dbapi = dbapi
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dbapi, name)
-
-    def commit(self) -> None:
-        """Django commits."""
-
-    def rollback(self) -> None:
-        """Django rolls back."""
-
-    def close(self) -> None:
-        """Django closes."""
+def _leave_to_django(dbapi_connection: Any) -> None:
+    """Stands in for the dialect's commit, rollback and close: Django does those."""
 
 
 def _joined_engine(entry: PoolEntry) -> Engine:
@@ -55,8 +38,8 @@ def _joined_engine(entry: PoolEntry) -> Engine:
         return engine
     alias = entry.config.database
 
-    def borrow() -> _BorrowedConnection:
-        return _BorrowedConnection(connections[alias].connection)
+    def borrow() -> Any:
+        return connections[alias].connection
 
     with _lock:
         engine = _engines.get(key)
@@ -69,7 +52,16 @@ def _joined_engine(entry: PoolEntry) -> Engine:
                 poolclass=NullPool,
                 logging_name=f"{entry.name}.joined",
                 hide_parameters=entry.spec.kwargs["hide_parameters"],
+                # Registering hstore adapters would change Django's connection.
+                **({"use_native_hstore": False} if entry.spec.vendor == "postgresql" else {}),
             )
+            # Instance attributes shadow the dialect's methods for this engine
+            # only; SAVEPOINT statements still go through as SQL.
+            dialect: Any = engine.dialect
+            dialect.do_commit = _leave_to_django
+            dialect.do_rollback = _leave_to_django
+            dialect.do_close = _leave_to_django
+            dialect.do_terminate = _leave_to_django
             _engines.clear()  # drop engines of pools that were rebuilt
             _engines[key] = engine
     return engine
