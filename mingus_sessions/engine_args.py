@@ -183,13 +183,19 @@ def build_engine_spec(
             # session of this pool must share it, whatever the thread.
             pool_class = StaticPool
             options["check_same_thread"] = False
+        # Django turns foreign keys on for every SQLite connection; so must we,
+        # or SQLAlchemy writes could break constraints the ORM enforces.
+        on_connect.append("PRAGMA foreign_keys = ON")
         init_command = django_only.get("init_command")
         if init_command:
             on_connect.extend(s.strip() for s in str(init_command).split(";") if s.strip())
         mode = django_only.get("transaction_mode")
-        sqlite_begin = f"BEGIN {str(mode).upper()}" if mode else "BEGIN"
         if pool.read_only:
             on_connect.append("PRAGMA query_only = ON")
+            # BEGIN IMMEDIATE takes a write lock, which a query-only connection refuses.
+            sqlite_begin = "BEGIN"
+        else:
+            sqlite_begin = f"BEGIN {str(mode).upper()}" if mode else "BEGIN"
     elif vendor == "mysql":
         driver = "mysqldb"
         host = settings_dict.get("HOST") or None

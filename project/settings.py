@@ -1,8 +1,9 @@
 """Settings of the demo project, read from the environment.
 
 ``DATABASE_URL`` picks the database (``postgresql://``, ``mysql://`` or
-``sqlite:///path``); without it the demo uses ``var/demo.sqlite3`` in the
-repository. ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say. These
+``sqlite:///path``, a path relative to the working directory, or
+``sqlite:////absolute/path``); without it the demo uses ``var/demo.sqlite3``
+in the repository. ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say. These
 settings are for the demo only: nothing here is hardened for production.
 """
 

@@ -59,9 +59,7 @@ class CommunicationMetrics(models.Model):
     sent_at = models.DateTimeField(default=timezone.now, db_index=True)
     # NULL, not "", for "no key": a unique column may hold many NULLs but only
     # one empty string.
-    idempotency_key = models.CharField(  # noqa: DJ001
-        max_length=100, unique=True, null=True, blank=True
-    )
+    idempotency_key = models.CharField(max_length=100, unique=True, null=True, blank=True)
 
     class Meta:
         verbose_name = "communication"

@@ -41,9 +41,12 @@ def _utcnow() -> datetime:
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """The same instant in UTC; a naive value (SQLite's) is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,11 @@ class EngagementSummary:
     def rows(self) -> list[tuple[str, list[int], int]]:
         """``(channel, [count per status in by_status order], channel total)`` for tables."""
         return [
-            (channel, [statuses.get(status, 0) for status in self.by_status], self.by_channel[channel])
+            (
+                channel,
+                [statuses.get(status, 0) for status in self.by_status],
+                self.by_channel[channel],
+            )
             for channel, statuses in self.by_channel_status.items()
         ]
 
@@ -159,9 +166,8 @@ def record_communication(
                 return RecordedCommunication(existing, created=False)
         try:
             with session_scope(pool) as savepoint:
-                new_id = savepoint.execute(
-                    insert(communication_metrics)
-                    .values(
+                inserted = savepoint.execute(
+                    insert(communication_metrics).values(
                         user_id=user_id,
                         message_type=message_type,
                         channel=str(channel),
@@ -169,8 +175,10 @@ def record_communication(
                         sent_at=now,
                         idempotency_key=idempotency_key,
                     )
-                    .returning(communication_metrics.c.id)
-                ).scalar_one()
+                )
+                # RETURNING where the database has it, the cursor's lastrowid
+                # elsewhere (MySQL), so the same code runs on every backend.
+                new_id = inserted.inserted_primary_key[0]  # type: ignore[attr-defined]
         except IntegrityError:
             # Another request with the same key committed between our SELECT
             # and INSERT; anything else (an unknown user) is the caller's error.
