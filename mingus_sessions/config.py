@@ -72,7 +72,18 @@ SUPPORTED_ENGINES = {
     "django.db.backends.sqlite3": "sqlite",
     "django.db.backends.mysql": "mysql",
     "django.db.backends.oracle": "oracle",
+    # GeoDjango's backends are the same databases. SpatiaLite's functions are not
+    # loaded into SQLAlchemy's connections (see docs/configuration.md).
+    "django.contrib.gis.db.backends.postgis": "postgresql",
+    "django.contrib.gis.db.backends.spatialite": "sqlite",
+    "django.contrib.gis.db.backends.mysql": "mysql",
+    "django.contrib.gis.db.backends.oracle": "oracle",
 }
+
+SUPPORTED_SUMMARY = (
+    "Supported: PostgreSQL, SQLite, MySQL/MariaDB and Oracle, through Django's own "
+    "backends or GeoDjango's."
+)
 
 ISOLATION_LEVELS = (
     "AUTOCOMMIT",
@@ -409,15 +420,15 @@ def _parse_pool(
             5,
             f"{at('DATABASE')} names {_show(database)}, which is not in DATABASES "
             f"(known: {known}).",
-            f'Set {at("DATABASE")} to one of the aliases in DATABASES, or add "{database}" '
-            "to DATABASES.",
+            f"Set {at('DATABASE')} to one of the aliases in DATABASES"
+            + (f', or add "{database}" to DATABASES.' if isinstance(database, str) else "."),
         )
     elif databases[database] not in SUPPORTED_ENGINES:
         out.add(
             14,
-            f'DATABASES["{database}"]["ENGINE"] is {databases[database]!r}, which '
-            f"{at('DATABASE')} cannot build a SQLAlchemy engine for.",
-            "Supported backends: " + ", ".join(SUPPORTED_ENGINES) + ".",
+            f'DATABASES["{database}"]["ENGINE"] is {databases[database]!r}: pool "{name}" '
+            f"({at('DATABASE')}) cannot build a SQLAlchemy engine for it.",
+            SUPPORTED_SUMMARY,
         )
 
     pool_class = values["POOL_CLASS"]
@@ -531,24 +542,25 @@ def parse_settings(
         if parsed is not None:
             pools[name] = parsed
 
+    known_pools = ", ".join(pools) or "none"
     default_pool = raw.get("DEFAULT_POOL", DEFAULTS["DEFAULT_POOL"])
-    if pools_given and default_pool not in pools_given:
+    if pools_given and (not isinstance(default_pool, str) or default_pool not in pools_given):
         out.add(
             8,
             f"{key_path('DEFAULT_POOL')} names {_show(default_pool)}, which is not in "
-            f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
+            f"{key_path('POOLS')} (known: {known_pools}).",
             f"Set {key_path('DEFAULT_POOL')} to one of the pools, or add that pool.",
         )
 
     # CELERY_POOL falls back to the default pool when it is left at its default
     # and no such pool exists; naming a missing pool explicitly is an error.
     celery_pool = raw.get("CELERY_POOL", DEFAULTS["CELERY_POOL"])
-    if celery_pool not in pools_given:
+    if not isinstance(celery_pool, str) or celery_pool not in pools_given:
         if "CELERY_POOL" in raw and pools_given:
             out.add(
                 9,
                 f"{key_path('CELERY_POOL')} names {_show(celery_pool)}, which is not in "
-                f"{key_path('POOLS')} (known: {', '.join(map(str, pools_given))}).",
+                f"{key_path('POOLS')} (known: {known_pools}).",
                 f"Set {key_path('CELERY_POOL')} to one of the pools, or remove it to use "
                 f"{key_path('DEFAULT_POOL')}.",
             )

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import URL
 from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
 
-from .config import SUPPORTED_ENGINES, PoolConfig
+from .config import SUPPORTED_ENGINES, SUPPORTED_SUMMARY, PoolConfig
 from .errors import ConfigurationError
 from .pools import WaitAwareQueuePool
 
@@ -91,10 +91,8 @@ def _vendor(settings_dict: Mapping[str, Any], pool: PoolConfig) -> str:
         return SUPPORTED_ENGINES[engine]
     except KeyError:
         raise ConfigurationError(
-            f'DATABASES["{pool.database}"]["ENGINE"] is {engine!r}, which pool "{pool.name}" '
-            "cannot build a SQLAlchemy engine for. Supported backends: "
-            + ", ".join(SUPPORTED_ENGINES)
-            + ". [mingus_sessions.E014]",
+            f'DATABASES["{pool.database}"]["ENGINE"] is {engine!r}: pool "{pool.name}" '
+            f"cannot build a SQLAlchemy engine for it. {SUPPORTED_SUMMARY} [mingus_sessions.E014]",
             pool=pool.name,
         ) from None
 
@@ -165,9 +163,6 @@ def build_engine_spec(
         isolation = isolation or _isolation_from_django(django_only.get("isolation_level"), driver)
         if django_only.get("assume_role"):
             on_connect.append(f"SET ROLE {_quote_ident(str(django_only['assume_role']))}")
-        if pool.read_only:
-            flag = "-c default_transaction_read_only=on"
-            options["options"] = f"{options['options']} {flag}" if options.get("options") else flag
     elif vendor == "sqlite":
         driver = "pysqlite"
         name = str(settings_dict.get("NAME") or ":memory:")
@@ -218,17 +213,17 @@ def build_engine_spec(
             on_connect.append("SET SESSION TRANSACTION READ ONLY")
     else:  # oracle
         driver = "oracledb"
-        host = settings_dict.get("HOST") or None
         port = _port(settings_dict.get("PORT"), pool)
         service = settings_dict.get("NAME") or None
-        if host and port:
+        if port:
+            # As Django's oracle backend: makedsn(HOST or localhost, PORT, NAME as the SID).
             url = URL.create(
                 "oracle+oracledb",
                 username=settings_dict.get("USER") or None,
                 password=settings_dict.get("PASSWORD") or None,
-                host=host,
+                host=(settings_dict.get("HOST") or "").strip() or "localhost",
                 port=port,
-                query={"service_name": str(service)} if service else {},
+                database=service,
             )
         else:  # NAME is a TNS alias or an Easy Connect string
             url = URL.create(
@@ -245,6 +240,11 @@ def build_engine_spec(
             )
 
     connect_args = {**options, **pool.connect_args}
+    if vendor == "postgresql" and pool.read_only:
+        # Added last, so that CONNECT_ARGS["options"] cannot drop it.
+        flag = "-c default_transaction_read_only=on"
+        given = connect_args.get("options")
+        connect_args["options"] = f"{given} {flag}" if given else flag
     kwargs: dict[str, Any] = {
         "pool_pre_ping": pool.pre_ping,
         "pool_logging_name": pool.name,
@@ -269,6 +269,9 @@ def build_engine_spec(
             pool_recycle=pool.recycle,
             pool_use_lifo=pool.use_lifo,
         )
+    elif pool_class is StaticPool and vendor == "sqlite":
+        # Recycling the one connection of an in-memory database would empty it.
+        kwargs["pool_recycle"] = -1
     elif pool_class is not NullPool:
         kwargs["pool_recycle"] = pool.recycle
 
