@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import CircuitOpenError, DatabaseConnectionError
+from .errors import CircuitOpenError, DatabaseConnectionError, PoolExhaustedError
 from .translate import classify
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "counts_as_failure"]
@@ -29,13 +29,20 @@ T = TypeVar("T")
 
 
 def counts_as_failure(exc: BaseException) -> bool:
-    """True for connection-class failures (and the disconnects they translate)."""
+    """True for connection-class failures (and the disconnects they translate).
+
+    A pool that is merely busy (``PoolExhaustedError`` without a failed connect
+    behind it) is not a failure of the database: opening the breaker would turn
+    a load spike into an outage.
+    """
     found = classify(exc)
-    return (
-        found is not None
-        and issubclass(found, DatabaseConnectionError)
-        and not issubclass(found, CircuitOpenError)
-    )
+    if found is None or not issubclass(found, DatabaseConnectionError):
+        return False
+    if issubclass(found, CircuitOpenError):
+        return False
+    if issubclass(found, PoolExhaustedError):
+        return isinstance(exc, PoolExhaustedError) and exc.unreachable
+    return True
 
 
 class CircuitBreaker:

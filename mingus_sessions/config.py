@@ -138,7 +138,10 @@ class PoolConfig:
     echo_pool: bool | str = False
     read_only: bool = False
     isolation_level: str | None = None
-    connect_args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Kept out of the repr: it may carry credentials.
+    connect_args: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
 
     @property
     def capacity(self) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -67,8 +67,9 @@ _DJANGO_ONLY = {
 class EngineSpec:
     """Everything needed to build one pool's engine."""
 
-    url: URL
-    kwargs: dict[str, Any]
+    url: URL  # its repr hides the password
+    # connect_args may carry credentials given through OPTIONS or CONNECT_ARGS.
+    kwargs: dict[str, Any] = field(repr=False)
     backend: str
     #: SQL run once on every new DB-API connection (read-only mode, role, init command).
     on_connect: tuple[str, ...] = ()
@@ -177,7 +178,9 @@ def build_engine_spec(
             # A plain in-memory database lives in one connection: every
             # session of this pool must share it, whatever the thread.
             pool_class = StaticPool
-            options["check_same_thread"] = False
+        # Pooled connections move between threads (one at a time); sqlite3's
+        # same-thread guard would refuse that, Django's test database included.
+        options["check_same_thread"] = False
         # Django turns foreign keys on for every SQLite connection; so must we,
         # or SQLAlchemy writes could break constraints the ORM enforces.
         on_connect.append("PRAGMA foreign_keys = ON")

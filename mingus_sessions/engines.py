@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -41,8 +41,9 @@ class PoolEntry:
     engine: Engine
     sessionmaker: sessionmaker[Session]
     probe: PoolProbe
-    settings_dict: dict[str, Any]
-    built_for: Any  # the settings_dict NAME the engine was built with
+    # Never in the repr: the DATABASES entry holds the password.
+    settings_dict: dict[str, Any] = field(repr=False)
+    built_for: Any = field(repr=False)  # the settings_dict NAME the engine was built with
 
     @property
     def stale(self) -> bool:

@@ -81,7 +81,14 @@ class DatabaseConnectionError(SessionError):
 
 
 class PoolExhaustedError(DatabaseConnectionError):
-    """Every connection of the pool stayed checked out for the pool's timeout."""
+    """Every connection of the pool stayed checked out for the pool's timeout.
+
+    ``unreachable`` is True when the last attempt to open a connection had
+    failed too: the pool is empty because the database is down, not because it
+    is busy. Only then does it count against the circuit breaker.
+    """
+
+    unreachable: bool = False
 
 
 class ConnectionTimeoutError(DatabaseConnectionError):

@@ -178,8 +178,8 @@ class _Scope:
                 session.connection()
             except BaseException as exc:
                 session.close()
-                self._record_failure(exc)
                 error = _translated(entry.name, exc)
+                self._record_failure(exc if error is None else error)
                 if error is not None:
                     raise error from exc
                 raise
@@ -225,8 +225,8 @@ class _Scope:
                 except BaseException as commit_exc:
                     _rollback(session, name)
                     session_stats.failed_sessions += 1
-                    self._record_failure(commit_exc)
                     error = _translated(name, commit_exc, at_commit=True)
+                    self._record_failure(commit_exc if error is None else error)
                     if error is not None:
                         raise error from commit_exc
                     raise
@@ -237,8 +237,8 @@ class _Scope:
                 return
             _rollback(session, name)
             session_stats.failed_sessions += 1
-            self._record_failure(exc)
             error = _translated(name, exc)
+            self._record_failure(exc if error is None else error)
             if error is not None:
                 raise error from exc
             return

@@ -66,6 +66,8 @@ _SQLITE: dict[int, type[SessionError]] = {
 # as text only).
 _MESSAGES: tuple[tuple[str, type[SessionError]], ...] = (
     ("password authentication failed", AuthenticationError),
+    ("is not permitted to log in", AuthenticationError),
+    ("no pg_hba.conf entry", AuthenticationError),
     ("no password supplied", AuthenticationError),
     ("timeout expired", ConnectionTimeoutError),
     ("connection timed out", ConnectionTimeoutError),
@@ -125,6 +127,8 @@ def classify(exc: BaseException) -> type[SessionError] | None:
         return DatabaseUnavailableError
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         text = str(orig).lower()
+        if 'role "' in text and "does not exist" in text:  # a login with an unknown user
+            return AuthenticationError
         for fragment, cls in _MESSAGES:
             if fragment in text:
                 return cls
@@ -187,7 +191,9 @@ def pool_exhausted(
             " Every connection is in use: look for long transactions or leaked sessions, "
             "or raise POOL_SIZE / MAX_OVERFLOW."
         )
-    return PoolExhaustedError(message, pool=pool)
+    error = PoolExhaustedError(message, pool=pool)
+    error.unreachable = connect_error is not None
+    return error
 
 
 def _name(pool: str | None) -> str:

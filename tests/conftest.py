@@ -17,7 +17,7 @@ TEST_DATABASE = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for backend in ("postgresql", "mysql"):
-            if item.get_closest_marker(backend) and TEST_DATABASE != backend:
+            if item.get_closest_marker(backend) and backend != TEST_DATABASE:
                 item.add_marker(pytest.mark.skip(reason=f"needs MINGUS_TEST_DATABASE={backend}"))
 
 

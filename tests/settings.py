@@ -59,9 +59,7 @@ elif TEST_DATABASE == "sqlite":
         "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     }
 else:  # pragma: no cover - a typo in the environment
-    raise RuntimeError(
-        f"MINGUS_TEST_DATABASE={TEST_DATABASE!r}: use sqlite, postgresql or mysql."
-    )
+    raise RuntimeError(f"MINGUS_TEST_DATABASE={TEST_DATABASE!r}: use sqlite, postgresql or mysql.")
 
 INSTALLED_APPS = [
     "django.contrib.auth",

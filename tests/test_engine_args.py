@@ -367,7 +367,7 @@ def test_sqlite_file() -> None:
     assert spec.backend == "sqlite+pysqlite"
     assert spec.url.database == "/srv/app/db.sqlite3"
     assert spec.kwargs["poolclass"] is WaitAwareQueuePool
-    assert spec.kwargs["connect_args"] == {}
+    assert spec.kwargs["connect_args"] == {"check_same_thread": False}
     assert spec.on_connect == ("PRAGMA foreign_keys = ON",)
     assert spec.sqlite_begin == "BEGIN"
 
@@ -426,7 +426,7 @@ def test_sqlite_init_command_runs_on_connect() -> None:
         "PRAGMA busy_timeout = 5000",
         "PRAGMA cache_size = -20000",
     )
-    assert spec.kwargs["connect_args"] == {}
+    assert spec.kwargs["connect_args"] == {"check_same_thread": False}
 
 
 @pytest.mark.parametrize(
@@ -450,7 +450,7 @@ def test_sqlite_detect_types_dropped_timeout_kept() -> None:
     """detect_types (Django's type parsing) is dropped; sqlite3's own timeout is passed."""
     options = {"detect_types": 3, "timeout": 20}
     spec = build_engine_spec(db(SQLITE, OPTIONS=options), pool())
-    assert spec.kwargs["connect_args"] == {"timeout": 20}
+    assert spec.kwargs["connect_args"] == {"timeout": 20, "check_same_thread": False}
 
 
 def test_sqlite_read_only() -> None:

@@ -81,10 +81,13 @@ def test_nested_joined_scopes_are_savepoints() -> None:
 
 def test_plain_scope_inside_a_joined_scope_reuses_it() -> None:
     """A plain scope of the same pool inside a joined scope is a savepoint on it."""
-    with transaction.atomic(), session_scope(join_django=True) as outer:
-        with session_scope() as inner:
-            assert inner is outer
-            _insert(inner, "inner")
+    with (
+        transaction.atomic(),
+        session_scope(join_django=True) as outer,
+        session_scope() as inner,
+    ):
+        assert inner is outer
+        _insert(inner, "inner")
     assert _titles() == ["inner"]
 
 

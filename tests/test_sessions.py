@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -144,9 +144,14 @@ def test_scope_commits_on_success() -> None:
 def test_scope_rolls_back_and_reraises_unchanged() -> None:
     """session_scope rolls back on exception and re-raises a non-DB exception unchanged."""
     raised = Boom("the original")
-    with pytest.raises(Boom) as info, session_scope() as session:
-        insert(session, "rolled-back")
-        raise raised
+
+    def write_then_fail() -> None:
+        with session_scope() as session:
+            insert(session, "rolled-back")
+            raise raised
+
+    with pytest.raises(Boom) as info:
+        write_then_fail()
     assert info.value is raised
     assert titles() == []
 
@@ -158,9 +163,14 @@ def test_scope_always_closes() -> None:
         session.execute(text("SELECT 1"))
         assert checked_out() == 1
     assert checked_out() == 0
-    with pytest.raises(Boom), session_scope() as session:
-        session.execute(text("SELECT 1"))
-        raise Boom
+
+    def query_then_fail() -> None:
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
+            raise Boom
+
+    with pytest.raises(Boom):
+        query_then_fail()
     assert checked_out() == 0
 
 
@@ -201,8 +211,8 @@ def test_savepoint_matrix(outer_fails: bool, inner_fails: bool) -> None:
                 raise Boom("outer")
     except Boom:
         assert outer_fails
-    expected = [] if outer_fails else sorted(
-        ["outer-1", "outer-2", *([] if inner_fails else ["inner"])]
+    expected = (
+        [] if outer_fails else sorted(["outer-1", "outer-2", *([] if inner_fails else ["inner"])])
     )
     assert titles() == expected
     assert session_stats.savepoints == 1
@@ -212,12 +222,18 @@ def test_savepoint_matrix(outer_fails: bool, inner_fails: bool) -> None:
 @db
 def test_inner_failure_rolls_back_only_inner_work() -> None:
     """An inner scope's failure undoes its own writes; the outer scope continues and commits."""
-    with session_scope() as outer:
-        insert(outer, "before")
-        with pytest.raises(Boom), session_scope() as inner:
+
+    def inner_work() -> None:
+        with session_scope() as inner:
+            assert inner is outer
             insert(inner, "inner-1")
             insert(inner, "inner-2")
             raise Boom
+
+    with session_scope() as outer:
+        insert(outer, "before")
+        with pytest.raises(Boom):
+            inner_work()
         assert current_session() is outer
         insert(outer, "after")
     assert titles() == ["after", "before"]
@@ -226,17 +242,26 @@ def test_inner_failure_rolls_back_only_inner_work() -> None:
 @db
 def test_three_levels_of_savepoints() -> None:
     """Three nested scopes are savepoints on one session and each failure undoes its level only."""
-    with session_scope() as level1:
-        insert(level1, "a")
-        with pytest.raises(Boom), session_scope() as level2:
+
+    def third(level1: Session) -> None:
+        with session_scope() as level3:
+            assert level3 is level1
+            insert(level3, "c")
+            raise Boom("level 3")
+
+    def second(level1: Session) -> None:
+        with session_scope() as level2:
             assert level2 is level1
             insert(level2, "b")
-            with pytest.raises(Boom), session_scope() as level3:
-                assert level3 is level1
-                insert(level3, "c")
-                raise Boom("level 3")
+            with pytest.raises(Boom, match="level 3"):
+                third(level1)
             insert(level2, "d")
             raise Boom("level 2")
+
+    with session_scope() as level1:
+        insert(level1, "a")
+        with pytest.raises(Boom, match="level 2"):
+            second(level1)
         with session_scope() as again:
             insert(again, "e")
             with session_scope() as deepest:
@@ -249,11 +274,15 @@ def test_three_levels_of_savepoints() -> None:
 @db
 def test_no_savepoint_leaks() -> None:
     """After nested scopes end, no savepoint stays open, nothing is checked out, scopes work."""
+
+    def failing_scope() -> None:
+        with session_scope():
+            raise Boom
+
     for _ in range(5):
         with session_scope() as outer:
-            with session_scope():
-                with pytest.raises(Boom), session_scope():
-                    raise Boom
+            with session_scope(), pytest.raises(Boom):
+                failing_scope()
             assert not outer.in_nested_transaction()
     assert session_stats.savepoints == 10
     assert checked_out() == 0
@@ -271,14 +300,18 @@ def test_savepoint_statements_and_outer_rollback_undo_released_savepoint() -> No
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement.upper())
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        with pytest.raises(Boom), session_scope() as outer:
+    def release_then_fail() -> None:
+        with session_scope() as outer:
             insert(outer, "outer")
             with session_scope() as inner:
                 insert(inner, "released")
             raise Boom
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(Boom):
+            release_then_fail()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert any(s.startswith("SAVEPOINT") for s in statements)
@@ -294,14 +327,19 @@ def test_savepoint_statements_and_outer_rollback_undo_released_savepoint() -> No
 @db
 def test_independent_scope_commit_survives_outer_rollback() -> None:
     """independent=True opens another session whose commit survives the outer rollback."""
-    with pytest.raises(Boom), session_scope() as outer:
-        with session_scope(independent=True) as independent:
-            assert independent is not outer
-            assert current_session() is independent
-            insert(independent, "independent")
-        assert current_session() is outer
-        insert(outer, "outer")
-        raise Boom
+
+    def outer_fails() -> None:
+        with session_scope() as outer:
+            with session_scope(independent=True) as independent:
+                assert independent is not outer
+                assert current_session() is independent
+                insert(independent, "independent")
+            assert current_session() is outer
+            insert(outer, "outer")
+            raise Boom
+
+    with pytest.raises(Boom):
+        outer_fails()
     assert titles() == ["independent"]
     assert session_stats.savepoints == 0
     assert checked_out() == 0
@@ -419,7 +457,7 @@ def test_scope_after_independent_scope_returns_to_right_session() -> None:
 
 @db
 def test_with_db_session_bare_and_with_pool() -> None:
-    """with_db_session passes session= (default pool bare, named pool with an argument) and commits."""
+    """with_db_session, bare or given a pool, passes that pool's session= and commits."""
 
     @with_db_session
     def bare(title: str, *, session: Session) -> Session:
@@ -477,16 +515,21 @@ def test_read_only_pool_postgresql_transaction_is_read_only(settings: Any) -> No
 
 
 @db
-def test_isolation_level_setting(settings: Any) -> None:
-    """ISOLATION_LEVEL "SERIALIZABLE" is the isolation level of the pool's connections."""
-    with_pools(settings, ser={"DATABASE": "default", "ISOLATION_LEVEL": "SERIALIZABLE"})
-    with session_scope("ser") as session:
+@pytest.mark.parametrize("level", ["SERIALIZABLE", "READ UNCOMMITTED"])
+def test_isolation_level_setting(settings: Any, level: str) -> None:
+    """ISOLATION_LEVEL is the isolation level of every connection of the pool."""
+    with_pools(settings, iso={"DATABASE": "default", "ISOLATION_LEVEL": level})
+    with session_scope("iso") as session:
         conn = session.connection()
-        assert conn.get_isolation_level() == "SERIALIZABLE"
+        assert conn.get_isolation_level() == level
         if BACKEND == "postgresql":
-            assert session.execute(text("SHOW transaction_isolation")).scalar() == "serializable"
-        insert(session, "serializable")
-    assert titles() == ["serializable"]
+            shown = session.execute(text("SHOW transaction_isolation")).scalar()
+            assert shown == level.lower()
+        insert(session, "isolated")
+    assert titles() == ["isolated"]
+    with session_scope() as session:
+        default_level = session.connection().get_isolation_level()
+    assert default_level == ("READ COMMITTED" if BACKEND == "postgresql" else "SERIALIZABLE")
 
 
 # -- stats -----------------------------------------------------------------------------------------
@@ -508,13 +551,16 @@ def test_session_stats_shape_and_counts() -> None:
         assert session_stats.active_sessions == 1
         insert(session, "one")
     assert session_stats.active_sessions == 0
-    with pytest.raises(Boom), session_scope():
-        assert session_stats.active_sessions == 1
-        raise Boom
-    with session_scope():
-        with pytest.raises(Boom), session_scope():
+
+    def failing_scope() -> None:
+        with session_scope():
             assert session_stats.active_sessions == 1  # a savepoint is not a session
             raise Boom
+
+    with pytest.raises(Boom):
+        failing_scope()
+    with session_scope(), pytest.raises(Boom):
+        failing_scope()
     assert session_stats.snapshot() == {
         "total_sessions": 3,
         "active_sessions": 0,
@@ -524,6 +570,27 @@ def test_session_stats_shape_and_counts() -> None:
         "savepoints": 1,
         "retries": 0,
     }
+
+
+@db
+def test_session_stats_exact_under_threads() -> None:
+    """Scopes opened by 8 threads at once are all counted and active_sessions returns to 0."""
+    start = threading.Barrier(8)
+
+    def worker() -> None:
+        start.wait(10)
+        for _ in range(500):
+            with session_scope():  # no statement: no connection is checked out
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert session_stats.total_sessions == 4000
+    assert session_stats.committed_transactions == 4000
+    assert session_stats.active_sessions == 0
 
 
 # -- retry -------------------------------------------------------------------------------------
@@ -585,6 +652,19 @@ def test_retry_on_transient_decorator() -> None:
     assert calls == [21, 21, 21]
     assert session_stats.retries == 2
     assert flaky.__name__ == "flaky"
+
+    bare_calls: list[int] = []
+
+    @retry_on_transient
+    def bare() -> str:
+        bare_calls.append(1)
+        if len(bare_calls) == 1:
+            raise DeadlockError("x")
+        return "ok"
+
+    assert bare() == "ok"  # RETRY's defaults: one retry after at most BASE_DELAY (0.1 s)
+    assert len(bare_calls) == 2
+    assert session_stats.retries == 3
 
 
 @db
@@ -821,10 +901,8 @@ def test_breaker_counts_correctly_under_threads() -> None:
     def worker() -> None:
         start.wait(10)
         for _ in range(100):
-            try:
+            with contextlib.suppress(DatabaseUnavailableError):
                 breaker.call(unavailable)
-            except DatabaseUnavailableError:
-                pass
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -841,7 +919,7 @@ def test_breaker_counts_correctly_under_threads() -> None:
 
 
 @pytest.fixture
-def dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """A pool "dead" on a PostgreSQL alias whose port nothing listens on."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     probe.bind(("127.0.0.1", 0))
@@ -868,7 +946,7 @@ def dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         dead={"DATABASE": "dead", "POOL_SIZE": 2, "MAX_OVERFLOW": 0, "POOL_TIMEOUT": 10},
         CIRCUIT_BREAKER={"ENABLED": True, "FAILURE_THRESHOLD": 3, "RECOVERY_TIMEOUT": 0.5},
     )
-    yield "dead"
+    return "dead"
 
 
 @db
