@@ -95,6 +95,11 @@ def _translated(
     pool = entry.engine.pool
     probe = entry.probe
     config = entry.config
+    connect_error = probe.recent_connect_error(within=config.timeout + 30.0)
+    if connect_error is not None and exc.__cause__ is None:
+        # Chain it: the traceback then reads "pool timed out" caused by
+        # "could not connect", which is what happened.
+        exc.__cause__ = connect_error
     return pool_exhausted(
         entry_name,
         size=config.pool_size,
@@ -103,7 +108,7 @@ def _translated(
         max_overflow=config.max_overflow,
         waiters=probe.waiting,
         timeout=config.timeout,
-        connect_error=probe.recent_connect_error(within=config.timeout + 30.0),
+        connect_error=connect_error,
     )
 
 

@@ -137,6 +137,32 @@ def test_pool_exhausted_after_timeout(settings: Any) -> None:
 
 
 @db
+def test_pool_exhausted_while_database_unreachable_chains_the_connect_failure(
+    settings: Any, tmp_path: Any
+) -> None:
+    """R5: when the last connect had failed, the error says unreachable and chains that failure."""
+    import sqlite3
+
+    from mingus_sessions.engines import get_entry
+
+    with_pools(settings, tiny=TINY)
+    # A real driver failure to open a database: a directory is not a database file.
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        sqlite3.connect(str(tmp_path), uri=False).execute("SELECT 1")
+    with Holders():
+        # The holders' connects succeeded; then the database went away.
+        get_entry("tiny").probe.connect_failed(refused.value)
+        with pytest.raises(PoolExhaustedError) as info, session_scope("tiny") as session:
+            session.execute(text("SELECT 1"))
+    error = info.value
+    assert "The database itself looks unreachable" in str(error)
+    assert "unable to open database file" in str(error)
+    assert error.unreachable is True
+    assert isinstance(error.__cause__, sa_exc.TimeoutError)
+    assert error.__cause__.__cause__ is refused.value
+
+
+@db
 def test_pool_serves_again_after_exhaustion(settings: Any) -> None:
     """R5: once the holders let go, the exhausted pool serves both its connections again."""
     with_pools(settings, tiny=TINY)
