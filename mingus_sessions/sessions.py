@@ -29,7 +29,14 @@ from .errors import SessionError
 from .stats import session_stats
 from .translate import pool_exhausted, translate
 
-__all__ = ["current_session", "get_session", "pool_context", "session_scope", "with_db_session"]
+__all__ = [
+    "LazyScope",
+    "current_session",
+    "get_session",
+    "pool_context",
+    "session_scope",
+    "with_db_session",
+]
 
 logger = logging.getLogger("mingus_sessions")
 
@@ -38,13 +45,35 @@ T = TypeVar("T")
 
 
 class _Frame:
-    __slots__ = ("joined", "parent", "pool", "session")
+    """One active scope: its pool and session (opened on first use when lazy)."""
 
-    def __init__(self, pool: str, session: Session, parent: _Frame | None, joined: bool) -> None:
+    __slots__ = ("_opener", "_session", "joined", "parent", "pool")
+
+    def __init__(
+        self,
+        pool: str,
+        session: Session | None,
+        parent: _Frame | None,
+        joined: bool,
+        opener: Callable[[], Session] | None = None,
+    ) -> None:
         self.pool = pool
-        self.session = session
+        self._session = session
         self.parent = parent
         self.joined = joined
+        self._opener = opener
+
+    @property
+    def session(self) -> Session:
+        session = self._session
+        if session is None:
+            assert self._opener is not None
+            session = self._session = self._opener()
+        return session
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
 
 
 _active: ContextVar[_Frame | None] = ContextVar("mingus_sessions_active_scope", default=None)
@@ -128,6 +157,133 @@ def _rollback(session: Session | SessionTransaction, pool: str) -> None:
     session_stats.transaction_rollbacks += 1
 
 
+def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> None:
+    if breaker is not None and counts_as_failure(exc):
+        breaker.record_failure()
+
+
+def _open_session(entry: PoolEntry) -> tuple[Session, CircuitBreaker | None]:
+    """A new session of ``entry``'s pool, admitted by its circuit breaker."""
+    breaker = breaker_for(entry.name)
+    trial = breaker.before_call() if breaker is not None else False
+    session = entry.sessionmaker()
+    if trial:
+        # The half-open trial proves the database is back by connecting.
+        try:
+            session.connection()
+        except BaseException as exc:
+            session.close()
+            error = _translated(entry.name, exc)
+            _record_failure(breaker, exc if error is None else error)
+            if error is not None:
+                raise error from exc
+            raise
+        breaker.record_success()  # type: ignore[union-attr]
+    session_stats.total_sessions += 1
+    session_stats.active_sessions += 1
+    return session, breaker
+
+
+def _end_session(
+    name: str,
+    session: Session,
+    breaker: CircuitBreaker | None,
+    *,
+    commit: bool,
+    exc: BaseException | None = None,
+) -> None:
+    """Commit or roll back, then close; raise the translated failure, if any.
+
+    ``exc`` is the exception that ended the scope (``None`` for a clean exit or
+    a rollback the caller decided on, such as a 4xx response).
+    """
+    try:
+        if commit:
+            touched = session.in_transaction()
+            try:
+                session.commit()
+            except BaseException as commit_exc:
+                _rollback(session, name)
+                session_stats.failed_sessions += 1
+                error = _translated(name, commit_exc, at_commit=True)
+                _record_failure(breaker, commit_exc if error is None else error)
+                if error is not None:
+                    raise error from commit_exc
+                raise
+            session_stats.committed_transactions += 1
+            if touched and breaker is not None:
+                breaker.record_success()
+            return
+        _rollback(session, name)
+        if exc is None:
+            return
+        session_stats.failed_sessions += 1
+        error = _translated(name, exc)
+        _record_failure(breaker, exc if error is None else error)
+        if error is not None:
+            raise error from exc
+    finally:
+        _close(session, name)
+        session_stats.active_sessions -= 1
+
+
+class LazyScope:
+    """A scope whose session opens on first use: the request's and the task's.
+
+    :meth:`activate` makes it the innermost scope of its pool in this context
+    (so ``current_session()`` and nested ``session_scope()`` find it) without
+    checking out a connection; the session is opened when something first asks
+    for it. :meth:`finish` commits or rolls back and closes, if it was opened.
+    """
+
+    __slots__ = ("_breaker", "_frame", "_name")
+
+    def __init__(self, pool: str | None = None) -> None:
+        self._name = pool if pool is not None else conf.get_config().default_pool
+        self._breaker: CircuitBreaker | None = None
+        self._frame: _Frame | None = None
+
+    def _open(self) -> Session:
+        session, self._breaker = _open_session(get_entry(self._name))
+        return session
+
+    @property
+    def pool(self) -> str:
+        return self._name
+
+    @property
+    def opened(self) -> bool:
+        return self._frame is not None and self._frame.opened
+
+    @property
+    def session(self) -> Session:
+        """The scope's session, opened now if it was not yet."""
+        if self._frame is None:
+            self._frame = _Frame(self._name, None, None, False, self._open)
+        return self._frame.session
+
+    def activate(self) -> Token[_Frame | None]:
+        """Make this the innermost scope of its pool here; pass the token to deactivate()."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = _Frame(self._name, None, _active.get(), False, self._open)
+        else:
+            frame.parent = _active.get()
+        return _active.set(frame)
+
+    @staticmethod
+    def deactivate(token: Token[_Frame | None]) -> None:
+        _active.reset(token)
+
+    def finish(self, *, commit: bool, exc: BaseException | None = None) -> None:
+        """Commit (``commit=True``) or roll back, and close; nothing if never opened."""
+        frame = self._frame
+        if frame is None or not frame.opened:
+            return
+        session = frame.session
+        _end_session(self._name, session, self._breaker, commit=commit, exc=exc)
+
+
 class _Scope:
     """The context manager behind :func:`session_scope`."""
 
@@ -141,7 +297,6 @@ class _Scope:
         "_savepoint",
         "_session",
         "_token",
-        "_touched_at_enter",
     )
 
     def __init__(self, pool: str | None, independent: bool, join_django: bool) -> None:
@@ -164,31 +319,16 @@ class _Scope:
             from .joined import open_joined
 
             session, self._atomic, self._savepoint = open_joined(get_entry(name))
+            session_stats.total_sessions += 1
+            session_stats.active_sessions += 1
         else:
             session = self._open(get_entry(name))
         self._session = session
-        session_stats.total_sessions += 1
-        session_stats.active_sessions += 1
         self._token = _active.set(_Frame(name, session, _active.get(), self._join))
         return session
 
     def _open(self, entry: PoolEntry) -> Session:
-        breaker = breaker_for(entry.name)
-        trial = breaker.before_call() if breaker is not None else False
-        self._breaker = breaker
-        session = entry.sessionmaker()
-        if trial:
-            # The half-open trial proves the database is back by connecting.
-            try:
-                session.connection()
-            except BaseException as exc:
-                session.close()
-                error = _translated(entry.name, exc)
-                self._record_failure(exc if error is None else error)
-                if error is not None:
-                    raise error from exc
-                raise
-            breaker.record_success()  # type: ignore[union-attr]
+        session, self._breaker = _open_session(entry)
         return session
 
     def _enter_savepoint(self, session: Session) -> Session:
@@ -203,11 +343,6 @@ class _Scope:
         self._session = session
         return session
 
-    def _record_failure(self, exc: BaseException) -> None:
-        breaker = self._breaker
-        if breaker is not None and counts_as_failure(exc):
-            breaker.record_failure()
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -220,37 +355,10 @@ class _Scope:
         if self._join:
             self._exit_joined(exc_type, exc, tb)
             return
-        session = self._session
-        name = self._name
         try:
-            if exc is None:
-                touched = session.in_transaction()
-                try:
-                    session.commit()
-                except BaseException as commit_exc:
-                    _rollback(session, name)
-                    session_stats.failed_sessions += 1
-                    error = _translated(name, commit_exc, at_commit=True)
-                    self._record_failure(commit_exc if error is None else error)
-                    if error is not None:
-                        raise error from commit_exc
-                    raise
-                session_stats.committed_transactions += 1
-                breaker = self._breaker
-                if touched and breaker is not None:
-                    breaker.record_success()
-                return
-            _rollback(session, name)
-            session_stats.failed_sessions += 1
-            error = _translated(name, exc)
-            self._record_failure(exc if error is None else error)
-            if error is not None:
-                raise error from exc
-            return
+            _end_session(self._name, self._session, self._breaker, commit=exc is None, exc=exc)
         finally:
-            _close(session, name)
             _active.reset(self._token)
-            session_stats.active_sessions -= 1
 
     def _exit_savepoint(self, exc: BaseException | None) -> None:
         savepoint = self._savepoint

@@ -3,4 +3,21 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from tests import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("write/<str:title>/", views.write),
+    path("write/<str:title>/<int:status>/", views.write),
+    path("write-current/<str:title>/", views.write_with_current),
+    path("write-raise/<str:title>/", views.write_then_raise),
+    path("no-database/", views.no_database),
+    path("orphan/", views.orphan_child),
+    path("stream/<str:title>/", views.stream_titles),
+    path("concurrent/<str:marker>/", views.concurrent),
+    path("async/write/<str:title>/", views.async_write),
+    path("async/write-current/<str:title>/", views.async_write_with_current),
+    path("async/no-database/", views.async_no_database),
+    path("async/write-fail/<str:title>/", views.async_write_then_fail),
+    path("async/stream/<str:title>/", views.async_stream),
+]

@@ -1,0 +1,252 @@
+"""SessionMiddleware: every exit path of a request, under WSGI and ASGI (R13, R14)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import AsyncClient, Client
+from sqlalchemy import event, text
+
+from mingus_sessions import get_engine, session_scope
+from tests import views
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+def titles() -> list[str]:
+    with session_scope() as session:
+        return list(
+            session.execute(text("SELECT title FROM testapp_note ORDER BY title")).scalars()
+        )
+
+
+def checked_out() -> int:
+    return int(get_engine().pool.checkedout())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def checkouts() -> Iterator[list[int]]:
+    """Count pool checkouts of the default pool during the test."""
+    counted: list[int] = []
+    engine = get_engine()
+
+    def on_checkout(*args: Any) -> None:
+        counted.append(1)
+
+    event.listen(engine, "checkout", on_checkout)
+    yield counted
+    event.remove(engine, "checkout", on_checkout)
+
+
+# -- WSGI -------------------------------------------------------------------------------
+
+
+def test_success_commits(client: Client) -> None:
+    """A response below 400 commits the request's writes and returns the connection."""
+    assert client.get("/write/kept/").status_code == 200
+    assert titles() == ["kept"]
+    assert checked_out() == 0
+
+
+def test_current_session_is_the_request_session(client: Client) -> None:
+    """Inside the view, current_session() is request.db_session."""
+    assert client.get("/write-current/via-current/").status_code == 200
+    assert titles() == ["via-current"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 500])
+def test_error_status_rolls_back(client: Client, status: int) -> None:
+    """A response of 400 or above rolls the request's writes back."""
+    assert client.get(f"/write/dropped/{status}/").status_code == status
+    assert titles() == []
+    assert checked_out() == 0
+
+
+def test_view_exception_rolls_back(caplog: pytest.LogCaptureFixture) -> None:
+    """A view that raises after writing gets Django's 500 and its writes are rolled back."""
+    client = Client(raise_request_exception=False)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        assert client.get("/write-raise/dropped/").status_code == 500
+    assert titles() == []
+    assert checked_out() == 0
+
+
+def test_request_without_database_checks_out_nothing(client: Client, checkouts: list[int]) -> None:
+    """A request that never touches SQLAlchemy checks out no connection at all."""
+    assert client.get("/no-database/").status_code == 200
+    assert checkouts == []
+
+
+def test_request_with_database_checks_out_once(client: Client, checkouts: list[int]) -> None:
+    """A request that uses its session checks out exactly one connection."""
+    client.get("/write/one/")
+    assert len(checkouts) == 1
+
+
+@pytest.fixture
+def deferred_child_table() -> Iterator[None]:
+    """A table whose foreign key is checked only at COMMIT."""
+    if django_settings.DATABASES["default"]["ENGINE"].endswith("mysql"):
+        pytest.skip("MySQL checks foreign keys at once: it has no deferred constraints")
+    with get_engine().begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE mw_child (id INTEGER PRIMARY KEY, note_id INTEGER "
+                "REFERENCES testapp_note (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    yield
+    with get_engine().begin() as conn:
+        conn.execute(text("DROP TABLE mw_child"))
+
+
+@pytest.mark.usefixtures("deferred_child_table")
+def test_failure_at_commit_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    """A commit that fails turns into Django's 500, logged, and nothing is committed."""
+    client = Client(raise_request_exception=False)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = client.get("/orphan/")
+    assert response.status_code == 500
+    assert any("IntegrityError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    with session_scope() as session:
+        assert session.scalar(text("SELECT count(*) FROM mw_child")) == 0
+    assert checked_out() == 0
+
+
+def test_commit_hook_decides(settings: Any, client: Client) -> None:
+    """REQUEST_COMMIT_HOOK decides instead of the status code."""
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["REQUEST_COMMIT_HOOK"] = "tests.views.commit_when_asked"
+    settings.MINGUS_SESSIONS = config
+    client.get("/write/not-asked/")
+    client.get("/write/asked/400/", headers={"X-Commit": "yes"})
+    assert titles() == ["asked"]
+
+
+def test_streaming_response_commits_after_the_last_chunk(client: Client) -> None:
+    """A streaming view keeps its session until the response is closed, then commits."""
+    response = client.get("/stream/streamed/")
+    assert checked_out() == 1  # still streaming: the session is open
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert body == b"streamed\n"
+    response.close()
+    assert checked_out() == 0
+    assert titles() == ["streamed"]
+
+
+def test_stream_abandoned_by_the_client_rolls_back(client: Client) -> None:
+    """A client that goes away mid-stream: the session rolls back and the connection returns."""
+    response = client.get("/stream/abandoned/")
+    assert checked_out() == 1
+    response.close()  # what the server does when the client disconnects
+    assert checked_out() == 0
+    assert titles() == []
+
+
+def test_concurrent_requests_get_their_own_sessions(settings: Any) -> None:
+    """R13: 16 requests in threads on a pool of 4 each get a distinct session, all served."""
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["POOLS"]["main"].update(POOL_SIZE=4, MAX_OVERFLOW=0, POOL_TIMEOUT=10)
+    settings.MINGUS_SESSIONS = config
+    views.seen_sessions.clear()
+    statuses: list[int] = []
+
+    def call(marker: str) -> None:
+        statuses.append(Client().get(f"/concurrent/{marker}/").status_code)
+
+    threads = [threading.Thread(target=call, args=(f"r{i}",)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert statuses == [200] * 16
+    assert len(views.seen_sessions) == 16
+    assert checked_out() == 0
+    assert get_engine().pool.size() == 4  # type: ignore[attr-defined]
+
+
+# -- ASGI -------------------------------------------------------------------------------
+
+
+def test_async_view_commits() -> None:
+    """Under ASGI an async view's sync SQLAlchemy work (in a thread) commits on success."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        response = await async_client.get("/async/write/async-kept/")
+        assert response.status_code == 200
+        assert await _titles_async() == ["async-kept"]
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+def test_async_view_current_session() -> None:
+    """current_session() in sync code called from an async view is the request's session."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        assert (await async_client.get("/async/write-current/async-current/")).status_code == 200
+        assert await _titles_async() == ["async-current"]
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+def test_async_error_status_rolls_back() -> None:
+    """Under ASGI a status of 400 or more rolls back."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        assert (await async_client.get("/async/write-fail/async-dropped/")).status_code == 422
+        assert await _titles_async() == []
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+def test_async_view_without_database(checkouts: list[int]) -> None:
+    """Under ASGI a request that never uses the session checks out nothing."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        assert (await async_client.get("/async/no-database/")).status_code == 200
+        assert checkouts == []
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+def test_sync_view_under_asgi() -> None:
+    """A sync view served by the ASGI handler commits through the async middleware path."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        assert (await async_client.get("/write/sync-under-asgi/")).status_code == 200
+        assert await _titles_async() == ["sync-under-asgi"]
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+def test_async_streaming_response() -> None:
+    """An async streaming response commits once the stream is read and the response closed."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        response = await async_client.get("/async/stream/async-streamed/")
+        chunks = [chunk async for chunk in response.streaming_content]  # type: ignore[attr-defined]
+        assert b"".join(chunks) == b"async-streamed\n"
+        await _close_async(response)
+        assert await _titles_async() == ["async-streamed"]
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+async def _titles_async() -> list[str]:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(titles)()
+
+
+async def _close_async(response: Any) -> None:
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(response.close)()
+    assert await sync_to_async(checked_out)() == 0

@@ -1,0 +1,122 @@
+"""Views the middleware tests call: each exercises one exit path of a request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from sqlalchemy import text
+
+from mingus_sessions import current_session
+
+#: Sessions seen by the concurrent view, keyed by the request's marker.
+seen_sessions: dict[str, int] = {}
+seen_lock = threading.Lock()
+
+
+def _insert(session: Any, title: str) -> None:
+    session.execute(
+        text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"), {"title": title}
+    )
+
+
+def write(request: HttpRequest, title: str, status: int = 200) -> HttpResponse:
+    _insert(request.db_session, title)  # type: ignore[attr-defined]
+    return HttpResponse("written", status=status)
+
+
+def write_with_current(request: HttpRequest, title: str) -> HttpResponse:
+    session = current_session()
+    assert request.db_session == session  # type: ignore[attr-defined]  # the lazy proxy
+    _insert(session, title)
+    return HttpResponse("written")
+
+
+def write_then_raise(request: HttpRequest, title: str) -> HttpResponse:
+    _insert(request.db_session, title)  # type: ignore[attr-defined]
+    raise ValueError("the view failed after writing")
+
+
+def no_database(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("no database")
+
+
+def orphan_child(request: HttpRequest) -> HttpResponse:
+    """Insert a row whose deferred foreign key fails only at COMMIT."""
+    request.db_session.execute(  # type: ignore[attr-defined]
+        text("INSERT INTO mw_child (id, note_id) VALUES (1, 999999)")
+    )
+    return HttpResponse("looks fine until commit")
+
+
+def stream_titles(request: HttpRequest, title: str) -> StreamingHttpResponse:
+    """Write a row, then stream every title, reading the database while streaming."""
+    session = request.db_session  # type: ignore[attr-defined]
+    _insert(session, title)
+
+    def rows() -> Iterator[bytes]:
+        result = session.execute(text("SELECT title FROM testapp_note ORDER BY title"))
+        for (found,) in result:
+            yield found.encode() + b"\n"
+
+    return StreamingHttpResponse(rows())
+
+
+def concurrent(request: HttpRequest, marker: str) -> JsonResponse:
+    session = request.db_session  # type: ignore[attr-defined]
+    session.execute(text("SELECT 1"))
+    time.sleep(0.05)  # hold the connection so that requests overlap
+    with seen_lock:
+        seen_sessions[marker] = id(session._wrapped)  # type: ignore[attr-defined]
+    return JsonResponse({"marker": marker})
+
+
+async def async_write(request: HttpRequest, title: str) -> HttpResponse:
+    # Sync SQLAlchemy from an async view: run it in a thread, never on the loop.
+    await sync_to_async(_insert)(request.db_session, title)  # type: ignore[attr-defined]
+    return HttpResponse("written asynchronously")
+
+
+async def async_write_with_current(request: HttpRequest, title: str) -> HttpResponse:
+    def work() -> None:
+        _insert(current_session(), title)
+
+    await sync_to_async(work)()
+    return HttpResponse("written asynchronously")
+
+
+async def async_no_database(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("no database")
+
+
+async def async_write_then_fail(request: HttpRequest, title: str) -> HttpResponse:
+    await sync_to_async(_insert)(request.db_session, title)  # type: ignore[attr-defined]
+    return HttpResponse("bad input", status=422)
+
+
+async def async_stream(request: HttpRequest, title: str) -> StreamingHttpResponse:
+    session = request.db_session  # type: ignore[attr-defined]
+    await sync_to_async(_insert)(session, title)
+
+    async def rows() -> AsyncIterator[bytes]:
+        titles = await sync_to_async(
+            lambda: session.execute(text("SELECT title FROM testapp_note")).scalars().all()
+        )()
+        for found in titles:
+            yield found.encode() + b"\n"
+
+    return StreamingHttpResponse(rows())
+
+
+def commit_when_asked(request: HttpRequest, response: HttpResponse) -> bool:
+    """REQUEST_COMMIT_HOOK for the tests: commit only when the client asks."""
+    return request.headers.get("X-Commit") == "yes"
