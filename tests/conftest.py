@@ -1,15 +1,16 @@
-"""Suite-wide fixtures: engines follow the test databases and leave nothing open."""
+"""Suite-wide fixtures; the mingus_sessions pytest plugin makes engines follow the test databases.
+
+The plugin (``mingus_sessions.testing``, loaded through its entry point) wraps
+pytest-django's ``django_db_setup`` so that engines are disposed before the
+test databases are dropped, and provides ``sa_session`` and
+``reset_mingus_sessions``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
-
-from mingus_sessions import dispose_engines
-from mingus_sessions.breakers import _forget as forget_breakers
-from mingus_sessions.stats import session_stats
 
 TEST_DATABASE = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 
@@ -21,18 +22,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"needs MINGUS_TEST_DATABASE={backend}"))
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None) -> Iterator[None]:
-    """Build engines on the test databases, and close them before those are dropped."""
-    dispose_engines()
-    yield
-    dispose_engines()
-
-
 @pytest.fixture(autouse=True)
-def _fresh_state() -> Iterator[None]:
+def _fresh_state(reset_mingus_sessions: None) -> None:
     """Every test starts with closed breakers, zeroed counters and no open engine."""
-    forget_breakers()
-    session_stats.reset()
-    yield
-    dispose_engines()
