@@ -227,6 +227,36 @@ def _end_session(
         session_stats.active_sessions -= 1
 
 
+def _end_savepoint(
+    name: str,
+    savepoint: SessionTransaction,
+    *,
+    commit: bool,
+    exc: BaseException | None = None,
+) -> None:
+    """Release or roll back a savepoint; raise the translated failure, if any."""
+    if commit:
+        try:
+            savepoint.commit()
+        except Exception as commit_exc:
+            if savepoint.is_active:
+                _rollback(savepoint, name)
+            session_stats.failed_sessions += 1
+            error = _translated(name, commit_exc, at_commit=True)
+            if error is not None:
+                raise error from commit_exc
+            raise
+        return
+    if savepoint.is_active:
+        _rollback(savepoint, name)
+    if exc is None:
+        return
+    session_stats.failed_sessions += 1
+    error = _translated(name, exc)
+    if error is not None:
+        raise error from exc
+
+
 class LazyScope:
     """A scope whose session opens on first use: the request's and the task's.
 
@@ -236,14 +266,27 @@ class LazyScope:
     for it. :meth:`finish` commits or rolls back and closes, if it was opened.
     """
 
-    __slots__ = ("_breaker", "_frame", "_name")
+    __slots__ = ("_breaker", "_frame", "_name", "_savepoint")
 
     def __init__(self, pool: str | None = None) -> None:
         self._name = pool if pool is not None else conf.get_config().default_pool
         self._breaker: CircuitBreaker | None = None
         self._frame: _Frame | None = None
+        self._savepoint: SessionTransaction | None = None
 
     def _open(self) -> Session:
+        # Inside an active scope of the same pool (a request served in-process
+        # by a test holding ``sa_session``, an eager task called in a scope),
+        # this scope is a SAVEPOINT on that session, as a nested scope is.
+        frame = self._frame
+        outer = frame.parent if frame is not None else None
+        while outer is not None and outer.pool != self._name:
+            outer = outer.parent
+        if outer is not None:
+            session = outer.session
+            self._savepoint = session.begin_nested()
+            session_stats.savepoints += 1
+            return session
         session, self._breaker = _open_session(get_entry(self._name))
         return session
 
@@ -280,8 +323,12 @@ class LazyScope:
         frame = self._frame
         if frame is None or not frame.opened:
             return
-        session = frame.session
-        _end_session(self._name, session, self._breaker, commit=commit, exc=exc)
+        savepoint = self._savepoint
+        if savepoint is not None:
+            self._savepoint = None
+            _end_savepoint(self._name, savepoint, commit=commit, exc=exc)
+            return
+        _end_session(self._name, frame.session, self._breaker, commit=commit, exc=exc)
 
 
 class _Scope:
@@ -361,26 +408,8 @@ class _Scope:
             _active.reset(self._token)
 
     def _exit_savepoint(self, exc: BaseException | None) -> None:
-        savepoint = self._savepoint
-        assert savepoint is not None
-        if exc is None:
-            try:
-                savepoint.commit()
-            except Exception as commit_exc:
-                if savepoint.is_active:
-                    _rollback(savepoint, self._name)
-                session_stats.failed_sessions += 1
-                error = _translated(self._name, commit_exc, at_commit=True)
-                if error is not None:
-                    raise error from commit_exc
-                raise
-            return
-        if savepoint.is_active:
-            _rollback(savepoint, self._name)
-        session_stats.failed_sessions += 1
-        error = _translated(self._name, exc)
-        if error is not None:
-            raise error from exc
+        assert self._savepoint is not None
+        _end_savepoint(self._name, self._savepoint, commit=exc is None, exc=exc)
 
     def _exit_joined(
         self,

@@ -250,3 +250,18 @@ async def _close_async(response: Any) -> None:
 
     await sync_to_async(response.close)()
     assert await sync_to_async(checked_out)() == 0
+
+
+# -- inside a test's joined session -------------------------------------------------------
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_request_inside_sa_session_is_a_savepoint(sa_session: Any, client: Client) -> None:
+    """A request served while a scope of the pool is active is a savepoint on its session."""
+    from tests.testapp.models import Note
+
+    Note.objects.create(title="from-orm")
+    assert client.get("/write/from-view/").status_code == 200
+    assert client.get("/write/refused/400/").status_code == 400
+    found = sa_session.execute(text("SELECT title FROM testapp_note ORDER BY title"))
+    assert list(found.scalars()) == ["from-orm", "from-view"]
