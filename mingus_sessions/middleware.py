@@ -63,9 +63,7 @@ class SessionMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(
-        self, get_response: Callable[[HttpRequest], Any]
-    ) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self._is_async = iscoroutinefunction(get_response)
         if self._is_async:
