@@ -62,6 +62,10 @@ def _joined_engine(entry: PoolEntry) -> Engine:
             dialect.do_rollback = _leave_to_django
             dialect.do_close = _leave_to_django
             dialect.do_terminate = _leave_to_django
+            if entry.spec.vendor == "postgresql":
+                # Django loads jsonb as text on its connection; let SQLAlchemy
+                # decode it, so JSON reads the same as in a plain session.
+                dialect.supports_native_json_deserialization = False
             _engines.clear()  # drop engines of pools that were rebuilt
             _engines[key] = engine
     return engine
