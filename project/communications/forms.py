@@ -1,4 +1,4 @@
-"""The form that records a communication from the index page."""
+"""The demo's forms: record a communication, edit a user's communication preferences."""
 
 from __future__ import annotations
 
@@ -40,4 +40,33 @@ class RecordCommunicationForm(forms.Form):
         )
         if not enabled:
             self.add_error("channel", f"{user.username} has turned {channel} off.")
+        return cleaned
+
+
+class PreferencesForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Edit one user's communication preferences; optionally make the save fail on purpose."""
+
+    simulate_failure = forms.BooleanField(
+        required=False,
+        label="Simulate a failure after both writes",
+        help_text="Raises inside the transaction after the ORM and SQLAlchemy writes: "
+        "neither is committed.",
+    )
+
+    class Meta:
+        model = CommunicationPreferences
+        fields = ["sms_enabled", "email_enabled", "quiet_hours_start", "quiet_hours_end"]
+        widgets = {
+            "quiet_hours_start": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+            "quiet_hours_end": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        }
+
+    def clean(self) -> dict[str, object]:
+        """Quiet hours need both ends, or neither."""
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("quiet_hours_start"), cleaned.get("quiet_hours_end")
+        # A field that failed its own validation is missing here too: no second error.
+        invalid = self.has_error("quiet_hours_start") or self.has_error("quiet_hours_end")
+        if (start is None) != (end is None) and not invalid:
+            self.add_error(None, "Give both ends of the quiet hours, or neither.")
         return cleaned

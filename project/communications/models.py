@@ -1,7 +1,8 @@
 """The Django ORM side of the seeds' domain.
 
-The same tables are declared for SQLAlchemy Core in :mod:`.tables`; a change
-here (a column, a ``db_column``, a table name) must be made there too.
+SQLAlchemy Core reads and writes the same tables through :mod:`.tables`, which
+builds them from these models with ``table_for``: a change here needs no change
+there.
 """
 
 from __future__ import annotations

@@ -1,70 +1,50 @@
-"""SQLAlchemy Core ``Table`` objects for the tables the Django models in :mod:`.models` own.
+"""SQLAlchemy Core ``Table`` objects for the demo's models, from ``table_for``.
 
-Django creates and migrates these tables; SQLAlchemy only queries them, so this
-metadata is never used for ``create_all``. Column names are the Django models'
-database columns. (When ``mingus_sessions.tables.table_for`` exists, it can
-replace these declarations.)
+Each accessor returns ``mingus_sessions.tables.table_for(Model)``: the table is
+built from the model on the first call (after the app registry is ready) and
+cached, so later calls cost a dictionary lookup. They are functions, not
+module-level tables, because building a table reads the models' ``_meta`` and
+``settings.USE_TZ``, which must not happen while this module is imported.
 
-``auth_user`` is declared with the two columns the demo reads, and assumes the
-default user model.
+Django's migrations own these tables; the ``Table`` objects are for queries and
+writes, never for ``create_all``. Their types store values as Django does
+(aware UTC datetimes, Django's text formats on SQLite), so rows written here
+read back equal through the ORM and the other way round.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Time,
-)
+from django.contrib.auth import get_user_model
+from sqlalchemy import Table
 
-metadata = MetaData()
+from mingus_sessions.tables import table_for
 
-auth_user = Table(
+from .models import CommunicationMetrics, CommunicationPreferences, UserEngagementMetrics
+
+__all__ = [
     "auth_user",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("username", String(150), nullable=False),
-)
+    "communication_metrics",
+    "communication_preferences",
+    "user_engagement_metrics",
+]
 
-communication_preferences = Table(
-    "communications_communicationpreferences",
-    metadata,
-    Column("id", BigInteger, primary_key=True),
-    Column("user_id", Integer, ForeignKey("auth_user.id"), nullable=False, unique=True),
-    Column("sms_enabled", Boolean, nullable=False),
-    Column("email_enabled", Boolean, nullable=False),
-    Column("quiet_hours_start", Time, nullable=True),
-    Column("quiet_hours_end", Time, nullable=True),
-    Column("last_sms_sent", DateTime(timezone=True), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
-communication_metrics = Table(
-    "communications_communicationmetrics",
-    metadata,
-    Column("id", BigInteger, primary_key=True),
-    Column("user_id", Integer, ForeignKey("auth_user.id"), nullable=False),
-    Column("message_type", String(50), nullable=False),
-    Column("channel", String(10), nullable=False),
-    Column("status", String(10), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
-    Column("idempotency_key", String(100), nullable=True, unique=True),
-)
+def auth_user() -> Table:
+    """The user model's table (``auth_user`` unless ``AUTH_USER_MODEL`` swaps it)."""
+    # get_user_model(), not auth.User: table_for refuses a swapped model.
+    return table_for(get_user_model())
 
-user_engagement_metrics = Table(
-    "communications_userengagementmetrics",
-    metadata,
-    Column("id", BigInteger, primary_key=True),
-    Column("user_id", Integer, ForeignKey("auth_user.id"), nullable=False, unique=True),
-    Column("total_communications", Integer, nullable=False),
-    Column("last_activity", DateTime(timezone=True), nullable=True),
-    Column("engagement_score", Float, nullable=False),
-)
+
+def communication_preferences() -> Table:
+    """The table of :class:`~.models.CommunicationPreferences`."""
+    return table_for(CommunicationPreferences)
+
+
+def communication_metrics() -> Table:
+    """The table of :class:`~.models.CommunicationMetrics` (one row per communication)."""
+    return table_for(CommunicationMetrics)
+
+
+def user_engagement_metrics() -> Table:
+    """The table of :class:`~.models.UserEngagementMetrics`."""
+    return table_for(UserEngagementMetrics)

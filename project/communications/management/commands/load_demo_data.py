@@ -1,20 +1,27 @@
 """``manage.py load_demo_data``: demo users, their preferences and ~50 communications.
 
 Idempotent: users are matched by username and communications by idempotency
-key (``demo-000``, ``demo-001``, ...), so running it again adds nothing.
+key (``demo-000``, ``demo-001``, ...), so running it again adds nothing. The
+communications are spread over the last days (one every 4 hours, the last one
+now), so that the analytics page's "last 7 days" has something to show.
 """
 
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from project.communications import services
 from project.communications.demo import DEMO_MESSAGE_TYPES, DEMO_USERS
 from project.communications.models import Channel, CommunicationPreferences, Status
+
+#: The time between two demo communications.
+_SPACING = timedelta(hours=4)
 
 #: Mostly successes, as in real traffic.
 _STATUS_WEIGHTS = {Status.DELIVERED: 5, Status.SENT: 3, Status.QUEUED: 1, Status.FAILED: 1}
@@ -64,6 +71,9 @@ class Command(BaseCommand):
         statuses = list(_STATUS_WEIGHTS)
         weights = list(_STATUS_WEIGHTS.values())
         created_count = 0
+        # Oldest first: each user's last_activity (the sent_at of their latest
+        # communication) then only moves forward.
+        newest = timezone.now()
         for i in range(max(count, 0)):
             user, demo = users[i % len(users)]
             channels = [Channel.PUSH]
@@ -77,6 +87,7 @@ class Command(BaseCommand):
                 message_type=rng.choice(DEMO_MESSAGE_TYPES),
                 status=rng.choices(statuses, weights)[0],
                 idempotency_key=f"demo-{i:03d}",
+                sent_at=newest - (max(count, 0) - 1 - i) * _SPACING,
             )
             created_count += recorded.created
 
