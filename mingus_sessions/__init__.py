@@ -6,6 +6,7 @@ every module not documented in ``docs/`` is private and may change.
 
 from __future__ import annotations
 
+from .after_commit import on_commit
 from .breaker import CircuitBreaker
 from .breakers import get_circuit_breaker
 from .engines import dispose_engines, get_engine
@@ -50,6 +51,7 @@ __all__ = [
     "get_engine",
     "get_session",
     "is_transient",
+    "on_commit",
     "pool_context",
     "retry_on_transient",
     "session_scope",

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, SessionTransaction
 
-from . import conf
+from . import after_commit, conf
 from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, get_entry
@@ -86,6 +86,13 @@ def _find(pool: str, *, joined_only: bool = False) -> _Frame | None:
             return frame
         frame = frame.parent
     return None
+
+
+def _innermost_frame(pool: str | None = None) -> _Frame | None:
+    frame = _active.get()
+    while frame is not None and pool is not None and frame.pool != pool:
+        frame = frame.parent
+    return frame
 
 
 def get_session(pool: str | None = None) -> Session:
@@ -197,12 +204,14 @@ def _end_session(
     ``exc`` is the exception that ended the scope (``None`` for a clean exit or
     a rollback the caller decided on, such as a 4xx response).
     """
+    committed: after_commit.Pending = []
     try:
         if commit:
             touched = session.in_transaction()
             try:
                 session.commit()
             except BaseException as commit_exc:
+                after_commit.take(session)
                 _rollback(session, name)
                 session_stats.failed_sessions += 1
                 error = _translated(name, commit_exc, at_commit=True)
@@ -210,21 +219,25 @@ def _end_session(
                 if error is not None:
                     raise error from commit_exc
                 raise
+            committed = after_commit.take(session)
             session_stats.committed_transactions += 1
             if touched and breaker is not None:
                 breaker.record_success()
-            return
-        _rollback(session, name)
-        if exc is None:
-            return
-        session_stats.failed_sessions += 1
-        error = _translated(name, exc)
-        _record_failure(breaker, exc if error is None else error)
-        if error is not None:
-            raise error from exc
+        else:
+            after_commit.take(session)
+            _rollback(session, name)
+            if exc is not None:
+                session_stats.failed_sessions += 1
+                error = _translated(name, exc)
+                _record_failure(breaker, exc if error is None else error)
+                if error is not None:
+                    raise error from exc
     finally:
         _close(session, name)
         session_stats.active_sessions -= 1
+    if committed:
+        # After close: a slow publish must not hold the connection.
+        after_commit.run(committed, name)
 
 
 def _end_savepoint(
@@ -239,6 +252,7 @@ def _end_savepoint(
         try:
             savepoint.commit()
         except Exception as commit_exc:
+            after_commit.discard_savepoint(savepoint.session, savepoint)
             if savepoint.is_active:
                 _rollback(savepoint, name)
             session_stats.failed_sessions += 1
@@ -247,6 +261,7 @@ def _end_savepoint(
                 raise error from commit_exc
             raise
         return
+    after_commit.discard_savepoint(savepoint.session, savepoint)
     if savepoint.is_active:
         _rollback(savepoint, name)
     if exc is None:

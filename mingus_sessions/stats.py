@@ -6,7 +6,9 @@ the GIL; readers take a snapshot with :meth:`SessionStats.snapshot`.
 
 from __future__ import annotations
 
-__all__ = ["SessionStats", "session_stats"]
+import threading
+
+__all__ = ["SessionStats", "TransactionStats", "session_stats", "transaction_stats"]
 
 
 class SessionStats:
@@ -50,3 +52,39 @@ class SessionStats:
 
 
 session_stats = SessionStats()
+
+
+class TransactionStats:
+    """Count, failures and durations of ``TransactionManager.named_transaction`` by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, list[float]] = {}  # name -> [count, failures, total, max]
+
+    def record(self, name: str, seconds: float, *, failed: bool) -> None:
+        with self._lock:
+            entry = self._by_name.setdefault(name, [0, 0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += int(failed)
+            entry[2] += seconds
+            entry[3] = max(entry[3], seconds)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """``{name: {"count", "failures", "avg_ms", "max_ms"}}``."""
+        with self._lock:
+            return {
+                name: {
+                    "count": int(count),
+                    "failures": int(failures),
+                    "avg_ms": total / count * 1000.0 if count else 0.0,
+                    "max_ms": longest * 1000.0,
+                }
+                for name, (count, failures, total, longest) in self._by_name.items()
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self._by_name.clear()
+
+
+transaction_stats = TransactionStats()

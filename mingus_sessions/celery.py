@@ -1,0 +1,345 @@
+"""Celery integration: ``DatabaseTask`` and friends.
+
+Each call of a :class:`DatabaseTask` is a scope of the task's pool
+(``CELERY_POOL`` unless the task sets ``db_pool``), opened lazily like a
+request's: ``self.db_session.session`` and ``current_session()`` give its
+session, and ``session_scope()`` inside the task is a SAVEPOINT on it. The
+session commits when the call returns, rolls back when it raises, and is closed
+either way. The cleanup sits in ``__call__``, around ``run()``, because Celery
+skips ``after_return`` when a task retries; nothing is kept on the task
+instance, which one process shares between all its calls.
+
+A transient database failure (:func:`~mingus_sessions.is_transient`) is retried
+through Celery's own ``retry()``: the whole call runs again later, in a fresh
+transaction, after an exponential, capped, jittered countdown, up to
+``db_max_retries`` times (``RETRY["MAX_RETRIES"]`` by default). Other failures
+are raised at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from celery import Task
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from . import conf
+from .after_commit import on_commit
+from .errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    DatabaseConnectionError,
+    DeadlockError,
+    LockTimeoutError,
+    PoolExhaustedError,
+    SerializationError,
+    SessionError,
+)
+from .retry import backoff_delay, execute_with_retry
+from .sessions import LazyScope, _active, session_scope
+from .stats import session_stats, transaction_stats
+from .translate import classify, is_transient
+
+__all__ = [
+    "DatabaseTask",
+    "TaskDatabase",
+    "TransactionManager",
+    "classify_error",
+    "get_celery_db_session",
+    "get_retry_delay",
+    "should_retry",
+    "with_celery_db_session",
+]
+
+T = TypeVar("T")
+
+_call: ContextVar[TaskDatabase | None] = ContextVar("mingus_sessions_task_call", default=None)
+
+
+# -- error policy ---------------------------------------------------------------------------
+
+
+def classify_error(exc: BaseException) -> str:
+    """A short name for the kind of failure, for logs and decisions.
+
+    One of ``"deadlock"``, ``"serialization"``, ``"lock_timeout"``,
+    ``"pool_exhausted"``, ``"circuit_open"``, ``"authentication"``,
+    ``"connection"``, ``"integrity"``, ``"data"``, ``"programming"``,
+    ``"database"`` (another database error) or ``"other"``.
+    """
+    found = classify(exc)
+    if found is not None:
+        for cls, name in (
+            (DeadlockError, "deadlock"),
+            (SerializationError, "serialization"),
+            (LockTimeoutError, "lock_timeout"),
+            (PoolExhaustedError, "pool_exhausted"),
+            (CircuitOpenError, "circuit_open"),
+            (AuthenticationError, "authentication"),
+            (DatabaseConnectionError, "connection"),
+        ):
+            if issubclass(found, cls):
+                return name
+    for error_type, name in (
+        (sa_exc.IntegrityError, "integrity"),
+        (sa_exc.DataError, "data"),
+        (sa_exc.ProgrammingError, "programming"),
+        (sa_exc.SQLAlchemyError, "database"),
+        (SessionError, "database"),
+    ):
+        if isinstance(exc, error_type):
+            return name
+    return "other"
+
+
+def should_retry(exc: BaseException) -> bool:
+    """True when retrying the whole task may succeed (see :func:`~mingus_sessions.is_transient`)."""
+    return is_transient(exc)
+
+
+def get_retry_delay(exc: BaseException, attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (0 for the first), from ``RETRY``.
+
+    Exponential and capped at ``MAX_DELAY``, with full jitter when ``JITTER``.
+    ``exc`` is accepted for policies that depend on the failure; the built-in one
+    does not.
+    """
+    retry = conf.get_config().retry
+    return backoff_delay(
+        attempt, base_delay=retry.base_delay, max_delay=retry.max_delay, jitter=retry.jitter
+    )
+
+
+# -- the helper behind self.db_session -------------------------------------------------------
+
+
+class TaskDatabase:
+    """Database access for one task call (``self.db_session``) or outside tasks."""
+
+    def __init__(self, pool: str, scope: LazyScope | None = None) -> None:
+        self.pool = pool
+        self._scope = scope
+
+    def __repr__(self) -> str:
+        return f"<TaskDatabase pool={self.pool!r} in_call={self._scope is not None}>"
+
+    @property
+    def session(self) -> Session:
+        """The task call's session: committed if the call succeeds, else rolled back."""
+        if self._scope is None:
+            raise SessionError(
+                "self.db_session.session exists only during a DatabaseTask call; "
+                "use get_celery_db_session().session_scope() elsewhere.",
+                pool=self.pool,
+            )
+        return self._scope.session
+
+    def session_scope(self, *, independent: bool = False) -> Any:
+        """A scope of this pool: a SAVEPOINT on the call's session inside a task."""
+        return session_scope(self.pool, independent=independent)
+
+    def execute_with_retry(
+        self,
+        operation: Callable[[], T],
+        *,
+        max_retries: int | None = None,
+        base_delay: float | None = None,
+        max_delay: float | None = None,
+    ) -> T:
+        """Retry ``operation`` in-process, each attempt in its own transaction.
+
+        The operation runs outside the call's transaction: a scope it opens is
+        a transaction of its own, committed when that attempt succeeds, so a
+        retry never works on a transaction a deadlock or disconnect has ended.
+        """
+        with _outside_scopes():
+            return execute_with_retry(
+                operation,
+                pool=self.pool,
+                max_retries=max_retries,
+                base_delay=base_delay,
+                max_delay=max_delay,
+            )
+
+
+@contextmanager
+def _outside_scopes() -> Iterator[None]:
+    token = _active.set(None)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+def get_celery_db_session(pool: str | None = None) -> TaskDatabase:
+    """``self.db_session`` of the running DatabaseTask call, or a helper on ``CELERY_POOL``."""
+    current = _call.get()
+    if current is not None and (pool is None or pool == current.pool):
+        return current
+    return TaskDatabase(pool or conf.get_config().celery_pool)
+
+
+# -- the task base class ---------------------------------------------------------------------
+
+
+class DatabaseTask(Task):  # type: ignore[misc]
+    """A Celery task base class whose calls each run in one database transaction.
+
+    Class attributes (also settable as task options, e.g.
+    ``@app.task(base=DatabaseTask, db_pool="analytics", db_max_retries=5)``):
+
+    - ``db_pool``: the pool (default ``CELERY_POOL``);
+    - ``db_max_retries``: retries of transient failures (default ``RETRY["MAX_RETRIES"]``);
+    - ``db_retry_transient``: set False to let transient failures fail the task.
+    """
+
+    abstract = True
+    db_pool: str | None = None
+    db_max_retries: int | None = None
+    db_retry_transient: bool = True
+
+    @property
+    def db_session(self) -> TaskDatabase:
+        """The database helper of the running call (``.session``, ``.session_scope()``)."""
+        current = _call.get()
+        if current is not None:
+            return current
+        return TaskDatabase(self.db_pool or conf.get_config().celery_pool)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pool = self.db_pool or conf.get_config().celery_pool
+        scope = LazyScope(pool)
+        token = scope.activate()
+        call_token = _call.set(TaskDatabase(pool, scope))
+        failure: BaseException | None = None
+        try:
+            result = self.run(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - finished, then re-raised or retried
+            failure = exc
+        finally:
+            # Leave the scope before finishing it: a retry that Celery runs
+            # at once (eager mode) must start a transaction of its own.
+            _call.reset(call_token)
+            scope.deactivate(token)
+        try:
+            if failure is None:
+                scope.finish(commit=True)
+                return result
+            scope.finish(commit=False, exc=failure)
+        except BaseException as raised:  # noqa: BLE001 - the translated failure, re-raised
+            return self._failed(raised, failure or raised)
+        return self._failed(failure, failure)
+
+    def _failed(self, error: BaseException, original: BaseException) -> Any:
+        """Retry a transient database failure through Celery; re-raise anything else."""
+        from celery.exceptions import Retry
+
+        if (
+            isinstance(original, Retry)
+            or not self.db_retry_transient
+            or not isinstance(original, Exception)
+            or not should_retry(error)
+        ):
+            raise error
+        max_retries = (
+            conf.get_config().retry.max_retries
+            if self.db_max_retries is None
+            else self.db_max_retries
+        )
+        attempt = int(getattr(self.request, "retries", 0) or 0)
+        if attempt >= max_retries:
+            raise error
+        session_stats.retries += 1
+        raise self.retry(
+            exc=error, countdown=get_retry_delay(error, attempt), max_retries=max_retries
+        )
+
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """``delay()`` once the innermost active scope commits; never if it rolls back."""
+        on_commit(_Publish(self, args, kwargs))
+
+    def apply_async_on_commit(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """``apply_async()`` once the innermost active scope commits."""
+        on_commit(_Publish(self, tuple(args or ()), dict(kwargs or {}), options))
+
+
+class _Publish:
+    """A deferred publish, described by the task's name in logs (never its arguments)."""
+
+    def __init__(
+        self,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options or {}
+        self.description = f"publishing task {task.name}"
+
+    def __call__(self) -> Any:
+        return self.task.apply_async(self.args, self.kwargs, **self.options)
+
+
+# -- decorators and the transaction manager --------------------------------------------------
+
+
+def with_celery_db_session(
+    pool: str | None = None,
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run the function in a scope of ``pool`` (``CELERY_POOL``), passing ``session=``."""
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            with session_scope(pool or conf.get_config().celery_pool) as session:
+                return fn(*args, session=session, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+class TransactionManager:
+    """Named transactions whose counts, failures and durations are recorded by name."""
+
+    def __init__(self, pool: str | None = None) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def named_transaction(self, name: str, pool: str | None = None) -> Iterator[Session]:
+        """A ``session_scope`` recorded under ``name`` (see ``get_transaction_stats()``)."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            with session_scope(self._pool(pool)) as session:
+                yield session
+            failed = False
+        finally:
+            transaction_stats.record(name, time.perf_counter() - started, failed=failed)
+
+    def batch_transaction(
+        self,
+        operations: Sequence[Callable[[Session], Any]],
+        operation_name: str,
+        pool: str | None = None,
+    ) -> list[Any]:
+        """Call every operation with one session in one transaction: all commit or none."""
+        with self.named_transaction(operation_name, pool) as session:
+            return [operation(session) for operation in operations]
+
+    def _pool(self, pool: str | None) -> str:
+        return pool or self.pool or conf.get_config().celery_pool
