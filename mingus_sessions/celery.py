@@ -41,6 +41,7 @@ from .errors import (
     SerializationError,
     SessionError,
 )
+from .metrics import monitor
 from .retry import backoff_delay, execute_with_retry
 from .sessions import LazyScope, _active, session_scope
 from .stats import session_stats, transaction_stats
@@ -213,6 +214,9 @@ class DatabaseTask(Task):  # type: ignore[misc]
         return TaskDatabase(self.db_pool or conf.get_config().celery_pool)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not monitor.is_monitoring():
+            # In the process that runs tasks (the prefork child), never before the fork.
+            monitor.ensure_monitoring("worker")
         pool = self.db_pool or conf.get_config().celery_pool
         scope = LazyScope(pool)
         token = scope.activate()

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 from . import conf
-from .config import PoolConfig
+from .config import Config, PoolConfig
 from .engine_args import EngineSpec, build_engine_spec
+from .metrics.recorder import PoolRecorder
 from .pools import PoolProbe, WaitAwareQueuePool
 
 __all__ = ["PoolEntry", "dispose_engines", "get_engine", "get_entry", "pool_names"]
@@ -96,10 +97,12 @@ def _build(name: str) -> PoolEntry:
             settings_dict, pool_config, log_parameters=config.log_query_parameters
         )
         engine = create_engine(spec.url, **spec.kwargs)
-        probe = PoolProbe(name)
+        probe = _probe_for(name, config)
         if isinstance(engine.pool, WaitAwareQueuePool):
             engine.pool.probe = probe
         _install_listeners(engine, spec, probe)
+        if isinstance(probe, PoolRecorder):
+            probe.install(engine)
         entry = PoolEntry(
             name=name,
             config=pool_config,
@@ -112,6 +115,18 @@ def _build(name: str) -> PoolEntry:
         )
         _entries[name] = entry
         return entry
+
+
+def _probe_for(name: str, config: Config) -> PoolProbe:
+    """A full recorder when MONITORING is on; otherwise only what errors need."""
+    if not config.monitoring:
+        return PoolProbe(name)
+    return PoolRecorder(
+        name,
+        leak_threshold=config.leak_threshold,
+        slow_threshold=config.slow_query_threshold,
+        log_parameters=config.log_query_parameters,
+    )
 
 
 def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> None:

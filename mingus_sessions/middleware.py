@@ -27,6 +27,7 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
 
 from . import conf
+from .metrics import monitor
 from .sessions import LazyScope
 
 __all__ = ["SessionMiddleware"]
@@ -108,6 +109,10 @@ class SessionMiddleware:
 
     @staticmethod
     def _begin(request: HttpRequest) -> LazyScope:
+        if not monitor.is_monitoring():
+            # A server process starts its sampler with its first request: after
+            # any fork (gunicorn --preload), and never in management commands.
+            monitor.ensure_monitoring("web")
         scope = LazyScope()
         request.db_session = SimpleLazyObject(lambda: scope.session)  # type: ignore[attr-defined]
         return scope

@@ -3,7 +3,8 @@
 Plain SQLAlchemy. :class:`PoolProbe` holds, per named pool, what the error
 messages and the metrics need beyond ``size()``, ``checkedin()``,
 ``checkedout()`` and ``overflow()``: how many callers wait for a connection
-right now, and the last failure to open one.
+right now, the last failure to open one, and (when monitoring is on) how long
+each checkout waited and how many timed out.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+from .metrics.histogram import Histogram
 
 __all__ = ["PoolProbe", "WaitAwareQueuePool"]
 
@@ -20,11 +24,22 @@ __all__ = ["PoolProbe", "WaitAwareQueuePool"]
 class PoolProbe:
     """Live facts about one named pool; survives ``dispose()`` and ``recreate()``."""
 
-    __slots__ = ("_lock", "last_connect_error", "last_connect_error_at", "name", "waiting")
+    __slots__ = (
+        "_lock",
+        "acquire",
+        "last_connect_error",
+        "last_connect_error_at",
+        "name",
+        "timeouts",
+        "waiting",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiting = 0
+        self.timeouts = 0
+        #: Checkout waits in µs; None while monitoring is off (nothing is timed).
+        self.acquire: Histogram | None = None
         self.last_connect_error: BaseException | None = None
         self.last_connect_error_at = 0.0
         self._lock = threading.Lock()
@@ -67,16 +82,26 @@ class WaitAwareQueuePool(QueuePool):
         self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")
 
     def _do_get(self) -> ConnectionPoolEntry:
-        # Lock-free when a connection is idle or overflow is left (the usual
-        # case); only a caller that may block is counted, under the probe's lock.
-        if self._pool.qsize() or self._overflow < self._max_overflow:
-            return super()._do_get()
         probe = self.probe
-        probe.enter_wait()
+        acquire = probe.acquire
+        started = time.perf_counter() if acquire is not None else 0.0
         try:
-            return super()._do_get()
-        finally:
-            probe.leave_wait()
+            # Lock-free when a connection is idle or overflow is left (the
+            # usual case); only a caller that may block is counted as waiting.
+            if self._pool.qsize() or self._overflow < self._max_overflow:
+                entry = super()._do_get()
+            else:
+                probe.enter_wait()
+                try:
+                    entry = super()._do_get()
+                finally:
+                    probe.leave_wait()
+        except sa_exc.TimeoutError:
+            probe.timeouts += 1
+            raise
+        if acquire is not None:
+            acquire.record(int((time.perf_counter() - started) * 1_000_000))
+        return entry
 
     def recreate(self) -> QueuePool:
         fresh = super().recreate()

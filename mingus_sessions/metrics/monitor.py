@@ -1,0 +1,221 @@
+"""The monitoring sampler and the fleet view.
+
+One daemon thread per process, started by :func:`start_monitoring` (or by
+itself on a server's first request and in a Celery worker's first task, so
+never before a fork and never in management commands that do not need it).
+Every ``FLEET["INTERVAL"]`` seconds it:
+
+- appends a point per pool to a bounded time series (for the admin charts),
+  with the acquire-wait p99 of that interval alone;
+- reports connections held past ``LEAK_THRESHOLD`` while they are still held;
+- publishes this process's snapshot to the cache named in ``FLEET["CACHE"]``,
+  so that :func:`get_fleet_metrics` in any process lists every live process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .. import conf
+from ..engines import get_entry
+from .api import get_pool_metrics, get_session_stats
+from .histogram import quantile_of
+from .recorder import PoolRecorder
+
+__all__ = [
+    "ensure_monitoring",
+    "get_fleet_metrics",
+    "get_time_series",
+    "is_monitoring",
+    "start_monitoring",
+    "stop_monitoring",
+]
+
+logger = logging.getLogger("mingus_sessions")
+
+#: Points kept per pool: an hour at the default 10 s interval.
+SERIES_POINTS = 360
+_PREFIX = "mingus_sessions:fleet:"
+_INDEX = _PREFIX + "index"
+#: A process that has not published for this many intervals is no longer listed.
+STALE_INTERVALS = 3
+
+
+class _Monitor:
+    def __init__(self, role: str, interval: float) -> None:
+        self.role = role
+        self.interval = interval
+        self.stop = threading.Event()
+        self.series: dict[str, deque[dict[str, Any]]] = {}
+        self.previous_buckets: dict[str, list[int]] = {}
+        self.member = f"{socket.gethostname()}:{os.getpid()}"
+        self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                logger.warning("Monitoring sample failed", exc_info=True)
+            self.stop.wait(self.interval)
+
+    def tick(self) -> None:
+        now = time.time()
+        pools = get_pool_metrics()
+        for name, metrics in pools.items():
+            probe = get_entry(name).probe
+            interval_p99 = 0.0
+            if isinstance(probe, PoolRecorder) and probe.acquire is not None:
+                probe.scan_leaks()
+                buckets = probe.acquire.buckets()
+                previous = self.previous_buckets.get(name)
+                delta = (
+                    buckets
+                    if previous is None
+                    else [a - b for a, b in zip(buckets, previous, strict=True)]
+                )
+                self.previous_buckets[name] = buckets
+                interval_p99 = quantile_of(delta, 0.99) / 1000.0
+            series = self.series.setdefault(name, deque(maxlen=SERIES_POINTS))
+            series.append(
+                {
+                    "t": now,
+                    "utilization": round(metrics.utilization, 4),
+                    "checked_out": metrics.checked_out,
+                    "waiting": metrics.waiting,
+                    "acquire_p99_ms": round(interval_p99, 3),
+                }
+            )
+        self.publish(pools, now)
+
+    def publish(self, pools: dict[str, Any], now: float) -> None:
+        from django.core.cache import caches
+
+        cache = caches[conf.get_config().fleet.cache]
+        ttl = self.interval * STALE_INTERVALS
+        cache.set(
+            _PREFIX + self.member,
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "role": self.role,
+                "updated_at": now,
+                "pools": {name: metrics.as_dict() for name, metrics in pools.items()},
+                "sessions": get_session_stats(),
+            },
+            timeout=max(ttl, 1.0),
+        )
+        # Each process re-adds itself every interval, so a lost update to the
+        # shared index heals by the next tick.
+        index: dict[str, float] = cache.get(_INDEX) or {}
+        index[self.member] = now
+        index = {m: seen for m, seen in index.items() if now - seen <= ttl * 10}
+        cache.set(_INDEX, index, timeout=None)
+
+    def unpublish(self) -> None:
+        from django.core.cache import caches
+
+        cache = caches[conf.get_config().fleet.cache]
+        cache.delete(_PREFIX + self.member)
+        index: dict[str, float] = cache.get(_INDEX) or {}
+        if index.pop(self.member, None) is not None:
+            cache.set(_INDEX, index, timeout=None)
+
+
+_lock = threading.Lock()
+_monitor: _Monitor | None = None
+
+
+def is_monitoring() -> bool:
+    return _monitor is not None
+
+
+def start_monitoring(role: str = "process") -> bool:
+    """Start this process's sampler; False if already running or ``MONITORING`` is off."""
+    global _monitor
+    config = conf.get_config()
+    if not config.monitoring:
+        return False
+    with _lock:
+        if _monitor is not None:
+            return False
+        monitor = _Monitor(role, config.fleet.interval)
+        monitor.tick()  # the first point and the fleet entry at once
+        monitor.thread.start()
+        _monitor = monitor
+    return True
+
+
+def ensure_monitoring(role: str) -> None:
+    """Start the sampler unless it runs (cheap enough to call on every request or task)."""
+    if _monitor is None:
+        try:
+            start_monitoring(role)
+        except Exception:
+            logger.warning("Could not start monitoring", exc_info=True)
+
+
+def stop_monitoring() -> None:
+    """Stop the sampler and withdraw this process from the fleet."""
+    global _monitor
+    with _lock:
+        monitor, _monitor = _monitor, None
+    if monitor is None:
+        return
+    monitor.stop.set()
+    monitor.thread.join(timeout=monitor.interval + 5)
+    try:
+        monitor.unpublish()
+    except Exception:
+        logger.warning("Could not withdraw from the fleet", exc_info=True)
+
+
+def get_time_series(pool: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The sampled points of each pool (or of ``pool``), oldest first."""
+    monitor = _monitor
+    if monitor is None:
+        return {}
+    return {
+        name: list(points)
+        for name, points in list(monitor.series.items())
+        if pool is None or name == pool
+    }
+
+
+def get_fleet_metrics() -> list[dict[str, Any]]:
+    """One dict per live process (host, pid, role, updated_at, pools, sessions)."""
+    from django.core.cache import caches
+
+    config = conf.get_config()
+    cache = caches[config.fleet.cache]
+    ttl = config.fleet.interval * STALE_INTERVALS
+    now = time.time()
+    index: dict[str, float] = cache.get(_INDEX) or {}
+    found = cache.get_many([_PREFIX + member for member in index])
+    live = [
+        snap
+        for snap in found.values()
+        if isinstance(snap, dict) and now - float(snap.get("updated_at", 0)) <= ttl
+    ]
+    for snap in live:
+        snap["updated_at_iso"] = dt.datetime.fromtimestamp(
+            snap["updated_at"], tz=dt.UTC
+        ).isoformat()
+    return sorted(live, key=lambda snap: (snap["host"], snap["pid"]))
+
+
+def _after_fork_in_child() -> None:
+    # The sampler thread does not exist in a child; let the child start its own.
+    global _monitor, _lock
+    _monitor = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

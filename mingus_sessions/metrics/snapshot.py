@@ -1,0 +1,115 @@
+"""Frozen snapshots of pools: :class:`PoolMetrics`, read through public accessors.
+
+Views, commands and exporters render these; they never reach into a pool.
+Queue pools report ``size()``, ``checkedin()``, ``checkedout()`` and
+``overflow()`` as SQLAlchemy counts them; other pools report what the recorder
+saw (connections in use and open).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy.pool import QueuePool
+
+from ..engines import PoolEntry
+from .histogram import Percentiles
+from .recorder import PoolRecorder
+
+__all__ = ["PoolMetrics", "snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMetrics:
+    """One pool at one moment: configuration, gauges, counters, distributions, breaker."""
+
+    name: str
+    database: str
+    backend: str
+    pool_class: str
+    pool_size: int
+    max_overflow: int
+    timeout: float
+    recycle: int
+    checked_out: int
+    checked_in: int
+    overflow: int
+    waiting: int
+    total: int
+    capacity: int
+    utilization: float
+    connects: int
+    connect_errors: int
+    checkouts: int
+    timeouts: int
+    invalidations: int
+    leaks: int
+    slow_queries: int
+    acquire_wait_ms: Percentiles = field(default_factory=Percentiles)
+    hold_ms: Percentiles = field(default_factory=Percentiles)
+    connect_ms: Percentiles = field(default_factory=Percentiles)
+    circuit_state: str = "closed"
+    since: str = ""
+    peak_checked_out: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (percentiles as nested dicts)."""
+        return asdict(self)
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat()
+
+
+def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
+    """The current :class:`PoolMetrics` of one registry entry."""
+    config = entry.config
+    pool = entry.engine.pool
+    probe = entry.probe
+    recorder = probe if isinstance(probe, PoolRecorder) else None
+    if isinstance(pool, QueuePool):
+        checked_out = pool.checkedout()
+        checked_in = pool.checkedin()
+        overflow = max(pool.overflow(), 0)
+        total = checked_in + checked_out
+    elif recorder is not None:
+        checked_out = max(recorder.in_use, 0)
+        total = max(recorder.opened - recorder.closed, checked_out)
+        checked_in = total - checked_out
+        overflow = 0
+    else:
+        checked_out = checked_in = overflow = total = 0
+    capacity = config.pool_size + config.max_overflow
+    empty = Percentiles()
+    return PoolMetrics(
+        name=entry.name,
+        database=config.database,
+        backend=entry.spec.backend,
+        pool_class=type(pool).__name__,
+        pool_size=config.pool_size,
+        max_overflow=config.max_overflow,
+        timeout=config.timeout,
+        recycle=config.recycle,
+        checked_out=checked_out,
+        checked_in=checked_in,
+        overflow=overflow,
+        waiting=max(probe.waiting, 0),
+        total=total,
+        capacity=capacity,
+        utilization=min(checked_out / capacity, 1.0) if capacity else 0.0,
+        connects=recorder.connects if recorder else 0,
+        connect_errors=recorder.connect_errors if recorder else 0,
+        checkouts=recorder.checkouts if recorder else 0,
+        timeouts=probe.timeouts,
+        invalidations=recorder.invalidations if recorder else 0,
+        leaks=recorder.leaks if recorder else 0,
+        slow_queries=recorder.slow_queries if recorder else 0,
+        acquire_wait_ms=recorder.acquire.percentiles() if recorder and recorder.acquire else empty,
+        hold_ms=recorder.hold.percentiles() if recorder else empty,
+        connect_ms=recorder.connect_time.percentiles() if recorder else empty,
+        circuit_state=circuit_state,
+        since=_iso(recorder.since) if recorder else "",
+        peak_checked_out=max(recorder.peak_in_use, checked_out) if recorder else checked_out,
+    )
