@@ -45,6 +45,8 @@ class PoolEntry:
     # Never in the repr: the DATABASES entry holds the password.
     settings_dict: dict[str, Any] = field(repr=False)
     built_for: Any = field(repr=False)  # the settings_dict NAME the engine was built with
+    #: Whether sessions record where they were opened (for leak reports).
+    track_sites: bool = False
 
     @property
     def stale(self) -> bool:
@@ -112,6 +114,7 @@ def _build(name: str) -> PoolEntry:
             probe=probe,
             settings_dict=settings_dict,
             built_for=settings_dict.get("NAME"),
+            track_sites=isinstance(probe, PoolRecorder) and probe.leak_threshold is not None,
         )
         _entries[name] = entry
         return entry

@@ -77,6 +77,11 @@ class PoolProbe:
 class WaitAwareQueuePool(QueuePool):
     """A :class:`~sqlalchemy.pool.QueuePool` that counts the callers waiting for a slot."""
 
+    # Log as SQLAlchemy's own QueuePool ("sqlalchemy.pool.impl.QueuePool.<pool>"),
+    # so echo_pool and the project's "sqlalchemy" logging settings apply, and a
+    # DEBUG level on the "mingus_sessions" logger does not turn on pool tracing.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
+
     def __init__(self, creator: Any, *, probe: PoolProbe | None = None, **kw: Any) -> None:
         super().__init__(creator, **kw)
         self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -26,6 +27,7 @@ from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, get_entry
 from .errors import SessionError
+from .metrics.recorder import SITE_KEY, capture_site
 from .stats import session_stats
 from .translate import pool_exhausted, translate
 
@@ -174,6 +176,9 @@ def _open_session(entry: PoolEntry) -> tuple[Session, CircuitBreaker | None]:
     breaker = breaker_for(entry.name)
     trial = breaker.before_call() if breaker is not None else False
     session = entry.sessionmaker()
+    if entry.track_sites:
+        # Where the session opened, for leak reports: a short walk from here.
+        session.info[SITE_KEY] = capture_site(sys._getframe(1))
     if trial:
         # The half-open trial proves the database is back by connecting.
         try:

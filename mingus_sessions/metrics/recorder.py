@@ -36,10 +36,9 @@ SLOWEST_KEPT = 20
 #: Statements are cut to this many characters in logs and in the slowest list.
 STATEMENT_CHARS = 2000
 #: Frames kept of the stack that checked a connection out.
-STACK_FRAMES = 16
+STACK_FRAMES = 12
 
 _OUT = "mingus_sessions.checked_out"
-_STARTS = "mingus_sessions.query_starts"
 _CONNECT_T0 = "mingus_sessions.connect_t0"
 
 # Frames in these packages are skipped when recording who checked a connection out.
@@ -75,32 +74,67 @@ class SlowQuery:
         return found
 
 
+Site = tuple[tuple[str, int, str], ...]
+
+#: Where each session was opened, in ``session.info`` (see :func:`capture_site`).
+SITE_KEY = "mingus_sessions.opened_at"
+
+
 class _Checkout:
-    """A connection checked out right now: when, by which stack, and whether reported."""
+    """A connection checked out right now: when, from where, and whether reported."""
 
-    __slots__ = ("at", "reported", "stack")
+    __slots__ = ("at", "reported", "site")
 
-    def __init__(self, at: float, stack: tuple[tuple[str, int, str], ...]) -> None:
+    def __init__(self, at: float, site: Site) -> None:
         self.at = at
-        self.stack = stack
+        self.site = site
         self.reported = False
 
 
-def _capture_stack() -> tuple[tuple[str, int, str], ...]:
-    """The caller's frames outside SQLAlchemy and this package, innermost first."""
-    frame: FrameType | None = sys._getframe(3)
+def capture_site(frame: FrameType | None) -> Site:
+    """The frames from ``frame`` up that are outside SQLAlchemy and this package.
+
+    Only (file, line, function) is kept, never a frame: a frame would keep its
+    locals, and with them a leaked session and its connection, alive.
+    """
     found: list[tuple[str, int, str]] = []
     while frame is not None and len(found) < STACK_FRAMES:
         code = frame.f_code
-        filename = code.co_filename
-        if not filename.startswith(_LIBRARY_PATHS):
-            found.append((filename, frame.f_lineno, code.co_name))
+        if not code.co_filename.startswith(_LIBRARY_PATHS):
+            found.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
     return tuple(found)
 
 
-def _format_stack(stack: tuple[tuple[str, int, str], ...]) -> str:
-    return "\n".join(f'  File "{file}", line {line}, in {name}' for file, line, name in stack)
+def _format_site(site: Site) -> str:
+    return "\n".join(f'  File "{file}", line {line}, in {name}' for file, line, name in site)
+
+
+_scopes: Any = None  # sessions._active, bound on first use (it imports this module)
+
+
+def _site_of_checkout(pool: str) -> Site:
+    """Where the session checking out was opened, or else the stack right here.
+
+    A session opened by a scope recorded its site when it opened (a short walk
+    from the caller); reading it back costs a context lookup. Anything else
+    (get_session(), engine.connect()) pays for the full walk here.
+    """
+    global _scopes
+    if _scopes is None:
+        from ..sessions import _active
+
+        _scopes = _active
+    frame = _scopes.get()
+    while frame is not None:
+        if frame.pool == pool:
+            session = frame._session
+            site = session.info.get(SITE_KEY) if session is not None else None
+            if site is not None:
+                return site  # type: ignore[no-any-return]
+            break
+        frame = frame.parent
+    return capture_site(sys._getframe(3))
 
 
 def _guarded(pool: str, listener: Callable[..., None]) -> Callable[..., None]:
@@ -233,7 +267,7 @@ class PoolRecorder(PoolProbe):
             self.name,
             held,
             self.leak_threshold,
-            _format_stack(out.stack) or "  (no caller outside SQLAlchemy)",
+            _format_site(out.site) or "  (no caller outside SQLAlchemy)",
         )
 
     # -- listeners --------------------------------------------------------------------------
@@ -254,8 +288,43 @@ class PoolRecorder(PoolProbe):
         ):
             event.listen(target, identifier, _guarded(name, listener))
         if self.slow_threshold is not None:
-            event.listen(engine, "before_cursor_execute", _guarded(name, self._before_execute))
-            event.listen(engine, "after_cursor_execute", _guarded(name, self._after_execute))
+            self._time_statements(engine)
+
+    def _time_statements(self, engine: Engine) -> None:
+        """Time each statement by running it from the dialect's execute events.
+
+        One dialect event per statement, instead of the before/after cursor
+        events, which would also switch every execution onto SQLAlchemy's
+        slower event-dispatching path. The listener calls the dialect's own
+        method, inside SQLAlchemy's error handling, and reports the statement
+        only once it has run.
+        """
+        dialect = engine.dialect
+
+        def timed(method: Callable[..., None]) -> Callable[..., bool]:
+            def listener(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+                started = time.perf_counter()
+                method(cursor, statement, parameters, context)
+                try:
+                    self._statement_ran(time.perf_counter() - started, statement, parameters)
+                except Exception:
+                    logger.debug("Slow-query accounting failed", exc_info=True)
+                return True
+
+            return listener
+
+        def timed_no_params(cursor: Any, statement: str, context: Any) -> bool:
+            started = time.perf_counter()
+            dialect.do_execute_no_params(cursor, statement, context)
+            try:
+                self._statement_ran(time.perf_counter() - started, statement, None)
+            except Exception:
+                logger.debug("Slow-query accounting failed", exc_info=True)
+            return True
+
+        event.listen(engine, "do_execute", timed(dialect.do_execute))
+        event.listen(engine, "do_executemany", timed(dialect.do_executemany))
+        event.listen(engine, "do_execute_no_params", timed_no_params)
 
     def _on_do_connect(self, dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
         record.info[_CONNECT_T0] = time.perf_counter()
@@ -272,8 +341,8 @@ class PoolRecorder(PoolProbe):
         in_use = self.in_use = self.in_use + 1
         if in_use > self.peak_in_use:
             self.peak_in_use = in_use
-        stack = _capture_stack() if self.leak_threshold is not None else ()
-        out = _Checkout(time.perf_counter(), stack)
+        site = _site_of_checkout(self.name) if self.leak_threshold is not None else ()
+        out = _Checkout(time.perf_counter(), site)
         record.info[_OUT] = out
         self._outstanding[id(record)] = out
 
@@ -306,30 +375,7 @@ class PoolRecorder(PoolProbe):
         if context.connection is None and context.original_exception is not None:
             self.connect_errors += 1
 
-    def _before_execute(
-        self,
-        conn: Any,
-        cursor: Any,
-        statement: Any,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        conn.info.setdefault(_STARTS, []).append(time.perf_counter())
-
-    def _after_execute(
-        self,
-        conn: Any,
-        cursor: Any,
-        statement: Any,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        starts = conn.info.get(_STARTS)
-        if not starts:
-            return
-        elapsed = time.perf_counter() - starts.pop()
+    def _statement_ran(self, elapsed: float, statement: str, parameters: Any) -> None:
         threshold = self.slow_threshold
         if threshold is None or elapsed < threshold:
             return
