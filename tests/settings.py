@@ -61,12 +61,21 @@ elif TEST_DATABASE == "sqlite":
 else:  # pragma: no cover - a typo in the environment
     raise RuntimeError(f"MINGUS_TEST_DATABASE={TEST_DATABASE!r}: use sqlite, postgresql or mysql.")
 
+if os.environ.get("MINGUS_TEST_USE_TEST_NAMES") == "1":
+    # A process the tests start (a Celery worker) uses the test databases that
+    # pytest-django created, not the real ones.
+    for _database in DATABASES.values():
+        _test = _database.get("TEST")
+        if isinstance(_test, dict) and _test.get("NAME"):
+            _database["NAME"] = _test["NAME"]
+
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.admin",
+    "health_check",
     "mingus_sessions",
     "tests.testapp",
 ]

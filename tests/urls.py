@@ -1,12 +1,21 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from health_check.views import HealthCheckView
 
+from mingus_sessions.health import PoolHealthCheck
 from tests import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("mingus_sessions.urls")),
+    path(
+        "ht/",
+        HealthCheckView.as_view(
+            checks=[(PoolHealthCheck, {"pool": "main"}), (PoolHealthCheck, {"pool": "other"})]
+        ),
+    ),
     path("write/<str:title>/", views.write),
     path("write/<str:title>/<int:status>/", views.write),
     path("write-current/<str:title>/", views.write_with_current),
