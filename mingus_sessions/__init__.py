@@ -11,6 +11,7 @@ from .breaker import CircuitBreaker
 from .breakers import get_circuit_breaker
 from .engines import dispose_engines, get_engine
 from .errors import (
+    AfterCommitError,
     AuthenticationError,
     CircuitOpenError,
     ConfigurationError,
@@ -31,6 +32,7 @@ from .translate import is_transient
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AfterCommitError",
     "AuthenticationError",
     "CircuitBreaker",
     "CircuitOpenError",

@@ -9,7 +9,9 @@ was registered rolls back, the callback is dropped. Inside a joined scope
 
 A callback that fails after the commit cannot undo it: the failure is logged
 (logger ``mingus_sessions``, with the callback's description) and the first one
-is raised to the code that ended the scope, so it is never lost silently.
+is raised to the code that ended the scope as
+:class:`~mingus_sessions.errors.AfterCommitError` (the original as its cause),
+so it is never lost silently and never mistaken for a failed transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session, SessionTransaction
+
+from .errors import AfterCommitError
 
 __all__ = ["on_commit"]
 
@@ -48,9 +52,23 @@ def on_commit(callback: Callable[[], Any], pool: str | None = None) -> None:
 
         transaction.on_commit(callback, using=pool_config(frame.pool).database)
         return
+    if not frame.opened:
+        # A request or task that has not touched the database yet: keep the
+        # callback on the scope rather than open a session just to hold it.
+        if frame.early is None:
+            frame.early = []
+        frame.early.append(callback)
+        return
     session = frame.session
     pending: Pending = session.info.setdefault(_KEY, [])
     pending.append((callback, _open_savepoints(session)))
+
+
+def adopt(session: Session, callbacks: list[Callable[[], Any]]) -> None:
+    """Attach callbacks registered before ``session`` opened to its transaction."""
+    pending: Pending = session.info.setdefault(_KEY, [])
+    chain = _open_savepoints(session)
+    pending.extend((callback, chain) for callback in callbacks)
 
 
 def _open_savepoints(session: Session) -> tuple[SessionTransaction, ...]:
@@ -75,8 +93,9 @@ def take(session: Session) -> Pending:
 
 
 def run(pending: Pending, pool: str) -> None:
-    """Run callbacks after a commit; log each failure and raise the first."""
+    """Run callbacks after a commit; log each failure and raise the first as AfterCommitError."""
     first: BaseException | None = None
+    first_callback: Callable[[], Any] | None = None
     for callback, _ in pending:
         try:
             callback()
@@ -88,12 +107,16 @@ def run(pending: Pending, pool: str) -> None:
                 exc_info=True,
             )
             if first is None:
-                first = exc
+                first, first_callback = exc, callback
     if first is not None:
-        raise first
+        raise AfterCommitError(
+            f"The transaction of pool {pool} committed, but {_describe(first_callback)} "
+            f"failed after the commit: {type(first).__name__}",
+            pool=pool,
+        ) from first
 
 
-def _describe(callback: Callable[[], Any]) -> str:
+def _describe(callback: Callable[[], Any] | None) -> str:
     described = getattr(callback, "description", None)
     if isinstance(described, str):
         return described

@@ -87,6 +87,12 @@ class CircuitBreaker:
         """Consecutive connection failures counted so far."""
         return self._failures
 
+    def retry_in(self) -> float:
+        """Seconds until the breaker lets a trial through (0 when it is not open)."""
+        if not self._open:
+            return 0.0
+        return max(self.recovery_timeout - (self._clock() - self._opened_at), 0.0)
+
     def before_call(self) -> bool:
         """Admit a call: ``False`` for a normal call, ``True`` for the half-open trial.
 

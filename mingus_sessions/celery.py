@@ -26,11 +26,13 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from celery import Task
+from celery._state import _task_stack
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from . import conf
 from .after_commit import on_commit
+from .breakers import get_circuit_breaker
 from .errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -218,6 +220,20 @@ class DatabaseTask(Task):  # type: ignore[misc]
             # In the process that runs tasks (the prefork child), never before the fork.
             monitor.ensure_monitoring("worker")
         pool = self.db_pool or conf.get_config().celery_pool
+        # Called directly (``task(...)``), not by a worker or apply(): give the
+        # call the request context that Task.__call__ would have given it.
+        direct = not self.request_stack.top
+        if direct:
+            _task_stack.push(self)
+            self.push_request(args=args, kwargs=kwargs)
+        try:
+            return self._call_in_scope(pool, args, kwargs)
+        finally:
+            if direct:
+                self.pop_request()
+                _task_stack.pop()
+
+    def _call_in_scope(self, pool: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         scope = LazyScope(pool)
         token = scope.activate()
         call_token = _call.set(TaskDatabase(pool, scope))
@@ -244,11 +260,12 @@ class DatabaseTask(Task):  # type: ignore[misc]
         """Retry a transient database failure through Celery; re-raise anything else."""
         from celery.exceptions import Retry
 
+        circuit_open = isinstance(error, CircuitOpenError)
         if (
             isinstance(original, Retry)
             or not self.db_retry_transient
             or not isinstance(original, Exception)
-            or not should_retry(error)
+            or not (should_retry(error) or circuit_open)
         ):
             raise error
         max_retries = (
@@ -259,10 +276,24 @@ class DatabaseTask(Task):  # type: ignore[misc]
         attempt = int(getattr(self.request, "retries", 0) or 0)
         if attempt >= max_retries:
             raise error
+        countdown = get_retry_delay(error, attempt)
+        if circuit_open:
+            # The database is known to be down: come back once the breaker
+            # lets a trial through, not sooner.
+            breaker = get_circuit_breaker(self.db_pool or conf.get_config().celery_pool)
+            countdown = max(countdown, breaker.retry_in())
         session_stats.retries += 1
-        raise self.retry(
-            exc=error, countdown=get_retry_delay(error, attempt), max_retries=max_retries
-        )
+        # retry(max_retries=...) stores the limit on the task instance, which
+        # every call in this process shares; put Celery's own limit back.
+        had_override = "override_max_retries" in vars(self)
+        previous = vars(self).get("override_max_retries")
+        try:
+            raise self.retry(exc=error, countdown=countdown, max_retries=max_retries)
+        finally:
+            if had_override:
+                self.override_max_retries = previous
+            elif hasattr(self, "override_max_retries"):
+                del self.override_max_retries
 
     def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``delay()`` once the innermost active scope commits; never if it rolls back."""
@@ -301,19 +332,24 @@ class _Publish:
 # -- decorators and the transaction manager --------------------------------------------------
 
 
-def with_celery_db_session(
-    pool: str | None = None,
-) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Run the function in a scope of ``pool`` (``CELERY_POOL``), passing ``session=``."""
+def with_celery_db_session(pool: Any = None) -> Any:
+    """Run the function in a scope of ``pool`` (``CELERY_POOL``), passing ``session=``.
+
+    Usable bare (``@with_celery_db_session``) or called (``@with_celery_db_session("x")``).
+    """
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
-            with session_scope(pool or conf.get_config().celery_pool) as session:
+            with session_scope(scope_pool or conf.get_config().celery_pool) as session:
                 return fn(*args, session=session, **kwargs)
 
         return wrapper
 
+    if callable(pool):
+        scope_pool = None
+        return decorate(pool)
+    scope_pool = pool
     return decorate
 
 

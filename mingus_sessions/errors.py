@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
+    "AfterCommitError",
     "AuthenticationError",
     "CircuitOpenError",
     "ConfigurationError",
@@ -50,6 +51,15 @@ def _rebuild(cls: type[SessionError], message: str, pool: str | None) -> Session
 
 class ConfigurationError(SessionError, ImproperlyConfigured):
     """``MINGUS_SESSIONS``, ``DATABASES`` or an environment variable is invalid."""
+
+
+class AfterCommitError(SessionError):
+    """The transaction committed, but work registered to run after it failed.
+
+    The commit stands; ``__cause__`` is the callback's own exception (a broker
+    that refused a publish, say). Never transient: retrying would repeat the
+    committed work.
+    """
 
 
 class TransactionError(SessionError):

@@ -49,7 +49,7 @@ T = TypeVar("T")
 class _Frame:
     """One active scope: its pool and session (opened on first use when lazy)."""
 
-    __slots__ = ("_opener", "_session", "joined", "parent", "pool")
+    __slots__ = ("_opener", "_session", "early", "joined", "parent", "pool")
 
     def __init__(
         self,
@@ -64,6 +64,8 @@ class _Frame:
         self.parent = parent
         self.joined = joined
         self._opener = opener
+        #: on_commit callbacks registered before a lazy session was opened.
+        self.early: list[Callable[[], Any]] | None = None
 
     @property
     def session(self) -> Session:
@@ -203,11 +205,14 @@ def _end_session(
     *,
     commit: bool,
     exc: BaseException | None = None,
-) -> None:
+) -> after_commit.Pending:
     """Commit or roll back, then close; raise the translated failure, if any.
 
     ``exc`` is the exception that ended the scope (``None`` for a clean exit or
-    a rollback the caller decided on, such as a 4xx response).
+    a rollback the caller decided on, such as a 4xx response). Returns the
+    callbacks to run now that the transaction committed: the caller runs them
+    once the scope is no longer the active one, so that a callback opening a
+    scope of its own gets a transaction of its own.
     """
     committed: after_commit.Pending = []
     try:
@@ -240,9 +245,7 @@ def _end_session(
     finally:
         _close(session, name)
         session_stats.active_sessions -= 1
-    if committed:
-        # After close: a slow publish must not hold the connection.
-        after_commit.run(committed, name)
+    return committed
 
 
 def _end_savepoint(
@@ -306,8 +309,11 @@ class LazyScope:
             session = outer.session
             self._savepoint = session.begin_nested()
             session_stats.savepoints += 1
-            return session
-        session, self._breaker = _open_session(get_entry(self._name))
+        else:
+            session, self._breaker = _open_session(get_entry(self._name))
+        if frame is not None and frame.early:
+            after_commit.adopt(session, frame.early)
+            frame.early = None
         return session
 
     @property
@@ -342,13 +348,20 @@ class LazyScope:
         """Commit (``commit=True``) or roll back, and close; nothing if never opened."""
         frame = self._frame
         if frame is None or not frame.opened:
+            early = frame.early if frame is not None else None
+            if early and commit:
+                # Nothing to commit: the callbacks' transaction trivially succeeded.
+                frame.early = None  # type: ignore[union-attr]
+                after_commit.run([(callback, ()) for callback in early], self._name)
             return
         savepoint = self._savepoint
         if savepoint is not None:
             self._savepoint = None
             _end_savepoint(self._name, savepoint, commit=commit, exc=exc)
             return
-        _end_session(self._name, frame.session, self._breaker, commit=commit, exc=exc)
+        committed = _end_session(self._name, frame.session, self._breaker, commit=commit, exc=exc)
+        if committed:
+            after_commit.run(committed, self._name)
 
 
 class _Scope:
@@ -423,9 +436,15 @@ class _Scope:
             self._exit_joined(exc_type, exc, tb)
             return
         try:
-            _end_session(self._name, self._session, self._breaker, commit=exc is None, exc=exc)
+            committed = _end_session(
+                self._name, self._session, self._breaker, commit=exc is None, exc=exc
+            )
         finally:
             _active.reset(self._token)
+        if committed:
+            # After close and out of the scope: a slow publish must not hold
+            # the connection, and a callback's own scope must be a new one.
+            after_commit.run(committed, self._name)
 
     def _exit_savepoint(self, exc: BaseException | None) -> None:
         assert self._savepoint is not None
