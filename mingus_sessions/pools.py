@@ -9,6 +9,7 @@ each checkout waited and how many timed out.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -105,7 +106,8 @@ class WaitAwareQueuePool(QueuePool):
             probe.timeouts += 1
             raise
         if acquire is not None:
-            acquire.record(int((time.perf_counter() - started) * 1_000_000))
+            with contextlib.suppress(Exception):  # metrics never fail a checkout
+                acquire.record(int((time.perf_counter() - started) * 1_000_000))
         return entry
 
     def recreate(self) -> QueuePool:

@@ -28,8 +28,9 @@ class SessionStats:
         self.reset()
 
     def reset(self) -> None:
+        """Zero the counters; ``active_sessions`` is a live gauge and keeps its value."""
+        self.active_sessions = getattr(self, "active_sessions", 0)
         self.total_sessions = 0
-        self.active_sessions = 0
         self.committed_transactions = 0
         self.transaction_rollbacks = 0
         self.failed_sessions = 0

@@ -167,10 +167,16 @@ def _fixtures_plugin() -> ModuleType:
 
     @pytest.fixture
     def reset_mingus_sessions() -> Iterator[None]:
-        """Closed circuit breakers and zeroed session counters; engines disposed afterwards."""
+        """Closed breakers and zeroed counters; afterwards no sampler and no engine left."""
+        from .metrics.monitor import stop_monitoring
+        from .stats import transaction_stats
+
         _forget()
         session_stats.reset()
+        transaction_stats.reset()
         yield
+        # A request served by the test client starts the sampler, as in a server.
+        stop_monitoring()
         dispose_engines()
 
     plugin = ModuleType(PLUGIN_NAME, "Fixtures of the mingus_sessions pytest plugin.")

@@ -128,6 +128,11 @@ class _Ping:
             self.done.set()
 
 
+def _ping_running(name: str) -> bool:
+    running = _pings.get(name)
+    return running is not None and not running.done.is_set()
+
+
 def _start_ping(name: str) -> _Ping | None:
     """A new ping, or None while the previous one of this pool has not answered."""
     with _pings_lock:
@@ -168,6 +173,14 @@ def check_all_pools(
         }
         if metrics.circuit_state == "open":
             results[name] = {"status": UNHEALTHY, "detail": "circuit breaker open", **base}
+            continue
+        if _ping_running(name):
+            # A ping that has not answered may itself hold the pool's last slot.
+            results[name] = {
+                "status": UNHEALTHY,
+                "detail": "the previous check has not answered yet",
+                **base,
+            }
             continue
         exhausted = (
             metrics.pool_class.endswith("QueuePool")

@@ -59,12 +59,12 @@ class _Monitor:
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
 
     def run(self) -> None:
-        while not self.stop.is_set():
+        # start_monitoring() took the first sample; the thread takes the next ones.
+        while not self.stop.wait(self.interval):
             try:
                 self.tick()
             except Exception:
                 logger.warning("Monitoring sample failed", exc_info=True)
-            self.stop.wait(self.interval)
 
     def tick(self) -> None:
         now = time.time()

@@ -1,0 +1,606 @@
+"""Leak detection, slow-query logging, the sampler's time series and the fleet view.
+
+Every test that starts the sampler stops it in teardown (the ``_no_sampler``
+fixture), and the two-process fleet test terminates its child by pid.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.cache import caches
+from django.db import connections
+from django.test import Client
+from sqlalchemy import event, text
+
+from mingus_sessions import get_engine, get_session, session_scope
+from mingus_sessions.engines import get_entry
+from mingus_sessions.metrics import (
+    get_fleet_metrics,
+    get_pool_metrics,
+    monitor,
+    start_monitoring,
+    stop_monitoring,
+)
+from mingus_sessions.metrics.recorder import SLOWEST_KEPT, PoolRecorder
+
+BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
+ROOT = Path(__file__).resolve().parent.parent
+THIS_FILE = Path(__file__).name
+
+db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+SESSION_KEYS = {
+    "total_sessions",
+    "active_sessions",
+    "committed_transactions",
+    "transaction_rollbacks",
+    "failed_sessions",
+    "savepoints",
+    "retries",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_sampler() -> Iterator[None]:
+    """No sampler before the test (an earlier request may have started one), none after."""
+    stop_monitoring()
+    yield
+    stop_monitoring()
+    assert not monitor.is_monitoring()
+
+
+def configure(settings: Any, pools: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    """The suite's MINGUS_SESSIONS plus ``pools`` and top-level keys ``top``."""
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["POOLS"].update(pools or {})
+    config.update(top)
+    settings.MINGUS_SESSIONS = config
+    return config
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def records(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger]
+
+
+def select_one(pool: str | None = None) -> None:
+    with session_scope(pool) as session:
+        session.execute(text("SELECT 1"))
+
+
+def this_process(fleet: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in fleet if p["pid"] == os.getpid() and p["host"] == socket.gethostname()]
+
+
+# -- leak detection ----------------------------------------------------------------------------
+
+
+@db
+def test_leak_reported_once_by_the_sampler_then_returned(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session left open past LEAK_THRESHOLD: one warning with its stack, then "returned"."""
+    configure(settings, LEAK_THRESHOLD=0.2, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    session = get_session()
+    try:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        session.execute(text("SELECT 1"))  # the checkout the warning must point at
+        assert start_monitoring() is True
+        assert wait_until(lambda: records(caplog, "mingus_sessions.leaks"), timeout=1.5)
+        time.sleep(0.5)  # five more samples: still one report
+        found = records(caplog, "mingus_sessions.leaks")
+        assert len(found) == 1
+        message = found[0].getMessage()
+        assert found[0].levelno == logging.WARNING
+        assert "pool main" in message
+        assert THIS_FILE in message
+        assert f"line {line}," in message
+        assert "test_leak_reported_once_by_the_sampler_then_returned" in message
+        metrics = get_pool_metrics("main")
+        assert metrics.leaks == 1
+        assert metrics.checked_out == 1
+    finally:
+        session.close()
+    found = records(caplog, "mingus_sessions.leaks")
+    assert len(found) == 2
+    assert "returned" in found[1].getMessage()
+    assert "pool main" in found[1].getMessage()
+    metrics = get_pool_metrics("main")
+    assert metrics.leaks == 1
+    assert metrics.checked_out == 0
+    time.sleep(0.3)  # the sampler does not report it again
+    assert len(records(caplog, "mingus_sessions.leaks")) == 2
+    assert get_pool_metrics("main").leaks == 1
+
+
+@db
+def test_leak_reported_at_checkin_without_the_sampler(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the sampler, a connection held past the threshold is reported when returned."""
+    configure(settings, LEAK_THRESHOLD=0.1)
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    opened = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+    with session_scope() as session:
+        executed = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        session.execute(text("SELECT 1"))
+        time.sleep(0.15)
+        assert records(caplog, "mingus_sessions.leaks") == []
+    found = records(caplog, "mingus_sessions.leaks")
+    assert len(found) == 2
+    assert "held for" in found[0].getMessage()
+    # A scope's report points at where the scope opened its session (or at the checkout).
+    first = re.search(rf'File "[^"]*{THIS_FILE}", line (\d+), in (\w+)', found[0].getMessage())
+    assert first is not None
+    assert int(first.group(1)) in (opened, executed)
+    assert first.group(2) == "test_leak_reported_at_checkin_without_the_sampler"
+    assert THIS_FILE in found[0].getMessage()
+    assert "returned" in found[1].getMessage()
+    assert get_pool_metrics("main").leaks == 1
+
+    select_one()  # a short checkout is no leak
+    assert len(records(caplog, "mingus_sessions.leaks")) == 2
+    assert get_pool_metrics("main").leaks == 1
+
+
+@db
+def test_no_leak_detection_when_threshold_is_none(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LEAK_THRESHOLD None: no stack captured, nothing reported."""
+    configure(settings, LEAK_THRESHOLD=None, FLEET={"CACHE": "default", "INTERVAL": 0.05})
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    assert start_monitoring()
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+        time.sleep(0.2)
+    assert records(caplog, "mingus_sessions.leaks") == []
+    assert get_pool_metrics("main").leaks == 0
+
+
+# -- slow queries ------------------------------------------------------------------------------
+
+
+def slow_statement(ms: int) -> tuple[str, str]:
+    """A statement that takes ``ms`` ms and carries the bound parameter :marker."""
+    if BACKEND == "postgresql":
+        return f"SELECT pg_sleep({ms / 1000}), CAST(:marker AS TEXT)", "pg_sleep"
+    if BACKEND == "mysql":
+        return f"SELECT SLEEP({ms / 1000}), :marker", "SLEEP"
+    return f"SELECT sleep_ms({ms}), :marker", "sleep_ms"
+
+
+def enable_sqlite_sleep(pool: str | None = None) -> None:
+    """Register sleep_ms() on every new SQLite connection of ``pool`` (before the first)."""
+    if BACKEND != "sqlite":
+        return
+    engine = get_engine(pool)
+    assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "connect")
+    def _sleep_fn(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.create_function("sleep_ms", 1, lambda ms: time.sleep(ms / 1000) or 0)
+
+
+MARKER = "needle-3f9c7a-bound-value"
+
+
+@db
+@pytest.mark.parametrize("log_parameters", [False, True])
+def test_slow_query_logged_with_pool_duration_statement(
+    log_parameters: bool, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One WARNING per slow statement: pool, duration, statement; parameters only if allowed."""
+    configure(settings, SLOW_QUERY_THRESHOLD=0.05, LOG_QUERY_PARAMETERS=log_parameters)
+    caplog.set_level(logging.DEBUG, logger="mingus_sessions")
+    enable_sqlite_sleep()
+    statement, function = slow_statement(100)
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+        session.execute(text(statement), {"marker": MARKER})
+        session.execute(text("SELECT 2"))
+
+    found = records(caplog, "mingus_sessions.slow_queries")
+    assert len(found) == 1
+    record = found[0]
+    message = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "pool main" in message
+    seconds = float(re.search(r"([0-9.]+) s\b", message).group(1))  # type: ignore[union-attr]
+    assert 0.09 <= seconds < 5
+    assert function in message
+    if log_parameters:
+        assert MARKER in message
+    else:
+        assert MARKER not in message
+        assert MARKER not in repr(record.args)
+        # nor anywhere else in what this package logged
+        for other in caplog.records:
+            assert MARKER not in other.getMessage()
+
+    metrics = get_pool_metrics("main")
+    assert metrics.slow_queries == 1
+    recorder = get_entry("main").probe
+    assert isinstance(recorder, PoolRecorder)
+    slowest = recorder.slowest()
+    assert len(slowest) == 1
+    entry = slowest[0].as_dict()
+    assert entry["duration_ms"] >= 90
+    assert function in entry["statement"]
+    assert ("parameters" in entry) is log_parameters
+    if log_parameters:
+        assert MARKER in entry["parameters"]
+    assert MARKER not in json.dumps(get_pool_metrics("main").as_dict())
+
+
+@db
+def test_slow_query_logging_off_with_threshold_none(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SLOW_QUERY_THRESHOLD None: no statement listeners, nothing logged or counted."""
+    configure(settings, SLOW_QUERY_THRESHOLD=None)
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.slow_queries")
+    enable_sqlite_sleep()
+    engine = get_engine()
+    assert len(engine.dispatch.before_cursor_execute) == 0
+    assert len(engine.dispatch.after_cursor_execute) == 0
+    assert len(engine.dialect.dispatch.do_execute) == 0
+    statement, _ = slow_statement(60)
+    with session_scope() as session:
+        session.execute(text(statement), {"marker": MARKER})
+    assert records(caplog, "mingus_sessions.slow_queries") == []
+    assert get_pool_metrics("main").slow_queries == 0
+
+
+@db
+def test_slowest_list_is_bounded_and_sorted(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More slow statements than SLOWEST_KEPT: the list keeps the slowest, longest first."""
+    configure(settings, SLOW_QUERY_THRESHOLD=1e-9)  # every statement is "slow"
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.slow_queries")
+    enable_sqlite_sleep()
+    statement, function = slow_statement(40)
+    statements = 3 * SLOWEST_KEPT
+    with session_scope() as session:
+        for n in range(statements):
+            session.execute(text("SELECT :n"), {"n": n})
+        session.execute(text(statement), {"marker": MARKER})
+    recorder = get_entry("main").probe
+    assert isinstance(recorder, PoolRecorder)
+    slowest = recorder.slowest()
+    assert SLOWEST_KEPT == 20
+    assert len(slowest) == SLOWEST_KEPT
+    durations = [entry.duration_ms for entry in slowest]
+    assert durations == sorted(durations, reverse=True)
+    assert function in slowest[0].statement  # the sleep is the slowest of all
+    assert slowest[0].duration_ms >= 38
+    metrics = get_pool_metrics("main")
+    assert metrics.slow_queries >= statements + 1  # every statement (BEGIN, COMMIT too)
+    assert len(records(caplog, "mingus_sessions.slow_queries")) == metrics.slow_queries
+    with session_scope() as session:
+        for n in range(statements):
+            session.execute(text("SELECT :n"), {"n": n})
+    assert len(recorder.slowest()) == SLOWEST_KEPT
+
+
+# -- the sampler and its time series -----------------------------------------------------------
+
+
+@db
+def test_start_monitoring_once(settings: Any) -> None:
+    """start_monitoring() is True when it starts the sampler, False while it runs."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    assert monitor.is_monitoring() is False
+    assert start_monitoring() is True
+    assert monitor.is_monitoring() is True
+    assert start_monitoring() is False
+    assert start_monitoring(role="worker") is False
+    thread = monitor._monitor.thread  # type: ignore[union-attr]
+    assert thread.daemon
+    assert thread.is_alive()
+    stop_monitoring()
+    assert monitor.is_monitoring() is False
+    assert not thread.is_alive()
+    stop_monitoring()  # idempotent
+    assert start_monitoring() is True  # and it can start again
+    stop_monitoring()
+
+
+@db
+def test_time_series_grows_per_tick_and_stays_bounded(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One point per pool per tick, at most SERIES_POINTS of them, oldest first."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    monkeypatch.setattr(monitor, "SERIES_POINTS", 4)
+    assert monitor.get_time_series() == {}
+    select_one()
+    assert start_monitoring()
+    first = monitor.get_time_series()
+    assert set(first) == {"main", "other"}
+    assert len(first["main"]) >= 1  # the first sample is taken at once
+    point = first["main"][0]
+    assert set(point) == {"t", "utilization", "checked_out", "waiting", "acquire_p99_ms"}
+    assert point["checked_out"] == 0
+    assert point["acquire_p99_ms"] > 0  # this interval's wait: the checkout above
+
+    assert wait_until(lambda: len(monitor.get_time_series("main")["main"]) == 3, timeout=3)
+    assert wait_until(lambda: len(monitor.get_time_series("main")["main"]) == 4, timeout=3)
+    oldest = monitor.get_time_series("main")["main"][0]["t"]
+    assert wait_until(lambda: monitor.get_time_series("main")["main"][0]["t"] > oldest, 3)
+    series = monitor.get_time_series("main")
+    assert set(series) == {"main"}
+    points = series["main"]
+    assert len(points) == 4
+    times = [p["t"] for p in points]
+    assert times == sorted(times)
+    assert all(0.05 <= later - earlier < 1.0 for earlier, later in itertools.pairwise(times))
+    assert points[-1]["acquire_p99_ms"] == 0  # no checkout in later intervals
+
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+        assert wait_until(
+            lambda: monitor.get_time_series("main")["main"][-1]["checked_out"] == 1, timeout=3
+        )
+        assert monitor.get_time_series("main")["main"][-1]["utilization"] == 0.1
+    stop_monitoring()
+    assert monitor.get_time_series() == {}
+
+
+@db
+def test_first_points_are_one_interval_apart(settings: Any) -> None:
+    """start_monitoring() samples once at once; the next sample comes one interval later."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.2})
+    assert start_monitoring()
+    time.sleep(0.1)  # half an interval
+    assert len(monitor.get_time_series("main")["main"]) == 1
+    assert wait_until(lambda: len(monitor.get_time_series("main")["main"]) == 2, timeout=3)
+    first, second = (p["t"] for p in monitor.get_time_series("main")["main"])
+    assert second - first >= 0.15
+
+
+# -- the fleet view ----------------------------------------------------------------------------
+
+
+@db
+def test_fleet_lists_this_process_while_it_monitors(settings: Any) -> None:
+    """get_fleet_metrics(): host, pid, role, updated_at, pools, sessions; gone after stop."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    select_one()
+    assert this_process(get_fleet_metrics()) == []
+    assert start_monitoring(role="web")
+    mine = this_process(get_fleet_metrics())
+    assert len(mine) == 1
+    entry = mine[0]
+    assert {"host", "pid", "role", "updated_at", "pools", "sessions"} <= set(entry)
+    assert entry["role"] == "web"
+    assert isinstance(entry["updated_at"], float)
+    assert time.time() - entry["updated_at"] < 5
+    assert set(entry["pools"]) == {"main", "other"}
+    assert entry["pools"]["main"] == {
+        **get_pool_metrics("main").as_dict(),
+        "since": entry["pools"]["main"]["since"],
+    }
+    assert entry["pools"]["main"]["checkouts"] == 1
+    assert set(entry["sessions"]) == SESSION_KEYS
+    assert entry["sessions"]["total_sessions"] == 1
+    json.dumps(entry)
+
+    first = entry["updated_at"]
+    assert wait_until(lambda: this_process(get_fleet_metrics())[0]["updated_at"] > first, 3)
+    select_one()
+    assert wait_until(
+        lambda: this_process(get_fleet_metrics())[0]["pools"]["main"]["checkouts"] == 2, 3
+    )
+    stop_monitoring()
+    assert this_process(get_fleet_metrics()) == []
+
+
+@db
+def test_fleet_skips_processes_that_stopped_publishing(settings: Any) -> None:
+    """An entry older than 3 intervals is not listed, even while the cache still holds it."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    cache = caches["default"]
+    now = time.time()
+    stale_member, live_member = "ghost-host:999991", "other-host:999992"
+
+    def snapshot(member: str, updated_at: float) -> dict[str, Any]:
+        host, pid = member.split(":")
+        return {
+            "host": host,
+            "pid": int(pid),
+            "role": "worker",
+            "updated_at": updated_at,
+            "pools": {},
+            "sessions": {},
+        }
+
+    try:
+        cache.set(monitor._PREFIX + stale_member, snapshot(stale_member, now - 0.35), None)
+        cache.set(monitor._PREFIX + live_member, snapshot(live_member, now), None)
+        cache.set(monitor._INDEX, {stale_member: now - 0.35, live_member: now}, None)
+        assert start_monitoring(role="web")
+        listed = {(p["host"], p["pid"]) for p in get_fleet_metrics()}
+        assert ("ghost-host", 999991) not in listed
+        assert ("other-host", 999992) in listed
+        assert (socket.gethostname(), os.getpid()) in listed
+        time.sleep(0.35)  # now the other one has not published for 3 intervals either
+        listed = {(p["host"], p["pid"]) for p in get_fleet_metrics()}
+        assert listed == {(socket.gethostname(), os.getpid())}
+    finally:
+        stop_monitoring()
+        cache.delete_many([monitor._PREFIX + stale_member, monitor._PREFIX + live_member])
+        cache.delete(monitor._INDEX)
+
+
+@db
+def test_monitoring_off_starts_nothing(settings: Any) -> None:
+    """MONITORING False: start_monitoring() is False, nothing is published, plain probes."""
+    configure(settings, MONITORING=False, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    assert start_monitoring() is False
+    assert start_monitoring(role="web") is False
+    assert monitor.is_monitoring() is False
+    assert this_process(get_fleet_metrics()) == []
+    select_one()
+    assert type(get_entry("main").probe).__name__ == "PoolProbe"
+    assert get_pool_metrics("main").checkouts == 0  # nothing recorded: the cost-free path
+    response = Client().get("/no-database/")  # the first request starts nothing either
+    assert response.status_code == 200
+    assert monitor.is_monitoring() is False
+
+
+@db
+def test_first_request_starts_the_sampler_as_web(settings: Any) -> None:
+    """In a server process the sampler starts by itself with the first request, role "web"."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    assert monitor.is_monitoring() is False
+    response = Client().get("/no-database/")
+    assert response.status_code == 200
+    assert monitor.is_monitoring() is True
+    mine = this_process(get_fleet_metrics())
+    assert [p["role"] for p in mine] == ["web"]
+
+
+# -- two real processes sharing Redis ----------------------------------------------------------
+
+CHILD = r"""
+import copy, json, os, sys, time
+spec = json.loads(os.environ["MINGUS_FLEET_CHILD"])
+from django.conf import settings
+settings.CACHES = spec["caches"]
+config = copy.deepcopy(settings.MINGUS_SESSIONS)
+config["FLEET"] = spec["fleet"]
+settings.MINGUS_SESSIONS = config
+for alias, overrides in spec["databases"].items():
+    settings.DATABASES[alias].update(overrides)
+import django
+django.setup()
+from sqlalchemy import text
+from mingus_sessions import session_scope
+from mingus_sessions.metrics import start_monitoring
+for _ in range(3):
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+assert start_monitoring(role="worker")
+print("ready", os.getpid(), flush=True)
+time.sleep(float(spec["lifetime"]))
+"""
+
+
+def redis_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def redis_fleet(settings: Any) -> Iterator[dict[str, Any]]:
+    """FLEET on a Redis cache whose KEY_PREFIX is unique to this run."""
+    if not redis_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("Redis at 127.0.0.1:6379 is not reachable (required in CI)")
+        pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+    fleet_cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/7",
+        "KEY_PREFIX": f"mingus-test-{uuid.uuid4().hex}",
+    }
+    settings.CACHES = {**django_settings.CACHES, "fleet": fleet_cache}
+    fleet = {"CACHE": "fleet", "INTERVAL": 0.2}
+    configure(settings, FLEET=fleet)
+    spec = {"caches": {**django_settings.CACHES, "fleet": fleet_cache}, "fleet": fleet}
+    yield spec
+    stop_monitoring()
+    cache = caches["fleet"]
+    index = cache.get(monitor._INDEX) or {}
+    cache.delete_many([monitor._PREFIX + member for member in index])
+    cache.delete(monitor._INDEX)
+    cache.close()
+
+
+@db
+@pytest.mark.slow
+def test_fleet_of_two_processes_sharing_redis(redis_fleet: dict[str, Any]) -> None:
+    """A worker child and this web process both listed; the killed child drops out."""
+    databases: dict[str, dict[str, Any]] = {}
+    if BACKEND != "sqlite":  # the child uses this run's test database
+        databases = {
+            alias: {"NAME": connections[alias].settings_dict["NAME"]}
+            for alias in ("default", "other")
+        }
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MINGUS_FLEET_CHILD": json.dumps({**redis_fleet, "databases": databases, "lifetime": 60}),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        ready = child.stdout.readline()
+        assert ready.split() == ["ready", str(child.pid)], child.stderr.read()  # type: ignore[union-attr]
+        select_one()
+        assert start_monitoring(role="web")
+
+        def roles() -> dict[int, str]:
+            return {p["pid"]: p["role"] for p in get_fleet_metrics()}
+
+        assert wait_until(lambda: {os.getpid(), child.pid} <= set(roles()), timeout=5)
+        assert roles()[os.getpid()] == "web"
+        assert roles()[child.pid] == "worker"
+        worker = next(p for p in get_fleet_metrics() if p["pid"] == child.pid)
+        assert worker["pools"]["main"]["checkouts"] == 3
+        assert worker["sessions"]["total_sessions"] == 3
+        assert worker["host"] == socket.gethostname()
+
+        os.kill(child.pid, signal.SIGTERM)
+        assert child.wait(10) == -signal.SIGTERM
+        killed = time.monotonic()
+        assert wait_until(lambda: child.pid not in roles(), timeout=5)
+        assert time.monotonic() - killed <= 3 * 0.2 + 1.5
+        time.sleep(3 * 0.2 + 0.1)  # more than 3 intervals: still gone, this one still there
+        assert child.pid not in roles()
+        assert roles().get(os.getpid()) == "web"
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
