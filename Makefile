@@ -7,18 +7,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
 DEMO_HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 clean
+.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-## make demo: the demo project on SQLite (or DATABASE_URL) at http://127.0.0.1:8000/
+## make demo: the demo project on SQLite (or DATABASE_URL) at http://127.0.0.1:8000/,
+## with a Celery worker on a server-less broker (or CELERY_BROKER_URL); Ctrl-C stops both.
 demo: $(STAMP)
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py load_demo_data
-	$(PY) manage.py create_demo_admin
-	$(PY) manage.py runserver $(DEMO_HOST)
+	PY=$(PY) DEMO_HOST=$(DEMO_HOST) bash scripts/demo.sh
 
 ## make test: the whole suite on SQLite, and on PostgreSQL / MariaDB where reachable
 ## (with CI set, PostgreSQL is required), then the coverage gate.
@@ -38,6 +36,11 @@ test-mysql: $(STAMP)
 test-py312:
 	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.12)" VENV=.venv312 \
 		DJANGO_SPEC="Django>=6.0,<6.2"
+
+## make bench: what metrics cost a SELECT 1 scope on PostgreSQL (PGHOST/PGPORT/PGUSER,
+## default 127.0.0.1:5432 postgres), against a hand-written session; see docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) -m bench.bench_metrics
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,9 +2,14 @@
 
 ``DATABASE_URL`` picks the database (``postgresql://``, ``mysql://`` or
 ``sqlite:///path``, a path relative to the working directory, or
-``sqlite:////absolute/path``); without it the demo uses ``var/demo.sqlite3``
-in the repository. ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say. These
-settings are for the demo only: nothing here is hardened for production.
+``sqlite:////absolute/path``); without it the demo uses ``demo.sqlite3`` in
+``DEMO_VAR_DIR`` (default: ``var/`` in the repository). ``CELERY_BROKER_URL``
+picks the Celery broker (``redis://...``, ``amqp://...``); without it the demo
+uses a broker that needs no server: kombu's SQLAlchemy transport on
+``celery-broker.sqlite3`` in ``DEMO_VAR_DIR``. ``CELERY_TASK_DEFAULT_QUEUE``
+names the queue (default ``celery``). ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG``
+do what they say. These settings are for the demo only: nothing here is hardened
+for production.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+#: Where the demo keeps its files: the SQLite database (without DATABASE_URL), the
+#: server-less Celery broker, the worker's log (scripts/demo.sh).
+VAR_DIR = Path(os.environ.get("DEMO_VAR_DIR") or BASE_DIR / "var").resolve()
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -154,8 +162,8 @@ def database_from_url(url: str) -> dict[str, Any]:
 if os.environ.get("DATABASE_URL"):
     _default = database_from_url(os.environ["DATABASE_URL"])
 else:
-    (BASE_DIR / "var").mkdir(exist_ok=True)
-    _default = _sqlite(BASE_DIR / "var" / "demo.sqlite3")
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _default = _sqlite(VAR_DIR / "demo.sqlite3")
 
 # "replica" is the same database under a second alias: the read-only analytics
 # pool runs on it, as it would on a real replica. MIRROR makes the test runner
@@ -177,7 +185,9 @@ MINGUS_SESSIONS = {
     "CELERY_POOL": "celery",
     "POOLS": {
         "main": {"DATABASE": "default", "POOL_SIZE": 10, "MAX_OVERFLOW": 10},
-        "celery": {"DATABASE": "default", "POOL_SIZE": 5, "MAX_OVERFLOW": 5},
+        # The worker's pool (CELERY_POOL). Each prefork child has a pool of its own
+        # and runs one task at a time: two connections per child are plenty.
+        "celery": {"DATABASE": "default", "POOL_SIZE": 2, "MAX_OVERFLOW": 2},
         "analytics": {
             "DATABASE": "replica",
             "POOL_SIZE": 3,
@@ -187,6 +197,37 @@ MINGUS_SESSIONS = {
         },
     },
 }
+
+
+# --- Celery (project/celery.py reads the CELERY_* settings) -------------------------
+
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]
+else:
+    # A broker that needs no server: kombu's SQLAlchemy transport keeps the
+    # queue in an SQLite file of its own (not the demo's database). Workers poll
+    # it once a second. Fine for a demo; use Redis or RabbitMQ in production.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+    # Passed to create_engine(): wait for the file's lock instead of failing.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"connect_args": {"timeout": 30}}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "celery"
+# No result backend: the tasks' effects are rows in the database.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Acknowledge a message after the task ran, and give it back to the broker if the
+# worker process dies mid-task: delivery is at least once, so the tasks are
+# idempotent (an idempotency key on each communication).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# SoftTimeLimitExceeded is raised in the task at 30 s (its transaction rolls
+# back); the process is killed at 60 s. Enforced by the prefork pool, not solo.
+CELERY_TASK_SOFT_TIME_LIMIT = 30
+CELERY_TASK_TIME_LIMIT = 60
+CELERY_TIMEZONE = "UTC"
 
 
 # --- The rest ------------------------------------------------------------------

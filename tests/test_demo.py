@@ -4,16 +4,26 @@ The suite's settings (``tests.settings``) do not install the demo's app, so
 these tests run the demo as a user would: its own settings, a fresh SQLite
 file per module, the commands ``make demo`` runs, then the pages (through
 Django's test ``Client``, so ``SessionMiddleware`` runs as in the server) and
-the services in a ``manage.py shell``.
+the services in a ``manage.py shell``. The Celery tests start the demo's
+worker (``scripts/demo.sh worker``, what ``make demo`` runs) on the server-less
+broker and, when Redis is reachable, on Redis.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,16 +55,23 @@ def _shell_json(env: dict[str, str], code: str) -> object:
     return json.loads(out.strip().splitlines()[-1])
 
 
+#: Settings the environment may carry that would change the demo's broker or queue.
+_CELERY_ENV = ("CELERY_BROKER_URL", "CELERY_TASK_DEFAULT_QUEUE")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str]:
     """A migrated demo database of this module's own, with the demo data loaded.
 
     Returns the environment that selects it and the first ``load_demo_data``'s output.
     """
-    database = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
+    var_dir = tmp_path_factory.mktemp("demo")
+    database = var_dir / "demo.sqlite3"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in _CELERY_ENV},
         "DATABASE_URL": f"sqlite:///{database}",
+        # The server-less broker's file goes here too, not into the repository's var/.
+        "DEMO_VAR_DIR": str(var_dir),
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DJANGO_DEBUG": "1",
     }
@@ -70,7 +87,10 @@ def demo_env(demo: tuple[dict[str, str], str]) -> dict[str, str]:
 
 
 def test_check_passes(demo_env: dict[str, str]) -> None:
-    out = _ok(_manage(demo_env, "check"))
+    # With a broker nobody listens on: importing the project creates the Celery
+    # app, which connects to nothing, so commands work without a broker.
+    env = {**demo_env, "CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}
+    out = _ok(_manage(env, "check"))
     assert "no issues" in out
 
 
@@ -351,3 +371,187 @@ def test_analytics_page_counts_match_the_orm(demo_env: dict[str, str]) -> None:
     assert shown["last_days"] == orm["last_days"]
     # load_demo_data spreads its rows over the last days (one every 4 hours).
     assert sum(shown["last_days"].values()) >= 40
+
+
+# --- Celery ---------------------------------------------------------------------------
+
+
+# Users who accept SMS, and one who does not (alan; other tests change ada's).
+_SMS_USERS = """
+from project.communications.models import CommunicationPreferences
+sms_on = list(CommunicationPreferences.objects.filter(sms_enabled=True)
+              .order_by("user__username").values_list("user_id", flat=True))
+sms_off = CommunicationPreferences.objects.get(user__username="alan").user_id
+"""
+
+# Runs in the demo's shell: send_batch through apply() (in this process, as a
+# worker would run it): all users or none.
+_BATCH_SCRIPT = (
+    _SMS_USERS
+    + """
+import json
+from project.communications.models import CommunicationMetrics as M
+from project.communications.tasks import send_batch
+before = M.objects.count()
+# One user has turned SMS off: the whole batch fails, the other's row is rolled back too.
+failed = send_batch.apply(([sms_on[0], sms_off], "weekly_checkin"))
+after_failed = M.objects.count()
+done = send_batch.apply((sms_on[:2], "weekly_checkin"))
+# The same message again (a redelivery): its idempotency keys add nothing.
+again = send_batch.apply((sms_on[:2], "weekly_checkin"), task_id=done.id)
+print(json.dumps({
+    "failed": [failed.state, type(failed.result).__name__],
+    "added_by_failed": after_failed - before,
+    "done": done.state, "again": again.state, "same_rows": done.result == again.result,
+    "added": M.objects.count() - after_failed,
+    "keys": sorted(M.objects.filter(pk__in=done.result).values_list("idempotency_key", flat=True)),
+    "task_id": done.id,
+}))
+"""
+)
+
+
+def test_send_batch_is_all_or_none(demo_env: dict[str, str]) -> None:
+    found = _shell_json(demo_env, _BATCH_SCRIPT)
+    assert isinstance(found, dict)
+    assert found["failed"] == ["FAILURE", "SMSDisabled"]
+    assert found["added_by_failed"] == 0
+    assert (found["done"], found["again"], found["same_rows"]) == ("SUCCESS", "SUCCESS", True)
+    assert found["added"] == 2
+    assert all(key.startswith(f"batch-{found['task_id']}-") for key in found["keys"])
+
+
+@contextmanager
+def _demo_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The demo's worker (``scripts/demo.sh worker``), stopped by its pid at the end."""
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "demo.sh"), "worker"],
+            cwd=REPO,
+            env={**env, "PY": sys.executable},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # Its own process group (whose id is its pid): the prefork children
+            # can be found, and killed, if the worker does not stop them.
+            start_new_session=True,
+        )
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)  # a warm shutdown
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+        with suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # any child left behind
+
+
+# Runs in the demo's shell while a worker runs: POST the "send SMS" form (the
+# view publishes with apply_async_on_commit), and publish one task twice under
+# the same id, as a broker redelivers a message.
+_ENQUEUE_SCRIPT = (
+    _SMS_USERS
+    + """
+import json, re, uuid
+from django.test import Client
+from project.communications.tasks import send_sms
+client = Client(enforce_csrf_checks=True, SERVER_NAME="127.0.0.1")
+client.get("/")
+token = client.cookies["csrftoken"].value
+refused = client.post("/send-sms/", {"csrfmiddlewaretoken": token, "sms-user": sms_off,
+                                     "sms-message_type": "payday_summary"})
+posted = client.post("/send-sms/", {"csrfmiddlewaretoken": token, "sms-user": sms_on[0],
+                                    "sms-message_type": "payday_summary"})
+flash = re.search(r"as task ([0-9a-f-]{36})", client.get("/").content.decode())
+twice = str(uuid.uuid4())
+for _ in range(2):
+    send_sms.apply_async((sms_on[-1], "savings_milestone"), task_id=twice)
+print(json.dumps({"refused": refused.status_code, "posted": posted.status_code,
+                  "task": flash and flash.group(1), "twice": twice}))
+"""
+)
+
+
+def _rows(database: Path, keys: list[str]) -> list[tuple[str, str, str]]:
+    """``(idempotency_key, message_type, status)`` of the rows with these keys."""
+    with closing(sqlite3.connect(database, timeout=10)) as db:
+        marks = ", ".join("?" * len(keys))
+        return db.execute(
+            "SELECT idempotency_key, message_type, status FROM communications_communicationmetrics"
+            f" WHERE idempotency_key IN ({marks}) ORDER BY idempotency_key",
+            keys,
+        ).fetchall()
+
+
+def _send_sms_through_a_worker(env: dict[str, str], log: Path) -> None:
+    """Start the worker, enqueue, and wait (30 s at most) for what it must write."""
+    database = Path(env["DATABASE_URL"].removeprefix("sqlite:///"))
+    with _demo_worker(env, log) as worker:
+        queued = _shell_json(env, _ENQUEUE_SCRIPT)
+        assert isinstance(queued, dict)
+        assert (queued["refused"], queued["posted"]) == (400, 302)
+        assert queued["task"], "the page names the queued task"
+        web_key, twice_key = f"sms-{queued['task']}", f"sms-{queued['twice']}"
+        twice = f"communications.send_sms[{queued['twice']}] succeeded"
+        expected = [
+            (web_key, "payday_summary", "delivered"),
+            (twice_key, "savings_milestone", "delivered"),
+        ]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()
+            rows = _rows(database, [web_key, twice_key])
+            if rows == sorted(expected) and log.read_text().count(twice) == 2:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"rows {_rows(database, [web_key, twice_key])}\n{log.read_text()}")
+    output = log.read_text()
+    # The message delivered twice ran twice (often at the same time, in the two
+    # prefork children): one run wrote the row, the other found it by its key.
+    runs = re.findall(re.escape(twice) + r" in [\d.e-]+s: (.*)", output)
+    assert sorted("'created': True" in run for run in runs) == [False, True], runs
+    assert "Traceback" not in output
+    assert worker.returncode == 0, output
+
+
+def test_worker_sends_sms_on_the_serverless_broker(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path)}
+    _send_sms_through_a_worker(env, tmp_path / "celery-worker.log")
+    assert (tmp_path / "celery-broker.sqlite3").exists()
+    assert "sqla+sqlite:///" in (tmp_path / "celery-worker.log").read_text()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/6"
+
+
+def _redis() -> Any:
+    try:
+        import redis
+    except ImportError:
+        pytest.skip("the redis client is not installed")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis at 127.0.0.1:6379 is not reachable (required in CI)")
+        pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+    return client
+
+
+def test_worker_sends_sms_through_redis(demo_env: dict[str, str], tmp_path: Path) -> None:
+    client = _redis()
+    # A queue of this test's own: another run on the same Redis cannot take its messages.
+    queue = f"mingus-demo-test-{uuid.uuid4().hex}"
+    env = {**demo_env, "CELERY_BROKER_URL": REDIS_URL, "CELERY_TASK_DEFAULT_QUEUE": queue}
+    try:
+        _send_sms_through_a_worker(env, tmp_path / "celery-worker.log")
+    finally:
+        # The queue's bindings (kombu keeps them by exchange, named like the queue).
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    assert "redis://" in (tmp_path / "celery-worker.log").read_text()

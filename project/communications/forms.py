@@ -1,12 +1,24 @@
-"""The demo's forms: record a communication, edit a user's communication preferences."""
+"""The demo's forms: record a communication, send an SMS in the background, edit preferences."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
 
 from .demo import DEMO_MESSAGE_TYPES, DEMO_USERS
 from .models import Channel, CommunicationPreferences, Status
+
+
+def _demo_users() -> QuerySet[Any]:
+    """The demo users, by name; evaluated per form, not at import (they may come later)."""
+    return (
+        get_user_model()
+        .objects.filter(username__in=[u.username for u in DEMO_USERS])
+        .order_by("username")
+    )
 
 
 class RecordCommunicationForm(forms.Form):
@@ -19,14 +31,9 @@ class RecordCommunicationForm(forms.Form):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        # Evaluated per form, not at import: the demo users may be loaded later.
         user_field = self.fields["user"]
         assert isinstance(user_field, forms.ModelChoiceField)
-        user_field.queryset = (
-            get_user_model()
-            .objects.filter(username__in=[u.username for u in DEMO_USERS])
-            .order_by("username")
-        )
+        user_field.queryset = _demo_users()
 
     def clean(self) -> dict[str, object]:
         """Refuse a channel the user turned off in their communication preferences."""
@@ -41,6 +48,30 @@ class RecordCommunicationForm(forms.Form):
         if not enabled:
             self.add_error("channel", f"{user.username} has turned {channel} off.")
         return cleaned
+
+
+class SendSMSForm(forms.Form):
+    """Pick a demo user who accepts SMS and a message type; a Celery task sends it."""
+
+    # Prefixed: the index page shows this form next to RecordCommunicationForm.
+    prefix = "sms"
+
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.none(), empty_label=None)
+    message_type = forms.ChoiceField(choices=[(t, t) for t in DEMO_MESSAGE_TYPES])
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        user_field = self.fields["user"]
+        assert isinstance(user_field, forms.ModelChoiceField)
+        user_field.queryset = _demo_users()
+
+    def clean_user(self) -> object:
+        """Refuse a user who turned SMS off (the task checks again when it runs)."""
+        user = self.cleaned_data["user"]
+        prefs = CommunicationPreferences.objects.filter(user=user).first()
+        if prefs is not None and not prefs.sms_enabled:
+            raise forms.ValidationError(f"{user.username} has turned sms off.")
+        return user
 
 
 class PreferencesForm(forms.ModelForm):  # type: ignore[type-arg]

@@ -10,6 +10,7 @@ app_name = "communications"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("send-sms/", views.send_sms, name="send_sms"),
     path("preferences/", views.preferences_index, name="preferences_index"),
     path("preferences/<str:username>/", views.preferences, name="preferences"),
     path("analytics/", views.analytics, name="analytics"),

@@ -6,6 +6,10 @@ Every request has a session of the default pool from ``SessionMiddleware``
 decides the transaction by the response: below 400 it commits, from 400 on (or
 when the view raised) it rolls back. That is why these views answer an
 invalid form with 400 and a database failure with 503 instead of a redirect.
+
+"Send SMS in the background" queues a Celery task (:mod:`.tasks`) with
+``apply_async_on_commit``: the message is published once the request's
+transaction has committed, never if it rolls back.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, time
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
@@ -23,9 +29,9 @@ from django.views.decorators.http import require_http_methods
 
 from mingus_sessions import SessionError
 
-from . import services
+from . import services, tasks
 from .demo import DEMO_USERS
-from .forms import PreferencesForm, RecordCommunicationForm
+from .forms import PreferencesForm, RecordCommunicationForm, SendSMSForm
 from .models import CommunicationPreferences
 
 logger = logging.getLogger(__name__)
@@ -104,8 +110,31 @@ def index(request: HttpRequest) -> HttpResponse:
             status = 400
     else:
         form = RecordCommunicationForm()
+    return _index_page(request, form, SendSMSForm(), status=status, db_error=db_error)
 
-    context = {"form": form, "recent": [], "summary": None, "db_error": db_error}
+
+def _broker() -> str:
+    """The Celery broker's kind for the page ("redis", "sqla+sqlite"): never its URL."""
+    return urlsplit(str(getattr(settings, "CELERY_BROKER_URL", ""))).scheme or "none"
+
+
+def _index_page(
+    request: HttpRequest,
+    form: RecordCommunicationForm,
+    sms_form: SendSMSForm,
+    *,
+    status: int = 200,
+    db_error: str | None = None,
+) -> HttpResponse:
+    """The index page with these forms, the summary and the recent communications."""
+    context = {
+        "form": form,
+        "sms_form": sms_form,
+        "broker": _broker(),
+        "recent": [],
+        "summary": None,
+        "db_error": db_error,
+    }
     if db_error is None:
         # Not after a failed write: the request's session may be unusable.
         try:
@@ -115,6 +144,31 @@ def index(request: HttpRequest) -> HttpResponse:
             logger.warning("The index page could not read the database: %s", exc)
             context["db_error"], status = type(exc).__name__, 503
     return render(request, "communications/index.html", context, status=status)
+
+
+@require_http_methods(["POST"])
+def send_sms(request: HttpRequest) -> HttpResponse:
+    """Queue ``send_sms`` for after the request commits, and redirect to the index (PRG).
+
+    ``apply_async_on_commit`` registers the publish on the request's session
+    (``SessionMiddleware``): the middleware commits it with the redirect and
+    then publishes. Had the request failed (a 4xx/5xx response or an
+    exception), the message would never have been sent. The task id is chosen
+    here so the page can name it; the task derives its idempotency key from it.
+    """
+    sms_form = SendSMSForm(request.POST)
+    if not sms_form.is_valid():
+        return _index_page(request, RecordCommunicationForm(), sms_form, status=400)
+    user, message_type = sms_form.cleaned_data["user"], sms_form.cleaned_data["message_type"]
+    task_id = str(uuid.uuid4())
+    tasks.send_sms.apply_async_on_commit((user.pk, message_type), task_id=task_id)
+    messages.success(
+        request,
+        f"Queued an SMS ({message_type}) to {user.username} as task {task_id}, published "
+        "when this request committed. A Celery worker sends and records it: reload the "
+        "page to see it in the list.",
+    )
+    return redirect("communications:index")
 
 
 def _preferences_of(user_id: int) -> CommunicationPreferences:

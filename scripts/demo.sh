@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The demo (`make demo`): migrate, load the demo data, create the demo admin,
+# start a Celery worker in the background, and serve the site until Ctrl-C;
+# the worker is stopped when the server exits.
+#
+#   scripts/demo.sh          all of the above (PY: the Python to use, DEMO_HOST: host:port)
+#   scripts/demo.sh worker   only the worker, in the foreground (what the demo starts)
+#
+# DATABASE_URL picks the database and CELERY_BROKER_URL the broker (default: an
+# SQLite file in DEMO_VAR_DIR, no server needed); see project/settings.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+DEMO_HOST="${DEMO_HOST:-127.0.0.1:8000}"
+VAR_DIR="${DEMO_VAR_DIR:-var}"
+
+worker() {
+    # prefork with two children: each child has its own connection pools (the
+    # engines are fork-safe), and the task time limits are enforced.
+    exec "$PY" -m celery -A project worker --pool=prefork --concurrency=2 --loglevel=INFO "$@"
+}
+
+if [ "${1:-}" = "worker" ]; then
+    shift
+    worker "$@"
+fi
+
+"$PY" manage.py migrate --noinput
+"$PY" manage.py load_demo_data
+"$PY" manage.py create_demo_admin
+
+mkdir -p "$VAR_DIR"
+LOG="$VAR_DIR/celery-worker.log"
+WORKER_PID=""
+
+stop_worker() {
+    [ -n "$WORKER_PID" ] || return 0
+    if kill -0 "$WORKER_PID" 2>/dev/null; then
+        echo "Stopping the Celery worker (pid $WORKER_PID)..."
+        kill -TERM "$WORKER_PID" 2>/dev/null || true
+        # A warm shutdown lets a running task finish; give it 15 seconds.
+        for _ in $(seq 1 30); do
+            kill -0 "$WORKER_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$WORKER_PID" 2>/dev/null; then
+            echo "The worker did not stop; killing it."
+            kill -KILL "$WORKER_PID" 2>/dev/null || true
+        fi
+    fi
+    wait "$WORKER_PID" 2>/dev/null || true
+    WORKER_PID=""
+}
+trap stop_worker EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+worker >"$LOG" 2>&1 &
+WORKER_PID=$!
+if [ -n "${CELERY_BROKER_URL:-}" ]; then
+    BROKER="the broker in CELERY_BROKER_URL"
+else
+    BROKER="the server-less broker $VAR_DIR/celery-broker.sqlite3"
+fi
+# Wait (a little) for the worker to say it is ready, so a broken setup shows now.
+for _ in $(seq 1 40); do
+    if ! kill -0 "$WORKER_PID" 2>/dev/null; then
+        echo "The Celery worker exited at start; its log ($LOG) ends with:" >&2
+        tail -n 20 "$LOG" >&2
+        exit 1
+    fi
+    grep -q " ready\.$" "$LOG" 2>/dev/null && break
+    sleep 0.5
+done
+if grep -q " ready\.$" "$LOG" 2>/dev/null; then
+    echo "Celery worker ready (pid $WORKER_PID) on $BROKER; log: $LOG"
+else
+    echo "Celery worker started (pid $WORKER_PID) on $BROKER, not ready yet; log: $LOG"
+fi
+echo "Serving the demo at http://$DEMO_HOST/ (Ctrl-C stops the server and the worker)."
+
+"$PY" manage.py runserver "$DEMO_HOST"
