@@ -90,14 +90,14 @@ class SessionMiddleware:
         try:
             response: HttpResponseBase = await self.get_response(request)
         except BaseException as exc:
-            if scope.opened:
+            if scope.has_work:
                 await sync_to_async(scope.finish)(commit=False, exc=exc)
             raise
         finally:
             scope.deactivate(token)
         if response.streaming:
             return self._defer_to_close(scope, request, response)
-        if scope.opened:
+        if scope.has_work:
             # Commit and close in the thread that ran the sync view, off the loop.
             commit = _should_commit(request, response)
             await sync_to_async(scope.finish)(commit=commit)
@@ -122,7 +122,7 @@ class SessionMiddleware:
     ) -> HttpResponseBase:
         if response.streaming:
             return self._defer_to_close(scope, request, response)
-        if scope.opened:
+        if scope.has_work:
             scope.finish(commit=_should_commit(request, response))
         return response
 
@@ -156,7 +156,7 @@ class SessionMiddleware:
             try:
                 close()
             finally:
-                if scope.opened:
+                if scope.has_work:
                     commit = state["complete"] and _should_commit(request, response)
                     if not state["complete"]:
                         logger.info(

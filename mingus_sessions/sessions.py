@@ -325,6 +325,12 @@ class LazyScope:
         return self._frame is not None and self._frame.opened
 
     @property
+    def has_work(self) -> bool:
+        """Whether :meth:`finish` has anything to do: a session, or on_commit callbacks."""
+        frame = self._frame
+        return frame is not None and (frame.opened or bool(frame.early))
+
+    @property
     def session(self) -> Session:
         """The scope's session, opened now if it was not yet."""
         if self._frame is None:

@@ -265,3 +265,13 @@ def test_request_inside_sa_session_is_a_savepoint(sa_session: Any, client: Clien
     assert client.get("/write/refused/400/").status_code == 400
     found = sa_session.execute(text("SELECT title FROM testapp_note ORDER BY title"))
     assert list(found.scalars()) == ["from-orm", "from-view"]
+
+
+def test_on_commit_in_a_request_that_never_used_the_database(client: Client) -> None:
+    """A callback registered by a view that touched no database runs once the response is OK."""
+    from tests import views as test_views
+
+    test_views.callbacks_run.clear()
+    assert client.get("/on-commit/200/").status_code == 200
+    assert client.get("/on-commit/400/").status_code == 400
+    assert test_views.callbacks_run == [200]

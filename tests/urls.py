@@ -21,6 +21,7 @@ urlpatterns = [
     path("write-current/<str:title>/", views.write_with_current),
     path("write-raise/<str:title>/", views.write_then_raise),
     path("no-database/", views.no_database),
+    path("on-commit/<int:status>/", views.on_commit_only),
     path("orphan/", views.orphan_child),
     path("stream/<str:title>/", views.stream_titles),
     path("concurrent/<str:marker>/", views.concurrent),

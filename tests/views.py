@@ -16,7 +16,7 @@ from django.http import (
 )
 from sqlalchemy import text
 
-from mingus_sessions import current_session
+from mingus_sessions import current_session, on_commit
 
 #: Sessions seen by the concurrent view, keyed by the request's marker.
 seen_sessions: dict[str, int] = {}
@@ -115,6 +115,15 @@ async def async_stream(request: HttpRequest, title: str) -> StreamingHttpRespons
             yield found.encode() + b"\n"
 
     return StreamingHttpResponse(rows())
+
+
+callbacks_run: list[int] = []
+
+
+def on_commit_only(request: HttpRequest, status: int) -> HttpResponse:
+    """Register an after-commit callback without touching the database."""
+    on_commit(lambda: callbacks_run.append(status))
+    return HttpResponse("registered", status=status)
 
 
 def commit_when_asked(request: HttpRequest, response: HttpResponse) -> bool:
