@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "health_check",
     "mingus_sessions",
     "project.communications",
 ]
@@ -196,6 +197,8 @@ MINGUS_SESSIONS = {
             "READ_ONLY": True,
         },
     },
+    # Bearer token for /metrics/database and friends (staff users need none).
+    "METRICS_TOKEN": os.environ.get("MINGUS_METRICS_TOKEN") or None,
 }
 
 

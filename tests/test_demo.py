@@ -555,3 +555,28 @@ def test_worker_sends_sms_through_redis(demo_env: dict[str, str], tmp_path: Path
         # The queue's bindings (kombu keeps them by exchange, named like the queue).
         client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     assert "redis://" in (tmp_path / "celery-worker.log").read_text()
+
+
+_ENDPOINTS_SCRIPT = """
+import json
+from django.test import Client
+client = Client(SERVER_NAME="127.0.0.1")
+health = client.get("/health/database")
+ht = client.get("/ht/", HTTP_ACCEPT="application/json")
+metrics = client.get("/metrics/database")
+print(json.dumps({
+    "health": [health.status_code, health.json()["status"],
+               sorted(health.json()["connection_pools"])],
+    "ht": ht.status_code,
+    "metrics_anonymous": metrics.status_code,
+}))
+"""
+
+
+def test_demo_mounts_the_operator_endpoints(demo_env: dict[str, str]) -> None:
+    """The demo serves the health endpoint, django-health-check's page and guarded metrics."""
+    found = _shell_json(demo_env, _ENDPOINTS_SCRIPT)
+    assert isinstance(found, dict)
+    assert found["health"] == [200, "healthy", ["analytics", "celery", "main"]]
+    assert found["ht"] == 200
+    assert found["metrics_anonymous"] == 401
