@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class PoolEntry:
 
 _lock = threading.RLock()
 _entries: dict[str, PoolEntry] = {}
+#: Connections whose transaction PostgreSQL aborted after a statement error.
+aborted_connections: weakref.WeakSet[Any] = weakref.WeakSet()
 # Pools a forked child stopped using: kept referenced so that their DB-API
 # connections are never garbage-collected (and closed) in the child.
 _orphaned_pools: list[Pool] = []
@@ -163,10 +166,17 @@ def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> No
         def _on_begin(connection: Any) -> None:
             connection.exec_driver_sql(begin)
 
+    aborts_transaction = spec.vendor == "postgresql"
+
     @event.listens_for(engine, "handle_error")
     def _on_error(context: ExceptionContext) -> None:
-        if context.connection is None and context.original_exception is not None:
-            probe.connect_failed(context.original_exception)
+        if context.connection is None:
+            if context.original_exception is not None:
+                probe.connect_failed(context.original_exception)
+        elif aborts_transaction and not context.is_disconnect:
+            # PostgreSQL has aborted the whole transaction: if the caller
+            # catches this and commits, the server answers COMMIT with ROLLBACK.
+            aborted_connections.add(context.connection)
 
 
 def dispose_engines(close: bool = True) -> None:

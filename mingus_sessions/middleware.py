@@ -152,7 +152,14 @@ class SessionMiddleware:
 
         close = response.close
 
+        finished = False
+
         def close_and_finish() -> None:
+            nonlocal finished
+            if finished:  # servers and test clients may close a response twice
+                close()
+                return
+            finished = True
             try:
                 close()
             finally:

@@ -9,6 +9,7 @@ forever).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -25,8 +26,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 from . import after_commit, conf
 from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
-from .engines import PoolEntry, get_entry
-from .errors import SessionError
+from .engines import PoolEntry, aborted_connections, get_entry
+from .errors import SessionError, TransactionError
 from .metrics.recorder import SITE_KEY, capture_site
 from .stats import session_stats
 from .translate import pool_exhausted, translate
@@ -219,6 +220,8 @@ def _end_session(
         if commit:
             touched = session.in_transaction()
             try:
+                if aborted_connections and touched:
+                    _refuse_aborted(session, name)
                 session.commit()
             except BaseException as commit_exc:
                 after_commit.take(session)
@@ -248,6 +251,23 @@ def _end_session(
     return committed
 
 
+def _refuse_aborted(session: Session, pool: str) -> None:
+    """Raise instead of committing a transaction PostgreSQL already aborted.
+
+    A statement error that the code caught leaves the transaction aborted;
+    COMMIT would then roll everything back while reporting success.
+    """
+    connection = session.connection()
+    if connection in aborted_connections:
+        aborted_connections.discard(connection)
+        raise TransactionError(
+            f"The transaction on pool {pool!r} was aborted by an earlier database error "
+            "that was caught, so nothing can be committed. Let the error end the scope, or "
+            "run the statement that may fail in a nested session_scope() (a SAVEPOINT).",
+            pool=pool,
+        )
+
+
 def _end_savepoint(
     name: str,
     savepoint: SessionTransaction,
@@ -272,6 +292,10 @@ def _end_savepoint(
     after_commit.discard_savepoint(savepoint.session, savepoint)
     if savepoint.is_active:
         _rollback(savepoint, name)
+        if aborted_connections:
+            # Rolling back to the savepoint makes the transaction usable again.
+            with contextlib.suppress(Exception):
+                aborted_connections.discard(savepoint.session.connection())
     if exc is None:
         return
     session_stats.failed_sessions += 1
@@ -289,13 +313,14 @@ class LazyScope:
     for it. :meth:`finish` commits or rolls back and closes, if it was opened.
     """
 
-    __slots__ = ("_breaker", "_frame", "_name", "_savepoint")
+    __slots__ = ("_breaker", "_finished", "_frame", "_name", "_savepoint")
 
     def __init__(self, pool: str | None = None) -> None:
         self._name = pool if pool is not None else conf.get_config().default_pool
         self._breaker: CircuitBreaker | None = None
         self._frame: _Frame | None = None
         self._savepoint: SessionTransaction | None = None
+        self._finished = False
 
     def _open(self) -> Session:
         # Inside an active scope of the same pool (a request served in-process
@@ -360,12 +385,16 @@ class LazyScope:
                 frame.early = None  # type: ignore[union-attr]
                 after_commit.run([(callback, ()) for callback in early], self._name)
             return
+        if self._finished:  # a response may be closed twice: finish once
+            return
+        self._finished = True
+        session = frame.session
         savepoint = self._savepoint
         if savepoint is not None:
             self._savepoint = None
             _end_savepoint(self._name, savepoint, commit=commit, exc=exc)
             return
-        committed = _end_session(self._name, frame.session, self._breaker, commit=commit, exc=exc)
+        committed = _end_session(self._name, session, self._breaker, commit=commit, exc=exc)
         if committed:
             after_commit.run(committed, self._name)
 

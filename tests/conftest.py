@@ -8,11 +8,32 @@ test databases are dropped, and provides ``sa_session`` and
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 
 TEST_DATABASE = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "broker(url): needs the message broker at url; skipped when it is unreachable, "
+        "except under CI (env CI set), where the test fails instead",
+    )
+
+
+@functools.cache
+def broker_reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2.0):
+            return True
+    except OSError:
+        return False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -20,6 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for backend in ("postgresql", "mysql"):
             if item.get_closest_marker(backend) and backend != TEST_DATABASE:
                 item.add_marker(pytest.mark.skip(reason=f"needs MINGUS_TEST_DATABASE={backend}"))
+        broker = item.get_closest_marker("broker")
+        if broker and not os.environ.get("CI") and not broker_reachable(broker.args[0]):
+            item.add_marker(pytest.mark.skip(reason=f"broker {broker.args[0]} unreachable"))
 
 
 @pytest.fixture(autouse=True)

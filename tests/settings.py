@@ -119,3 +119,5 @@ LOGGING = {
     "loggers": {"mingus_sessions": {"level": "DEBUG"}},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+STATIC_URL = "/static/"

@@ -10,6 +10,7 @@ and compares it with the server's ``max_connections`` (PostgreSQL, MySQL).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -136,8 +137,44 @@ def _pool_advice(name: str, seen: list[dict[str, Any]]) -> list[dict[str, str]]:
     return found
 
 
+def _server_of(pool: str) -> str:
+    """The server a pool talks to, without credentials: ``backend://host:port``."""
+    entry = get_entry(pool)
+    url = entry.spec.url
+    if entry.spec.vendor == "sqlite":
+        return f"sqlite:{url.database or ':memory:'}"
+    return f"{entry.spec.backend}://{url.host or 'localhost'}:{url.port or 'default'}"
+
+
+#: Seconds to wait for the server's limits before giving up on them.
+LIMITS_TIMEOUT = 5.0
+
+
 def _server_limits(pool: str) -> tuple[int | None, int]:
-    """(max_connections, reserved for superusers) of the pool's server, if it has them."""
+    """(max_connections, reserved for superusers) of the pool's server, if it has them.
+
+    Read in a daemon thread with a deadline, so a server that accepts
+    connections but never answers cannot hang the caller.
+    """
+    found: dict[str, Any] = {}
+
+    def read() -> None:
+        try:
+            found["limits"] = _read_limits(pool)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller below
+            found["error"] = exc
+
+    thread = threading.Thread(target=read, name=f"mingus-limits-{pool}", daemon=True)
+    thread.start()
+    thread.join(LIMITS_TIMEOUT)
+    if "limits" in found:
+        return found["limits"]  # type: ignore[no-any-return]
+    if "error" in found:
+        raise found["error"]
+    raise TimeoutError(f"no answer within {LIMITS_TIMEOUT:g} s")
+
+
+def _read_limits(pool: str) -> tuple[int | None, int]:
     entry = get_entry(pool)
     vendor = entry.spec.vendor
     if vendor not in ("postgresql", "mysql"):
@@ -158,11 +195,13 @@ def advise_pools() -> dict[str, Any]:
         seen = per_pool.get(name) or [get_pool_metrics(name).as_dict()]
         advice.extend(_pool_advice(name, seen))
 
-    by_database: dict[str, list[str]] = defaultdict(list)
+    # max_connections is per server: pools on two aliases of one server share it.
+    by_server: dict[str, list[str]] = defaultdict(list)
     for name in pool_names():
-        by_database[get_entry(name).config.database].append(name)
+        by_server[_server_of(name)].append(name)
     capacity: dict[str, Any] = {}
-    for database, names in by_database.items():
+    for server, names in by_server.items():
+        database = ", ".join(sorted({get_entry(n).config.database for n in names}))
         demand = 0
         pools: dict[str, Any] = {}
         for name in names:
@@ -180,7 +219,8 @@ def advise_pools() -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - reported in the result, never raised
             most, reserved, error = None, 0, f"server limit unavailable ({type(exc).__name__})"
         usable = None if most is None else most - reserved
-        capacity[database] = {
+        capacity[server] = {
+            "databases": database,
             "backend": get_entry(names[0]).spec.backend,
             "processes": processes,
             "demand": demand,
@@ -198,8 +238,8 @@ def advise_pools() -> dict[str, Any]:
                 _advice(
                     ", ".join(names),
                     "critical",
-                    f"Database {database!r}: {processes} process(es) x (size + overflow) may open "
-                    f"{demand} connections, more than the {usable} the server allows "
+                    f"Server {server} ({database}): {processes} process(es) x (size + overflow) "
+                    f"may open {demand} connections, more than the {usable} the server allows "
                     f"(max_connections {most}, {reserved} reserved).",
                     "Lower POOL_SIZE / MAX_OVERFLOW, run fewer processes, put PgBouncer in front "
                     '(POOL_CLASS "null"), or raise max_connections.',
@@ -210,7 +250,7 @@ def advise_pools() -> dict[str, Any]:
                 _advice(
                     ", ".join(names),
                     "warning",
-                    f"Database {database!r}: the pools may open {demand} of the {usable} "
+                    f"Server {server} ({database}): the pools may open {demand} of the {usable} "
                     "connections "
                     "the server allows; one more process could exhaust it.",
                     "Leave headroom: lower MAX_OVERFLOW or raise max_connections.",

@@ -165,8 +165,17 @@ def check_all_pools(
     results: dict[str, dict[str, Any]] = {}
     pending: dict[str, tuple[_Ping, PoolMetrics, dict[str, Any]]] = {}
     for name in pools if pools is not None else pool_names():
-        entry = get_entry(name)
-        metrics = snapshot(entry, get_circuit_breaker(name).state)
+        try:
+            entry = get_entry(name)
+            metrics = snapshot(entry, get_circuit_breaker(name).state)
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing driver: report, do not raise
+            results[name] = {
+                "status": UNHEALTHY,
+                "detail": f"unusable ({type(exc).__name__})",
+                "utilization": 0.0,
+                "circuit_state": "closed",
+            }
+            continue
         base = {
             "utilization": round(metrics.utilization, 3),
             "circuit_state": metrics.circuit_state,

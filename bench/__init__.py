@@ -1,0 +1,1 @@
+"""Benchmarks of mingus_sessions (``make bench``); not part of the package."""

@@ -1,0 +1,155 @@
+"""Plain-text rendering of the metrics dicts for the pool commands.
+
+Private and pure: dicts in, lines out, no Django and no pool access, so that
+what an operator reads is exactly what ``--json`` prints, formatted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["advice_lines", "fleet_lines", "pool_lines", "session_line", "table"]
+
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+#: Cells right-aligned when a whole column looks like this: counts, ratios, "-".
+_NUMERIC = re.compile(r"^[-+\d./% ]+$")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in cells:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    numeric = [
+        bool(cells) and all(_NUMERIC.match(row[i]) for row in cells) for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, right in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    return [line(headers), *(line(row) for row in cells)]
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.0f}%"
+
+
+def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One row per pool (``PoolMetrics.as_dict()`` values)."""
+    headers = (
+        "POOL",
+        "DATABASE",
+        "BACKEND",
+        "SIZE+OVF",
+        "OUT",
+        "IDLE",
+        "OVERFLOW",
+        "WAITING",
+        "UTIL",
+        "ACQ P99 MS",
+        "TIMEOUTS",
+        "LEAKS",
+        "BREAKER",
+    )
+    rows = [
+        (
+            name,
+            m["database"],
+            m["backend"],
+            f"{m['pool_size']}+{m['max_overflow']}",
+            m["checked_out"],
+            m["checked_in"],
+            m["overflow"],
+            m["waiting"],
+            _percent(m["utilization"]),
+            f"{m['acquire_wait_ms']['p99']:.1f}",
+            m["timeouts"],
+            m["leaks"],
+            m["circuit_state"],
+        )
+        for name, m in pools.items()
+    ]
+    return table(headers, rows)
+
+
+def session_line(sessions: Mapping[str, int]) -> str:
+    """``get_session_stats()`` on one line."""
+    return (
+        f"Sessions: {sessions['total_sessions']} total, {sessions['active_sessions']} active, "
+        f"{sessions['committed_transactions']} committed, "
+        f"{sessions['transaction_rollbacks']} rolled back, "
+        f"{sessions['failed_sessions']} failed, {sessions['savepoints']} savepoints, "
+        f"{sessions['retries']} retries"
+    )
+
+
+def fleet_lines(fleet: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+    """One row per process: host, pid, role, seconds since it published, each pool's use."""
+    if not fleet:
+        return [
+            "No process is publishing: monitoring runs in server and worker processes, "
+            'and FLEET["CACHE"] must be a cache they share.'
+        ]
+    names: list[str] = []
+    for process in fleet:
+        names.extend(name for name in process.get("pools", {}) if name not in names)
+    rows = []
+    for process in fleet:
+        pools = process.get("pools", {})
+        used = [
+            f"{pools[name]['checked_out']}/{pools[name]['capacity']} "
+            f"{_percent(pools[name]['utilization'])}"
+            if name in pools
+            else "-"
+            for name in names
+        ]
+        age = max(now - float(process["updated_at"]), 0.0)
+        rows.append((process["host"], process["pid"], process["role"], f"{age:.0f}s", *used))
+    headers = ("HOST", "PID", "ROLE", "AGE", *names)
+    return table(headers, rows)
+
+
+def advice_lines(result: Mapping[str, Any]) -> list[str]:
+    """``advise_pools()``: the advice, most severe first, then capacity per server."""
+    lines = ["Advice:"]
+    advice = sorted(result["advice"], key=lambda a: _SEVERITY_ORDER.get(a["severity"], 3))
+    for item in advice:
+        lines.append(f"  [{item['severity']}] {item['pool']}: {item['message']}")
+        lines.append(f"      -> {item['recommendation']}")
+    if not advice:
+        lines.append("  none")
+    lines.append("")
+    lines.append("Capacity:")
+    rows = []
+    for c in result["capacity"].values():
+        rows.append(
+            (
+                c["databases"].replace(", ", ","),
+                c["backend"],
+                c["processes"],
+                c["demand"],
+                "-" if c["max_connections"] is None else c["max_connections"],
+                c["reserved"],
+                "-" if c["headroom"] is None else c["headroom"],
+                c.get("error", ""),
+            )
+        )
+    headers = (
+        "DATABASES",
+        "BACKEND",
+        "PROCESSES",
+        "DEMAND",
+        "MAX_CONNECTIONS",
+        "RESERVED",
+        "HEADROOM",
+        "NOTE",
+    )
+    lines.extend("  " + line for line in table(headers, rows))
+    return lines

@@ -1,0 +1,81 @@
+"""``manage.py pool_check``: health of the pools, as an exit code (a container probe)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from ...errors import ConfigurationError
+from ...metrics.api import DEFAULT_HEALTH_TIMEOUT, check_all_pools, overall_status
+from ._base import PoolCommand, positive_seconds
+
+#: Exit code per overall status; 3 (a usage error) is the _base's.
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+class Command(PoolCommand):
+    help = (
+        "Check that each pool reaches its database in time. Exit 0 healthy, 1 degraded "
+        "(saturated or breaker recovering), 2 unhealthy (unreachable, breaker open, no answer "
+        "within --timeout), 3 usage or configuration error."
+    )
+    # A probe runs every few seconds: skip the system checks (and their exit
+    # code 1, which would read as "degraded"); invalid settings still exit 3.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--pool",
+            action="append",
+            dest="pools",
+            metavar="NAME",
+            help="Only this pool (repeat for several); default: every pool.",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            default=DEFAULT_HEALTH_TIMEOUT,
+            metavar="SECONDS",
+            help=f"Answer within this many seconds (default {DEFAULT_HEALTH_TIMEOUT:g}), "
+            "even if a database hangs.",
+        )
+
+    def run(self, **options: Any) -> None:
+        names = self.pool_names(options["pools"])
+        try:
+            results = check_all_pools(timeout=options["timeout"], pools=names)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            # Whatever stops the check (a missing driver, say) means the
+            # pools cannot be used: a probe must read it as unhealthy.
+            raise CommandError(
+                f"unhealthy: the check failed ({type(exc).__name__}); rerun with --traceback",
+                returncode=EXIT_CODES["unhealthy"],
+            ) from exc
+        # check_all_pools lists the pools decided without a ping first; show the pools' order.
+        results = {name: results[name] for name in names}
+        status = overall_status(results)
+        if options["json"]:
+            self.write_json(
+                {
+                    "status": status,
+                    "pools": {
+                        name: {"status": r["status"], "detail": r["detail"]}
+                        for name, r in results.items()
+                    },
+                }
+            )
+        else:
+            for name, result in results.items():
+                self.stdout.write(f"{name}: {result['status']} ({result['detail']})")
+            self.stdout.write(f"overall: {status}")
+        if status != "healthy":
+            failing = ", ".join(
+                f"{name} {r['status']} ({r['detail']})"
+                for name, r in results.items()
+                if r["status"] != "healthy"
+            )
+            raise CommandError(f"{status}: {failing}", returncode=EXIT_CODES[status])
