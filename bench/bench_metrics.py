@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench``)::
 
-    python -m bench.bench_metrics [--rounds 30] [--scopes 2000] [--memory-scopes 100000]
+    python -m bench.bench_metrics [--mode processes|switch] [--rounds N] [--scopes N] [-v]
 
 Every variant runs ``SELECT 1`` in its own transaction, ``--scopes`` times per
 round, on PostgreSQL:
@@ -14,16 +14,19 @@ round, on PostgreSQL:
 (c) ``session_scope()`` with ``MONITORING`` True and the default thresholds
     (``LEAK_THRESHOLD`` 30 s, ``SLOW_QUERY_THRESHOLD`` 1 s).
 
-The variants run in one process, interleaved round by round (the order rotates:
-a b c, b c a, c a b, ...) so that drift from other work on the machine hits all
-three alike. ``MONITORING`` is global, so (b) and (c) switch it between rounds
-(new ``settings.MINGUS_SESSIONS``, ``conf.invalidate()``, which rebuilds the
-engine); for symmetry (a) also builds a fresh engine each round. Every round
-starts with a warm-up (connect, first queries on the new server backend) that
-is not timed, and a ``gc.collect()``.
+The variants take turns round by round, the order rotating (a b c, b c a,
+c a b, ...), so that drift from other work on the machine hits all three alike.
+``MONITORING`` is global, so (b) and (c) cannot share an engine. By default
+(``--mode processes``) each variant has its own long-lived worker process,
+with its engine built once and its connection kept warm, and only one worker
+runs at a time; rounds can then be short and finely interleaved.
+``--mode switch`` runs all three in this process instead, switching
+``settings.MINGUS_SESSIONS`` and calling ``conf.invalidate()`` (which rebuilds
+the engine) before each round; (a) then also gets a fresh engine per round.
+Every round starts with an untimed warm-up and a ``gc.collect()``.
 
-Printed: median µs per scope over the rounds and the p95 of the per-round
-means, ratios to (a), the metrics overhead (c)/(b) against the 3% budget, the
+Printed: median µs per scope over the rounds, the p95 and the best of the
+per-round means, ratios to (a), the metrics overhead (c)/(b) against the 3% budget, the
 Python calls per scope (deterministic, so a regression shows without timing
 noise), and memory over ``--memory-scopes`` scopes with metrics on.
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -36,7 +36,7 @@ SLOWEST_KEPT = 20
 #: Statements are cut to this many characters in logs and in the slowest list.
 STATEMENT_CHARS = 2000
 #: Frames kept of the stack that checked a connection out.
-STACK_FRAMES = 12
+STACK_FRAMES = 10
 
 _OUT = "mingus_sessions.checked_out"
 _CONNECT_T0 = "mingus_sessions.connect_t0"
@@ -74,7 +74,8 @@ class SlowQuery:
         return found
 
 
-Site = tuple[tuple[str, int, str], ...]
+#: (code object, instruction offset) per frame, innermost first; see :func:`_format_site`.
+Site = tuple[tuple[CodeType, int], ...]
 
 #: Where each session was opened, in ``session.info`` (see :func:`capture_site`).
 SITE_KEY = "mingus_sessions.opened_at"
@@ -97,17 +98,29 @@ def capture_site(frame: FrameType | None) -> Site:
     Only (file, line, function) is kept, never a frame: a frame would keep its
     locals, and with them a leaked session and its connection, alive.
     """
-    found: list[tuple[str, int, str]] = []
+    found: list[tuple[CodeType, int]] = []
     while frame is not None and len(found) < STACK_FRAMES:
         code = frame.f_code
         if not code.co_filename.startswith(_LIBRARY_PATHS):
-            found.append((code.co_filename, frame.f_lineno, code.co_name))
+            # f_lineno would decode the line table on every call; the offset
+            # is free, and is turned into a line only if a leak is reported.
+            found.append((code, frame.f_lasti))
         frame = frame.f_back
     return tuple(found)
 
 
+def _line_of(code: CodeType, offset: int) -> int:
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
 def _format_site(site: Site) -> str:
-    return "\n".join(f'  File "{file}", line {line}, in {name}' for file, line, name in site)
+    return "\n".join(
+        f'  File "{code.co_filename}", line {_line_of(code, offset)}, in {code.co_name}'
+        for code, offset in site
+    )
 
 
 _scopes: Any = None  # sessions._active, bound on first use (it imports this module)
@@ -278,8 +291,6 @@ class PoolRecorder(PoolProbe):
         for target, identifier, listener in (
             (engine, "do_connect", self._on_do_connect),
             (engine, "connect", self._on_connect),
-            (engine, "checkout", self._on_checkout),
-            (engine, "checkin", self._on_checkin),
             (engine, "invalidate", self._on_invalidate),
             (engine, "soft_invalidate", self._on_invalidate),
             (engine, "close", self._on_close),
@@ -287,6 +298,9 @@ class PoolRecorder(PoolProbe):
             (engine, "handle_error", self._on_error),
         ):
             event.listen(target, identifier, _guarded(name, listener))
+        # The two listeners of every checkout guard themselves: no wrapper call.
+        event.listen(engine, "checkout", self._on_checkout)
+        event.listen(engine, "checkin", self._on_checkin)
         if self.slow_threshold is not None:
             self._time_statements(engine)
 
@@ -337,30 +351,38 @@ class PoolRecorder(PoolProbe):
             self.connect_time.record(int((time.perf_counter() - started) * 1_000_000))
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        self.checkouts += 1
-        in_use = self.in_use = self.in_use + 1
-        if in_use > self.peak_in_use:
-            self.peak_in_use = in_use
-        site = _site_of_checkout(self.name) if self.leak_threshold is not None else ()
-        out = _Checkout(time.perf_counter(), site)
-        record.info[_OUT] = out
-        self._outstanding[id(record)] = out
+        try:
+            self.checkouts += 1
+            in_use = self.in_use = self.in_use + 1
+            if in_use > self.peak_in_use:
+                self.peak_in_use = in_use
+            site = _site_of_checkout(self.name) if self.leak_threshold is not None else ()
+            out = _Checkout(time.perf_counter(), site)
+            record.info[_OUT] = out
+            self._outstanding[id(record)] = out
+        except Exception:
+            logger.debug("Metrics listener of pool %s failed", self.name, exc_info=True)
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        out = record.info.pop(_OUT, None)
-        if out is None:
-            return
-        self.in_use -= 1
-        self._outstanding.pop(id(record), None)
-        held = time.perf_counter() - out.at
-        self.hold.record(int(held * 1_000_000))
-        threshold = self.leak_threshold
-        if threshold is not None and held >= threshold:
-            if not out.reported:
-                self._report_leak(out, held)
-            leak_logger.warning(
-                "Connection of pool %s returned after %.1f s (reported as a leak)", self.name, held
-            )
+        try:
+            out = record.info.pop(_OUT, None)
+            if out is None:
+                return
+            self.in_use -= 1
+            self._outstanding.pop(id(record), None)
+            held = time.perf_counter() - out.at
+            self.hold.record(int(held * 1_000_000))
+            threshold = self.leak_threshold
+            if threshold is not None and held >= threshold:
+                if not out.reported:
+                    self._report_leak(out, held)
+                leak_logger.warning(
+                    "Connection of pool %s returned after %.1f s (reported as a leak)",
+                    self.name,
+                    held,
+                )
+        except Exception:
+            logger.debug("Metrics listener of pool %s failed", self.name, exc_info=True)
 
     def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         self.invalidations += 1
