@@ -18,7 +18,6 @@ are raised at once.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from .errors import (
 )
 from .metrics import monitor
 from .retry import backoff_delay, execute_with_retry
-from .sessions import LazyScope, _active, session_scope
+from .sessions import LazyScope, _active, _session_decorator, session_scope
 from .stats import session_stats, transaction_stats
 from .translate import classify, is_transient
 
@@ -337,20 +336,7 @@ def with_celery_db_session(pool: Any = None) -> Any:
 
     Usable bare (``@with_celery_db_session``) or called (``@with_celery_db_session("x")``).
     """
-
-    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
-            with session_scope(scope_pool or conf.get_config().celery_pool) as session:
-                return fn(*args, session=session, **kwargs)
-
-        return wrapper
-
-    if callable(pool):
-        scope_pool = None
-        return decorate(pool)
-    scope_pool = pool
-    return decorate
+    return _session_decorator(pool, lambda chosen: chosen or conf.get_config().celery_pool)
 
 
 class TransactionManager:

@@ -547,17 +547,27 @@ def with_db_session(
 
 def with_db_session(pool: Any = None) -> Any:
     """Decorator: run the function in a :func:`session_scope`, passing ``session=``."""
+    return _session_decorator(pool, lambda chosen: chosen)
+
+
+def _session_decorator(pool: Any, resolve: Callable[[str | None], str | None]) -> Any:
+    """The decorator behind ``with_db_session`` and ``with_celery_db_session``.
+
+    Usable bare (``@decorator``) or called with a pool name; ``resolve`` turns
+    the given name into the pool to use, at call time (settings are never read
+    when the decorator is applied).
+    """
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
-            with session_scope(scope_pool) as session:
+            with session_scope(resolve(chosen)) as session:
                 return fn(*args, session=session, **kwargs)
 
         return wrapper
 
     if callable(pool):
-        scope_pool = None
+        chosen = None
         return decorate(pool)
-    scope_pool = pool
+    chosen = pool
     return decorate
