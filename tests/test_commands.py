@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from mingus_sessions.metrics import (
     start_monitoring,
     stop_monitoring,
 )
+from tests.helpers import Holder
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 EXPECTED_BACKEND = {
@@ -134,35 +134,6 @@ def add_dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch, port: int) -> 
         settings,
         {"dead": {"DATABASE": "dead", "POOL_SIZE": 2, "MAX_OVERFLOW": 0, "POOL_TIMEOUT": 10}},
     )
-
-
-class Holder:
-    """A thread that holds a connection of ``pool`` until released."""
-
-    def __init__(self, pool: str) -> None:
-        self.pool = pool
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.holding.wait(10), "the holder never got its connection"
-
-    def _run(self) -> None:
-        try:
-            with session_scope(self.pool) as session:
-                session.execute(text("SELECT 1"))
-                self.holding.set()
-                self.release.wait(30)
-        except BaseException as exc:
-            self.error = exc
-            self.holding.set()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        assert self.error is None, self.error
 
 
 class Terminal(io.StringIO):

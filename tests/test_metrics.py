@@ -45,6 +45,7 @@ from mingus_sessions.metrics import (
 from mingus_sessions.metrics.api import check_pool, overall_status
 from mingus_sessions.metrics.histogram import Histogram
 from mingus_sessions.metrics.recorder import PoolRecorder
+from tests.helpers import Holder
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 EXPECTED_BACKEND = {
@@ -103,7 +104,6 @@ SESSION_KEYS = {
     "savepoints",
     "retries",
 }
-
 
 BUG = ("metrics bug",)
 
@@ -188,35 +188,6 @@ class Events:
                 self.closes_after_invalidation += 1
             else:
                 self.other_closes += 1
-
-
-class Holder:
-    """A thread that holds a scope (and so a connection) of ``pool`` until released."""
-
-    def __init__(self, pool: str) -> None:
-        self.pool = pool
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.holding.wait(10), "the holder never got its connection"
-
-    def _run(self) -> None:
-        try:
-            with session_scope(self.pool) as session:
-                session.execute(text("SELECT 1"))
-                self.holding.set()
-                self.release.wait(30)
-        except BaseException as exc:
-            self.error = exc
-            self.holding.set()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        assert self.error is None, self.error
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> bool:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from mingus_sessions.metrics import (
 )
 from mingus_sessions.metrics.prometheus import CONTENT_TYPE
 from mingus_sessions.metrics.recorder import PoolRecorder
+from tests.helpers import Holder
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -95,35 +95,6 @@ def configure(settings: Any, pools: dict[str, Any] | None = None, **top: Any) ->
 def select_one(pool: str | None = None) -> None:
     with session_scope(pool) as session:
         session.execute(text("SELECT 1"))
-
-
-class Holder:
-    """A thread that holds a scope (and so a connection) of ``pool`` until released."""
-
-    def __init__(self, pool: str) -> None:
-        self.pool = pool
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.holding.wait(10), "the holder never got its connection"
-
-    def _run(self) -> None:
-        try:
-            with session_scope(self.pool) as session:
-                session.execute(text("SELECT 1"))
-                self.holding.set()
-                self.release.wait(30)
-        except BaseException as exc:
-            self.error = exc
-            self.holding.set()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        assert self.error is None, self.error
 
 
 def families(exposition: str) -> dict[str, Any]:
