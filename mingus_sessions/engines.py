@@ -15,6 +15,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -167,16 +168,50 @@ def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> No
             connection.exec_driver_sql(begin)
 
     aborts_transaction = spec.vendor == "postgresql"
+    password = spec.url.password
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: ExceptionContext) -> None:
         if context.connection is None:
             if context.original_exception is not None:
                 probe.connect_failed(context.original_exception)
+                if password:
+                    _drop_frames_holding(context.original_exception.__traceback__, str(password))
         elif aborts_transaction and not context.is_disconnect:
             # PostgreSQL has aborted the whole transaction: if the caller
             # catches this and commits, the server answers COMMIT with ROLLBACK.
             aborted_connections.add(context.connection)
+
+
+def _drop_frames_holding(traceback: TracebackType | None, secret: str) -> None:
+    """Cut a failed connect's traceback above the first frame whose locals hold ``secret``.
+
+    The frames that build and open the DB-API connection (SQLAlchemy's creator,
+    the driver's ``connect``) keep the connection parameters, password
+    included, in their locals, and Django's DEBUG error page prints every
+    frame's locals. The error and the frames above stay; the frames cut are
+    library internals. Both SQLAlchemy's wrapper and the driver's exception
+    share these traceback objects, so one cut covers the whole chain.
+    """
+    above: TracebackType | None = None
+    node = traceback
+    while node is not None:
+        if _holds(node.tb_frame.f_locals, secret):
+            if above is not None:
+                above.tb_next = None
+            return
+        above, node = node, node.tb_next
+
+
+def _holds(values: dict[str, Any], secret: str) -> bool:
+    for value in values.values():
+        if isinstance(value, str) and secret in value:
+            return True
+        if isinstance(value, dict) and any(
+            isinstance(item, str) and secret in item for item in value.values()
+        ):
+            return True
+    return False
 
 
 def dispose_engines(close: bool = True) -> None:

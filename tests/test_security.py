@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import traceback
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.views.debug import technical_500_response
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
@@ -175,6 +178,30 @@ def test_s1_connection_failure_and_logs_never_show_the_password(
     assert caplog.records, "DEBUG logging produced nothing to check"
     assert any(r.name.startswith(("sqlalchemy", "mingus_sessions")) for r in caplog.records)
     _assert_no_sentinel(_record_texts(caplog.records))
+
+
+@pytest.mark.usefixtures("secret")  # not an argument: the page prints this frame's locals
+def test_s2_debug_error_page_shows_no_credential(settings: Any, rf: Any) -> None:
+    """DEBUG=True: the technical 500 page of a failed scope shows neither password nor token.
+
+    Every frame's locals are on that page; the frames that opened the DB-API
+    connection hold its parameters, so the engine cuts them from the traceback.
+    """
+    settings.DEBUG = True
+    # Made here, not written out, and kept in no local: the page shows source lines too.
+    settings.MINGUS_SESSIONS = {**settings.MINGUS_SESSIONS, "METRICS_TOKEN": uuid.uuid4().hex}
+    request = rf.get("/boom")
+    try:
+        with session_scope("secret") as s:
+            s.execute(text("SELECT 1"))
+    except DatabaseConnectionError:
+        page = technical_500_response(request, *sys.exc_info()).content.decode()
+    else:  # pragma: no cover - connecting to a closed port fails
+        pytest.fail("the scope on a closed port did not fail")
+    assert "DatabaseUnavailableError" in page  # the page is the error's, with its settings
+    assert "MINGUS_SESSIONS" in page
+    assert PASSWORD_SENTINEL not in page
+    assert settings.MINGUS_SESSIONS["METRICS_TOKEN"] not in page
 
 
 @pytest.mark.parametrize(
