@@ -114,10 +114,10 @@ def bench_database() -> Iterator[str]:
             )
 
 
-def setup_django() -> None:
+def setup_django(settings_module: str = "bench.settings") -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     # The environment must not override the MONITORING this benchmark sets.
     os.environ.pop("DB_ENABLE_MONITORING", None)
     import django
@@ -167,7 +167,7 @@ def make_scope_loop() -> Callable[[int], None]:
     return scope_loop
 
 
-def raw_engine() -> Any:
+def raw_engine(pool_size: int = 5, max_overflow: int = 10) -> Any:
     """A plain engine on the pool's URL, with the pool settings the scopes get."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import QueuePool
@@ -178,8 +178,8 @@ def raw_engine() -> Any:
     return create_engine(
         url,
         poolclass=QueuePool,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=30,
         pool_recycle=1800,
         pool_pre_ping=True,

@@ -150,12 +150,15 @@ def per_call() -> None:
         ("Histogram.record(123)", lambda: histogram.record(123)),
         ("_guarded wrapper around a no-op", lambda: rec._guarded("main", _noop)(None, None)),
     ]
-    capture = getattr(rec, "capture_site", None)
+    note = getattr(rec, "note_opening", None)
+    if note is not None:
+        rows.append(("note_opening, from here", lambda: note(sys._getframe())))
+    capture = getattr(rec, "capture_stack", None)
     if capture is not None:
-        rows.append(("capture_site, from here (~10 frames)", lambda: capture(sys._getframe())))
+        rows.append(("capture_stack, from here (~10 frames)", lambda: capture(sys._getframe())))
         rows.append(
             (
-                "capture_site, 40 frames deeper",
+                "capture_stack, 40 frames deeper",
                 lambda: _at_depth(40, lambda: capture(sys._getframe())),
             )
         )
@@ -409,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("timing", "instructions"), help="run only this one section"
     )
+    parser.add_argument(
+        "--kinds",
+        help="the configurations section 4 counts, separated by semicolons (default: all)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -422,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.timing or args.only == "timing":
                 attribution(args.rounds, args.scopes)
             if args.instructions or args.only == "instructions":
-                instructions(1000, ["raw", *KINDS], detail=True)
+                kinds = args.kinds.split(";") if args.kinds else ["raw", *KINDS]
+                instructions(1000, kinds, detail=True)
         finally:
             from mingus_sessions import dispose_engines
 

@@ -28,7 +28,7 @@ from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, aborted_connections, get_entry
 from .errors import SessionError, TransactionError
-from .metrics.recorder import SITE_KEY, capture_site
+from .metrics.recorder import SITE_KEY, note_opening
 from .stats import session_stats
 from .translate import pool_exhausted, translate
 
@@ -180,8 +180,12 @@ def _open_session(entry: PoolEntry) -> tuple[Session, CircuitBreaker | None]:
     trial = breaker.before_call() if breaker is not None else False
     session = entry.sessionmaker()
     if entry.track_sites:
-        # Where the session opened, for leak reports: a short walk from here.
-        session.info[SITE_KEY] = capture_site(sys._getframe(1))
+        # Where the session opened, for leak reports. Both callers are at least
+        # two frames of this package away from the user's code (_Scope._open
+        # and __enter__; LazyScope._open and _Frame.session), so the walk can
+        # start at the third frame up: every frame skipped saves creating a
+        # frame object.
+        session.info[SITE_KEY] = note_opening(sys._getframe(3))
     if trial:
         # The half-open trial proves the database is back by connecting.
         try:

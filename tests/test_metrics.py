@@ -513,13 +513,18 @@ _INJECTED = {
         "_on_checkin",
         "_on_close",
         "_on_invalidate",
-        "_statement_ran",
+        "_keep_slow",
     ],
 )
 def test_a_failing_recorder_never_breaks_a_transaction(
-    method: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    method: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
     """A recorder listener that raises is logged at DEBUG; the scope commits normally."""
+    if method == "_keep_slow":
+        configure(settings, SLOW_QUERY_THRESHOLD=1e-9)  # every statement is "slow"
 
     def broken(*args: Any) -> None:
         raise RuntimeError(*BUG)

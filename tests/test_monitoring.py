@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from mingus_sessions.metrics import (
     stop_monitoring,
 )
 from mingus_sessions.metrics.recorder import SLOWEST_KEPT, PoolRecorder
+from mingus_sessions.sessions import LazyScope
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +169,75 @@ def test_leak_reported_at_checkin_without_the_sampler(
 
     select_one()  # a short checkout is no leak
     assert len(records(caplog, "mingus_sessions.leaks")) == 2
+    assert get_pool_metrics("main").leaks == 1
+
+
+def _hold_in_a_scope(opened_line: list[int], release: threading.Event) -> None:
+    opened_line.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+        release.wait(10)
+
+
+def _calls_the_holder(opened_line: list[int], release: threading.Event) -> None:
+    _hold_in_a_scope(opened_line, release)
+
+
+@db
+def test_leak_in_a_scope_of_another_thread_shows_the_callers(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sampler reads the callers of the frame that opened the scope from its live thread."""
+    configure(settings, LEAK_THRESHOLD=0.2, FLEET={"CACHE": "default", "INTERVAL": 0.05})
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    opened_line: list[int] = []
+    release = threading.Event()
+    holder = threading.Thread(target=_calls_the_holder, args=(opened_line, release))
+    holder.start()
+    try:
+        assert start_monitoring()
+        assert wait_until(lambda: records(caplog, "mingus_sessions.leaks"), timeout=3)
+        message = records(caplog, "mingus_sessions.leaks")[0].getMessage()
+    finally:
+        release.set()
+        holder.join(10)
+    frames = re.findall(rf'File "[^"]*{THIS_FILE}", line (\d+), in (\w+)', message)
+    assert frames[:2] == [
+        (str(opened_line[0]), "_hold_in_a_scope"),
+        (str(inspect.getsourcelines(_calls_the_holder)[1] + 1), "_calls_the_holder"),
+    ]
+    assert "returned since" not in message
+    assert wait_until(lambda: get_pool_metrics("main").checked_out == 0)
+
+
+@db
+def test_leak_whose_opening_function_returned_says_so(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lazy scope opened in a function that has returned: that frame, and a note."""
+    configure(settings, LEAK_THRESHOLD=0.05)
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    scope = LazyScope()
+    token = scope.activate()
+    try:
+
+        def open_it() -> int:
+            line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+            scope.session.execute(text("SELECT 1"))
+            return line
+
+        line = open_it()
+        time.sleep(0.1)
+        recorder = get_entry("main").probe
+        assert isinstance(recorder, PoolRecorder)
+        assert recorder.scan_leaks() == 1
+    finally:
+        scope.finish(commit=False)
+        LazyScope.deactivate(token)
+    message = records(caplog, "mingus_sessions.leaks")[0].getMessage()
+    assert f"line {line}, in open_it" in message
+    assert "that function has returned since" in message
+    assert len(records(caplog, "mingus_sessions.leaks")) == 2  # then "returned after"
     assert get_pool_metrics("main").leaks == 1
 
 

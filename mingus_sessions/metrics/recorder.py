@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from _thread import get_ident
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
@@ -38,7 +39,6 @@ STATEMENT_CHARS = 2000
 #: Frames kept of the stack that checked a connection out.
 STACK_FRAMES = 10
 
-_OUT = "mingus_sessions.checked_out"
 _CONNECT_T0 = "mingus_sessions.connect_t0"
 
 # Frames in these packages are skipped when recording who checked a connection out.
@@ -74,36 +74,46 @@ class SlowQuery:
         return found
 
 
-#: (code object, instruction offset) per frame, innermost first; see :func:`_format_site`.
-Site = tuple[tuple[CodeType, int], ...]
+#: A stack captured whole, innermost first: (code object, instruction offset) per frame.
+Stack = tuple[tuple[CodeType, int], ...]
+#: Where a scope opened its session: (code object, instruction offset, thread ident).
+Opened = tuple[CodeType, int, int]
+#: What a checkout remembers of where it came from (see :func:`describe_site`).
+Site = Stack | Opened
 
-#: Where each session was opened, in ``session.info`` (see :func:`capture_site`).
+#: Where each session was opened, in ``session.info`` (see :func:`note_opening`).
 SITE_KEY = "mingus_sessions.opened_at"
 
 
-class _Checkout:
-    """A connection checked out right now: when, from where, and whether reported."""
+def note_opening(frame: FrameType | None) -> Opened | None:
+    """The first frame from ``frame`` up outside SQLAlchemy and this package.
 
-    __slots__ = ("at", "reported", "site")
+    This runs for every scope, so it keeps three numbers and walks no further:
+    while the scope is open, the frame that opened it is still running, so its
+    callers can be read from the thread's live stack if a leak is reported
+    (:func:`describe_site`). No frame is kept: it would keep its locals, and
+    with them a leaked session and its connection, alive.
+    """
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith(_LIBRARY_PATHS):
+            # f_lineno would decode the line table on every call; the offset
+            # is free, and is turned into a line only if a leak is reported.
+            return (code, frame.f_lasti, get_ident())
+        frame = frame.f_back
+    return None
 
-    def __init__(self, at: float, site: Site) -> None:
-        self.at = at
-        self.site = site
-        self.reported = False
 
-
-def capture_site(frame: FrameType | None) -> Site:
+def capture_stack(frame: FrameType | None) -> Stack:
     """The frames from ``frame`` up that are outside SQLAlchemy and this package.
 
-    Only (file, line, function) is kept, never a frame: a frame would keep its
-    locals, and with them a leaked session and its connection, alive.
+    For checkouts outside a scope (``get_session()``, ``engine.connect()``),
+    which have no opening frame to come back to: the walk is paid up front.
     """
     found: list[tuple[CodeType, int]] = []
     while frame is not None and len(found) < STACK_FRAMES:
         code = frame.f_code
         if not code.co_filename.startswith(_LIBRARY_PATHS):
-            # f_lineno would decode the line table on every call; the offset
-            # is free, and is turned into a line only if a leak is reported.
             found.append((code, frame.f_lasti))
         frame = frame.f_back
     return tuple(found)
@@ -116,22 +126,48 @@ def _line_of(code: CodeType, offset: int) -> int:
     return code.co_firstlineno
 
 
-def _format_site(site: Site) -> str:
+def _format_frames(frames: Stack) -> str:
     return "\n".join(
         f'  File "{code.co_filename}", line {_line_of(code, offset)}, in {code.co_name}'
-        for code, offset in site
+        for code, offset in frames
     )
+
+
+def describe_site(site: Site | None) -> str:
+    """The stack a checkout came from, as a traceback's lines (innermost first)."""
+    if not site:
+        return "  (no caller outside SQLAlchemy)"
+    if not isinstance(site[0], CodeType):
+        return _format_frames(site)  # type: ignore[arg-type]
+    code, offset, thread = site  # type: ignore[misc]
+    frames: list[tuple[CodeType, int]] = [(code, offset)]
+    running = sys._current_frames().get(thread)
+    while running is not None and running.f_code is not code:
+        running = running.f_back
+    if running is None:
+        return (
+            _format_frames(tuple(frames))
+            + "\n  (that function has returned since, so its callers are not known)"
+        )
+    # The opening frame is still running, so its callers are still where they
+    # were when it opened the session.
+    caller = running.f_back
+    while caller is not None and len(frames) < STACK_FRAMES:
+        if not caller.f_code.co_filename.startswith(_LIBRARY_PATHS):
+            frames.append((caller.f_code, caller.f_lasti))
+        caller = caller.f_back
+    return _format_frames(tuple(frames))
 
 
 _scopes: Any = None  # sessions._active, bound on first use (it imports this module)
 
 
-def _site_of_checkout(pool: str) -> Site:
+def _site_of_checkout(pool: str) -> Site | None:
     """Where the session checking out was opened, or else the stack right here.
 
-    A session opened by a scope recorded its site when it opened (a short walk
-    from the caller); reading it back costs a context lookup. Anything else
-    (get_session(), engine.connect()) pays for the full walk here.
+    A session opened by a scope noted where it opened; reading that back costs
+    a context lookup. Anything else (get_session(), engine.connect()) pays for
+    the walk here.
     """
     global _scopes
     if _scopes is None:
@@ -147,7 +183,7 @@ def _site_of_checkout(pool: str) -> Site:
                 return site  # type: ignore[no-any-return]
             break
         frame = frame.parent
-    return capture_site(sys._getframe(3))
+    return capture_stack(sys._getframe(3))
 
 
 def _guarded(pool: str, listener: Callable[..., None]) -> Callable[..., None]:
@@ -178,7 +214,6 @@ class PoolRecorder(PoolProbe):
         "connect_time",
         "connects",
         "hold",
-        "in_use",
         "invalidations",
         "leak_threshold",
         "leaks",
@@ -205,7 +240,9 @@ class PoolRecorder(PoolProbe):
         self.acquire = Histogram()
         self.hold = Histogram()
         self.connect_time = Histogram()
-        self._outstanding: dict[int, _Checkout] = {}
+        #: The connections checked out now: id(record) -> [perf_counter at checkout,
+        #: site, reported as a leak yet]. A list, the cheapest mutable record.
+        self._outstanding: dict[int, list[Any]] = {}
         self._slowest: list[SlowQuery] = []
         self._slowest_lock = threading.Lock()
         self._zero()
@@ -220,16 +257,14 @@ class PoolRecorder(PoolProbe):
         self.timeouts = 0
         self.opened = 0
         self.closed = 0
-        self.in_use = 0
-        self.peak_in_use = 0
+        self.peak_in_use = len(self._outstanding)
         self.since = time.time()
 
     def reset(self) -> None:
         """Zero the counters and distributions; live gauges (in use, open) are kept."""
-        in_use, opened, closed = self.in_use, self.opened, self.closed
+        opened, closed = self.opened, self.closed
         self._zero()
-        self.in_use, self.opened, self.closed = in_use, opened, closed
-        self.peak_in_use = in_use
+        self.opened, self.closed = opened, closed
         assert self.acquire is not None
         self.acquire.reset()
         self.hold.reset()
@@ -243,9 +278,14 @@ class PoolRecorder(PoolProbe):
         self._outstanding = {}
         self._slowest_lock = threading.Lock()
         self.reset()
-        self.in_use = self.opened = self.closed = self.peak_in_use = 0
+        self.opened = self.closed = 0
 
     # -- what the snapshot reads ------------------------------------------------------------
+
+    @property
+    def in_use(self) -> int:
+        """Connections checked out now (the checkout listener saw them go, not yet back)."""
+        return len(self._outstanding)
 
     def slowest(self) -> list[SlowQuery]:
         with self._slowest_lock:
@@ -254,7 +294,7 @@ class PoolRecorder(PoolProbe):
     def checked_out_for(self, now: float | None = None) -> list[float]:
         """Seconds each connection checked out right now has been held."""
         current = time.perf_counter() if now is None else now
-        return [current - out.at for out in list(self._outstanding.values())]
+        return [current - out[0] for out in list(self._outstanding.values())]
 
     # -- leak detection -------------------------------------------------------------------
 
@@ -266,13 +306,13 @@ class PoolRecorder(PoolProbe):
         current = time.perf_counter() if now is None else now
         found = 0
         for out in list(self._outstanding.values()):
-            if not out.reported and current - out.at >= threshold:
-                self._report_leak(out, current - out.at)
+            if not out[2] and current - out[0] >= threshold:
+                self._report_leak(out, current - out[0])
                 found += 1
         return found
 
-    def _report_leak(self, out: _Checkout, held: float) -> None:
-        out.reported = True
+    def _report_leak(self, out: list[Any], held: float) -> None:
+        out[2] = True
         self.leaks += 1
         leak_logger.warning(
             "Connection of pool %s held for %.1f s (leak threshold %.1f s); it was checked "
@@ -280,7 +320,7 @@ class PoolRecorder(PoolProbe):
             self.name,
             held,
             self.leak_threshold,
-            _format_site(out.site) or "  (no caller outside SQLAlchemy)",
+            describe_site(out[1]),
         )
 
     # -- listeners --------------------------------------------------------------------------
@@ -305,40 +345,42 @@ class PoolRecorder(PoolProbe):
             self._time_statements(engine)
 
     def _time_statements(self, engine: Engine) -> None:
-        """Time each statement by running it from the dialect's execute events.
+        """Time each statement by wrapping the execute methods of ``engine``'s dialect.
 
-        One dialect event per statement, instead of the before/after cursor
-        events, which would also switch every execution onto SQLAlchemy's
-        slower event-dispatching path. The listener calls the dialect's own
-        method, inside SQLAlchemy's error handling, and reports the statement
-        only once it has run.
+        ``create_engine`` gives every engine a dialect of its own, so instance
+        attributes shadow its methods for this engine only (``joined`` does the
+        same). A wrapper is one call per statement; the ``do_execute`` events
+        would add SQLAlchemy's listener dispatch on top, which costs more than
+        the timing itself, and the cursor events would also switch every
+        execution onto SQLAlchemy's slower event-dispatching path. The wrapper
+        runs inside SQLAlchemy's error handling, like the method it wraps, and
+        reports a statement only once it has run.
         """
-        dialect = engine.dialect
+        dialect: Any = engine.dialect
+        statement_ran = self._statement_ran
+        threshold: float = self.slow_threshold  # type: ignore[assignment]
 
-        def timed(method: Callable[..., None]) -> Callable[..., bool]:
-            def listener(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        def timed(method: Callable[..., None]) -> Callable[..., None]:
+            def run_timed(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
                 started = time.perf_counter()
                 method(cursor, statement, parameters, context)
-                try:
-                    self._statement_ran(time.perf_counter() - started, statement, parameters)
-                except Exception:
-                    logger.debug("Slow-query accounting failed", exc_info=True)
-                return True
+                elapsed = time.perf_counter() - started
+                if elapsed >= threshold:
+                    statement_ran(elapsed, statement, parameters)
 
-            return listener
+            return run_timed
 
-        def timed_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        def run_timed_no_params(cursor: Any, statement: str, context: Any) -> None:
             started = time.perf_counter()
-            dialect.do_execute_no_params(cursor, statement, context)
-            try:
-                self._statement_ran(time.perf_counter() - started, statement, None)
-            except Exception:
-                logger.debug("Slow-query accounting failed", exc_info=True)
-            return True
+            execute_no_params(cursor, statement, context)
+            elapsed = time.perf_counter() - started
+            if elapsed >= threshold:
+                statement_ran(elapsed, statement, None)
 
-        event.listen(engine, "do_execute", timed(dialect.do_execute))
-        event.listen(engine, "do_executemany", timed(dialect.do_executemany))
-        event.listen(engine, "do_execute_no_params", timed_no_params)
+        execute_no_params = dialect.do_execute_no_params
+        dialect.do_execute = timed(dialect.do_execute)
+        dialect.do_executemany = timed(dialect.do_executemany)
+        dialect.do_execute_no_params = run_timed_no_params
 
     def _on_do_connect(self, dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
         record.info[_CONNECT_T0] = time.perf_counter()
@@ -353,28 +395,24 @@ class PoolRecorder(PoolProbe):
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         try:
             self.checkouts += 1
-            in_use = self.in_use = self.in_use + 1
-            if in_use > self.peak_in_use:
-                self.peak_in_use = in_use
-            site = _site_of_checkout(self.name) if self.leak_threshold is not None else ()
-            out = _Checkout(time.perf_counter(), site)
-            record.info[_OUT] = out
-            self._outstanding[id(record)] = out
+            outstanding = self._outstanding
+            site = _site_of_checkout(self.name) if self.leak_threshold is not None else None
+            outstanding[id(record)] = [time.perf_counter(), site, False]
+            if len(outstanding) > self.peak_in_use:
+                self.peak_in_use = len(outstanding)
         except Exception:
             logger.debug("Metrics listener of pool %s failed", self.name, exc_info=True)
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         try:
-            out = record.info.pop(_OUT, None)
+            out = self._outstanding.pop(id(record), None)
             if out is None:
-                return
-            self.in_use -= 1
-            self._outstanding.pop(id(record), None)
-            held = time.perf_counter() - out.at
+                return  # checked out before the listener saw it (before a fork)
+            held = time.perf_counter() - out[0]
             self.hold.record(int(held * 1_000_000))
             threshold = self.leak_threshold
             if threshold is not None and held >= threshold:
-                if not out.reported:
+                if not out[2]:
                     self._report_leak(out, held)
                 leak_logger.warning(
                     "Connection of pool %s returned after %.1f s (reported as a leak)",
@@ -398,9 +436,15 @@ class PoolRecorder(PoolProbe):
             self.connect_errors += 1
 
     def _statement_ran(self, elapsed: float, statement: str, parameters: Any) -> None:
-        threshold = self.slow_threshold
-        if threshold is None or elapsed < threshold:
+        """Log and keep a statement that took ``elapsed`` s, past the slow threshold."""
+        if self.slow_threshold is None or elapsed < self.slow_threshold:
             return
+        try:
+            self._keep_slow(elapsed, statement, parameters)
+        except Exception:
+            logger.debug("Slow-query accounting of pool %s failed", self.name, exc_info=True)
+
+    def _keep_slow(self, elapsed: float, statement: str, parameters: Any) -> None:
         self.slow_queries += 1
         text = str(statement)[:STATEMENT_CHARS]
         shown = repr(parameters)[:STATEMENT_CHARS] if self.log_parameters else None
