@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster that a test run owns: its own data directory
+# and port on 127.0.0.1, so stopping, hanging or restarting it harms nothing else.
+#
+#   pg_cluster.sh start DIR PORT   initdb into DIR if empty (trust auth), start on PORT
+#   pg_cluster.sh stop DIR         fast shutdown (no error if it is not running)
+#   pg_cluster.sh restart DIR      stop, then start on the same port
+#   pg_cluster.sh pid DIR          the postmaster's pid (for kill -STOP / -CONT)
+#   pg_cluster.sh destroy DIR      stop, then delete DIR
+#
+# PostgreSQL refuses to run as root, so as root the cluster belongs to the
+# "postgres" user. The server binaries are found through pg_config or Debian's
+# /usr/lib/postgresql/<version>/bin.
+set -euo pipefail
+
+bindir() {
+    local found
+    for found in /usr/lib/postgresql/*/bin; do
+        [ -x "$found/initdb" ] && { echo "$found"; return; }
+    done
+    if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
+        pg_config --bindir
+        return
+    fi
+    echo "pg_cluster.sh: no initdb found (install the PostgreSQL server package)" >&2
+    exit 2
+}
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+BIN="$(bindir)"
+command="${1:-}"
+dir="${2:-}"
+[ -n "$command" ] && [ -n "$dir" ] || { sed -n '4,9p' "$0" >&2; exit 2; }
+
+case "$command" in
+    start)
+        port="${3:?pg_cluster.sh start DIR PORT}"
+        if [ ! -s "$dir/PG_VERSION" ]; then
+            mkdir -p "$dir"
+            [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+            as_owner "$BIN/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 \
+                --no-sync >"$dir.initdb.log" 2>&1 \
+                || { cat "$dir.initdb.log" >&2; exit 1; }
+        fi
+        echo "$port" >"$dir.port"
+        as_owner "$BIN/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" start -o \
+            "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off \
+             -c max_connections=200 -c deadlock_timeout=200ms" >/dev/null
+        ;;
+    stop)
+        if [ -s "$dir/postmaster.pid" ]; then
+            as_owner "$BIN/pg_ctl" -D "$dir" -w -t 60 -m fast stop >/dev/null || true
+        fi
+        ;;
+    restart)
+        bash "$0" stop "$dir"
+        bash "$0" start "$dir" "$(cat "$dir.port")"
+        ;;
+    pid)
+        head -1 "$dir/postmaster.pid"
+        ;;
+    destroy)
+        bash "$0" stop "$dir"
+        rm -rf "$dir" "$dir.port" "$dir.initdb.log"
+        ;;
+    *)
+        sed -n '4,9p' "$0" >&2
+        exit 2
+        ;;
+esac

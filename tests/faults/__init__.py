@@ -1,0 +1,1 @@
+"""Fault injection on a PostgreSQL cluster the run owns (``scripts/test_faults.sh``)."""
