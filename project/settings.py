@@ -7,9 +7,13 @@
 picks the Celery broker (``redis://...``, ``amqp://...``); without it the demo
 uses a broker that needs no server: kombu's SQLAlchemy transport on
 ``celery-broker.sqlite3`` in ``DEMO_VAR_DIR``. ``CELERY_TASK_DEFAULT_QUEUE``
-names the queue (default ``celery``). ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG``
-do what they say. These settings are for the demo only: nothing here is hardened
-for production.
+names the queue (default ``celery``). ``DEMO_CACHE_URL`` (``redis://host:port/db``)
+puts the default cache, and with it the fleet view of the pools, on Redis, under
+``DEMO_CACHE_KEY_PREFIX``; without it each process has a local-memory cache and
+sees only itself. ``DEMO_BREAKER_RECOVERY_TIMEOUT`` (seconds, default 60) is how
+long the circuit breaker fails fast once a database is down. ``DJANGO_SECRET_KEY``
+and ``DJANGO_DEBUG`` do what they say. These settings are for the demo only:
+nothing here is hardened for production.
 """
 
 from __future__ import annotations
@@ -179,6 +183,18 @@ DATABASES = {"default": _default, "replica": _replica}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
+# --- Cache (the fleet view publishes here) ----------------------------------
+
+if os.environ.get("DEMO_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["DEMO_CACHE_URL"],
+            "KEY_PREFIX": os.environ.get("DEMO_CACHE_KEY_PREFIX", "mingus_demo"),
+        }
+    }
+
+
 # --- mingus_sessions ---------------------------------------------------------
 
 MINGUS_SESSIONS = {
@@ -196,6 +212,11 @@ MINGUS_SESSIONS = {
             "POOL_TIMEOUT": 60,
             "READ_ONLY": True,
         },
+    },
+    # The demo's default; the load test (scripts/load_test.sh) shortens it so the
+    # pools try the database again seconds after a restart, not a minute.
+    "CIRCUIT_BREAKER": {
+        "RECOVERY_TIMEOUT": float(os.environ.get("DEMO_BREAKER_RECOVERY_TIMEOUT") or 60.0)
     },
     # Bearer token for /metrics/database and friends (staff users need none).
     "METRICS_TOKEN": os.environ.get("MINGUS_METRICS_TOKEN") or None,
