@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
 DEMO_HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 bench clean
+.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 \
+	test-faults test-load bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
@@ -37,9 +38,21 @@ test-py312:
 	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.12)" VENV=.venv312 \
 		DJANGO_SPEC="Django>=6.0,<6.2"
 
-## make bench: what metrics cost a SELECT 1 scope on PostgreSQL (PGHOST/PGPORT/PGUSER,
-## default 127.0.0.1:5432 postgres), against a hand-written session; see docs/benchmarks.md.
+## make test-faults: the fault-injection suite on a PostgreSQL cluster of its own
+## (stopped, hung and restarted by the tests), with real Celery workers.
+test-faults: $(STAMP)
+	PY=$(PY) bash scripts/test_faults.sh
+
+## make test-load: the demo under gunicorn (4 workers) driven by wrk, with a
+## PostgreSQL restart in the middle; needs wrk and Redis (docs/reliability.md).
+test-load: $(STAMP)
+	PY=$(PY) bash scripts/load_test.sh
+
+## make bench: our code against its anchors (raw SQLAlchemy, the Django ORM), then what
+## metrics cost a SELECT 1 scope, on PostgreSQL (PGHOST/PGPORT/PGUSER, default
+## 127.0.0.1:5432 postgres); see docs/benchmarks.md.
 bench: $(STAMP)
+	$(PY) -m bench.bench_suite
 	$(PY) -m bench.bench_metrics
 
 lint: $(STAMP)

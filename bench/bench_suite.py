@@ -1,0 +1,472 @@
+"""mingus_sessions against its anchors, measured in one run: one table of same-run ratios.
+
+Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
+
+    python -m bench.bench_suite [--rounds N] [--quick] [-v]
+
+Each comparison pits our code (A) against an anchor (B) on the same
+PostgreSQL database, in rounds that alternate A B, B A, ... so that drift of
+the machine hits both alike; every round times ``n`` operations of each side
+after the comparison's untimed warm-up. The figure per comparison is the
+median over rounds of the per-round ratio A/B (with its interquartile range),
+next to the median µs per operation of each side:
+
+1. ``session_scope()`` ``SELECT 1`` (metrics on) against a hand-written
+   ``Session(engine)`` + ``begin()`` on the same engine: at most 1.10 (goal 1.05);
+2. a checkout and return through our engine against ``engine.connect()`` on a
+   plain engine with the same pool settings: at most 1.10;
+3. a request through ``SessionMiddleware`` to a view doing one ``SELECT 1``
+   against the same view with a hand-written session and no middleware: at most
+   1.10; and a view that never touches SQLAlchemy, with against without the
+   middleware: at most 1.02, with zero checkouts;
+4. the request of 3 against Django's database layer doing the same ``SELECT 1``
+   with ``CONN_MAX_AGE=0`` (a new connection per request): at least 10x faster,
+   i.e. a ratio of at most 0.10; and with persistent connections: reported;
+5. 8 threads on a pool of 4: the time for the same number of scopes against
+   raw SQLAlchemy with the same pool; throughput at least 0.90x (a time ratio of
+   at most 1/0.90), zero timeouts, p99 acquire wait reported;
+6. with the breaker open: the time to fail fast, p99 under 50 µs, and zero
+   connection attempts;
+7. the Python function calls per ``session_scope()`` (``sys.setprofile``): a
+   count, not a timing, so a regression shows without noise.
+
+The database is the one ``bench_metrics`` uses (``MINGUS_BENCH_DB``, or a fresh
+``mingus_bench`` dropped at the end); Django runs on ``bench/suite_settings.py``.
+The exit status is 0 unless something fails to run; a missed target is printed
+as MISSED, not turned into a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_metrics import (
+    bench_database,
+    count_calls,
+    quartiles,
+    raw_engine,
+    setup_django,
+    versions,
+)
+
+#: Python calls per session_scope() SELECT 1 with metrics on, measured at 370; the
+#: guard leaves a little room and flags anything beyond it.
+CALLS_PER_SCOPE_CEILING = 380
+#: The fail-fast target with the breaker open, in µs at the 99th percentile.
+BREAKER_P99_US = 50.0
+
+Operation = Callable[[int], None]
+
+
+@dataclass
+class Row:
+    """One comparison: A is ours, B the anchor."""
+
+    name: str
+    a_us: float
+    b_us: float
+    ratio: float
+    iqr: tuple[float, float]
+    target: str
+    met: bool | None  # None: reported, no target
+    notes: list[str] = field(default_factory=list)
+
+
+def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Row:
+    """Time ``a`` and ``b`` (``n`` operations each) in alternating order; return the figures."""
+    a(max(n // 4, 1))
+    b(max(n // 4, 1))
+    a_us: list[float] = []
+    b_us: list[float] = []
+    for index in range(rounds):
+        order = ((a, a_us), (b, b_us)) if index % 2 == 0 else ((b, b_us), (a, a_us))
+        for operation, samples in order:
+            gc.collect()
+            started = time.perf_counter()
+            operation(n)
+            samples.append((time.perf_counter() - started) / n * 1e6)
+        if verbose:
+            print(f"    round {index:3}: A {a_us[-1]:9.1f} µs  B {b_us[-1]:9.1f} µs", flush=True)
+    ratios = [x / y for x, y in zip(a_us, b_us, strict=True)]
+    return Row(
+        name="",
+        a_us=statistics.median(a_us),
+        b_us=statistics.median(b_us),
+        ratio=statistics.median(ratios),
+        iqr=quartiles(ratios),
+        target="",
+        met=None,
+    )
+
+
+def judged(row: Row, name: str, target: str, met: bool | None) -> Row:
+    row.name, row.target, row.met = name, target, met
+    return row
+
+
+# -- what is timed ----------------------------------------------------------------------------
+
+
+def scope_loop(pool: str = "main") -> Operation:
+    from sqlalchemy import text
+
+    from mingus_sessions import session_scope
+
+    select_1 = text("SELECT 1")
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            with session_scope(pool) as session:
+                session.execute(select_1)
+
+    return run
+
+
+def hand_written_loop(engine: Any) -> Operation:
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    select_1 = text("SELECT 1")
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            with Session(engine) as session, session.begin():
+                session.execute(select_1)
+
+    return run
+
+
+def checkout_loop(engine: Any) -> Operation:
+    def run(n: int) -> None:
+        for _ in range(n):
+            with engine.connect():
+                pass
+
+    return run
+
+
+def wsgi_handlers() -> tuple[Any, Any]:
+    """Django's WSGI handler with SessionMiddleware, and one built without it."""
+    from django.conf import settings
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.utils import override_settings
+
+    with_app = WSGIHandler()
+    others = [m for m in settings.MIDDLEWARE if not m.startswith("mingus_sessions.")]
+    with override_settings(MIDDLEWARE=others):
+        without = WSGIHandler()
+    return with_app, without
+
+
+def request_loop(handler: Any, path: str) -> Operation:
+    """GET ``path`` through ``handler`` as a WSGI server would, closing each response."""
+    base = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": f"/{path}",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            response = handler({**base, "wsgi.input": io.BytesIO()}, start_response)
+            for _chunk in response:
+                pass
+            response.close()
+        if statuses[-1] != "200 OK":
+            raise RuntimeError(f"GET /{path} answered {statuses[-1]}")
+        statuses.clear()
+
+    return run
+
+
+def threaded(operation: Operation, threads: int) -> Operation:
+    """``operation`` split over ``threads`` threads started together: n operations in all."""
+
+    def run(n: int) -> None:
+        each = max(n // threads, 1)
+        start = threading.Barrier(threads)
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            start.wait()
+            try:
+                operation(each)
+            except BaseException as exc:  # noqa: BLE001 - reported after the join
+                failures.append(exc)
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if failures:
+            raise failures[0]
+
+    return run
+
+
+# -- the comparisons --------------------------------------------------------------------------
+
+
+def compare_scopes(rounds: int, verbose: bool) -> Row:
+    from mingus_sessions import get_engine
+
+    row = paired(scope_loop(), hand_written_loop(get_engine()), 200, rounds, verbose)
+    return judged(
+        row,
+        "session_scope() SELECT 1 vs hand-written Session, same engine",
+        "<= 1.10 (goal 1.05)",
+        row.ratio <= 1.10,
+    )
+
+
+def compare_checkouts(rounds: int, verbose: bool) -> Row:
+    from mingus_sessions import get_engine
+
+    plain = raw_engine(pool_size=5, max_overflow=10)
+    try:
+        row = paired(checkout_loop(get_engine()), checkout_loop(plain), 300, rounds, verbose)
+    finally:
+        plain.dispose()
+    row.notes.append("both with pre-ping, as our default pool does")
+    return judged(
+        row, "checkout + return: our engine vs plain engine.connect()", "<= 1.10", row.ratio <= 1.10
+    )
+
+
+def compare_requests(rounds: int, verbose: bool) -> list[Row]:
+    from mingus_sessions.metrics import get_pool_metrics
+
+    with_app, without = wsgi_handlers()
+    scoped = request_loop(with_app, "scoped")
+    rows = []
+    row = paired(scoped, request_loop(without, "hand-written"), 100, rounds, verbose)
+    rows.append(
+        judged(
+            row,
+            "request: SessionMiddleware + SELECT 1 vs hand-written session",
+            "<= 1.10",
+            row.ratio <= 1.10,
+        )
+    )
+    before = get_pool_metrics("main").checkouts
+    row = paired(
+        request_loop(with_app, "no-database"),
+        request_loop(without, "no-database"),
+        300,
+        rounds,
+        verbose,
+    )
+    checkouts = get_pool_metrics("main").checkouts - before
+    row.notes.append(f"checkouts during it: {checkouts}")
+    rows.append(
+        judged(
+            row,
+            "request, view without SQLAlchemy: with vs without the middleware",
+            "<= 1.02, 0 checkouts",
+            row.ratio <= 1.02 and checkouts == 0,
+        )
+    )
+    row = paired(scoped, request_loop(without, "django-new-connection"), 40, rounds, verbose)
+    row.notes.append(f"{1 / row.ratio:.1f}x faster")
+    rows.append(
+        judged(
+            row,
+            "request: SessionMiddleware vs Django, CONN_MAX_AGE=0",
+            "<= 0.10 (10x faster)",
+            row.ratio <= 0.10,
+        )
+    )
+    row = paired(scoped, request_loop(without, "django-persistent"), 100, rounds, verbose)
+    rows.append(judged(row, "request: SessionMiddleware vs Django, persistent", "reported", None))
+    return rows
+
+
+def compare_threads(rounds: int, verbose: bool) -> Row:
+    from mingus_sessions.metrics import get_pool_metrics, reset_metrics
+
+    plain = raw_engine(pool_size=4, max_overflow=0)
+    reset_metrics()
+    try:
+        row = paired(
+            threaded(scope_loop("four"), 8),
+            threaded(hand_written_loop(plain), 8),
+            400,
+            rounds,
+            verbose,
+        )
+    finally:
+        plain.dispose()
+    metrics = get_pool_metrics("four")
+    row.notes.append(f"throughput {1 / row.ratio:.2f}x raw")
+    # A timeout on either side would have raised out of paired(); ours are also counted.
+    row.notes.append(f"timeouts {metrics.timeouts}")
+    wait = metrics.acquire_wait_ms
+    row.notes.append(f"acquire wait p50 {wait.p50:.3f} ms, p99 {wait.p99:.3f} ms")
+    row.notes.append(f"peak checked out {metrics.peak_checked_out} of 4")
+    return judged(
+        row,
+        "8 threads on a pool of 4: session_scope vs raw SQLAlchemy (time)",
+        "<= 1.11 (throughput >= 0.90x), 0 timeouts",
+        row.ratio <= 1 / 0.90 and metrics.timeouts == 0,
+    )
+
+
+def breaker_fail_fast(samples: int) -> Row:
+    """Scopes on a pool whose breaker is open: how long failing takes, and no connecting."""
+    from sqlalchemy import event
+
+    from mingus_sessions import CircuitOpenError, get_circuit_breaker, get_engine, session_scope
+
+    engine = get_engine("guarded")
+    attempts = [0]
+
+    def count_attempt(*args: Any) -> None:
+        attempts[0] += 1
+
+    event.listen(engine, "do_connect", count_attempt)
+    breaker = get_circuit_breaker("guarded")
+    while breaker.state != "open":
+        breaker.record_failure()
+    durations: list[float] = []
+    try:
+        for _ in range(samples):
+            started = time.perf_counter_ns()
+            try:
+                with session_scope("guarded"):
+                    pass
+            except CircuitOpenError:
+                pass
+            else:
+                raise RuntimeError("a scope got through an open breaker")
+            durations.append((time.perf_counter_ns() - started) / 1000)
+    finally:
+        breaker.reset()
+        event.remove(engine, "do_connect", count_attempt)
+    durations.sort()
+    p50 = durations[len(durations) // 2]
+    p99 = durations[int(len(durations) * 0.99)]
+    row = Row(
+        name="breaker open: a scope failing fast (µs per call)",
+        a_us=p50,
+        b_us=float("nan"),
+        ratio=float("nan"),
+        iqr=(float("nan"), float("nan")),
+        target=f"p99 < {BREAKER_P99_US:.0f} µs, 0 connects",
+        met=p99 < BREAKER_P99_US and attempts[0] == 0,
+    )
+    row.notes.append(f"p50 {p50:.1f} µs, p99 {p99:.1f} µs, max {durations[-1]:.1f} µs")
+    row.notes.append(f"connection attempts {attempts[0]} over {samples} calls")
+    return row
+
+
+def calls_per_scope() -> tuple[float, float]:
+    python_calls, c_calls, _ = count_calls(scope_loop(), 200)
+    return python_calls, c_calls
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _figure(value: float, digits: int = 1) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+def report(rows: list[Row], out: Any) -> None:
+    print(
+        f"{'comparison (A = ours, B = anchor)':68} {'A µs':>9} {'B µs':>9} {'A/B':>7} "
+        f"{'IQR':>13}  {'target':<44} verdict",
+        file=out,
+    )
+    for row in rows:
+        iqr = "-" if row.iqr[0] != row.iqr[0] else f"{row.iqr[0]:.3f}..{row.iqr[1]:.3f}"
+        verdict = "reported" if row.met is None else ("met" if row.met else "MISSED")
+        print(
+            f"{row.name:68} {_figure(row.a_us):>9} {_figure(row.b_us):>9} "
+            f"{_figure(row.ratio, 3):>7} {iqr:>13}  {row.target:<44} {verdict}",
+            file=out,
+        )
+        for note in row.notes:
+            print(f"{'':70}{note}", file=out)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mingus_sessions import get_engine
+
+    out = sys.stdout
+    rounds = args.rounds
+    print(
+        f"mingus_sessions against its anchors: {rounds} rounds per comparison, A and B "
+        "alternating; medians of per-operation µs and of per-round ratios",
+        file=out,
+        flush=True,
+    )
+    started = time.monotonic()
+    rows = [compare_scopes(rounds, args.verbose), compare_checkouts(rounds, args.verbose)]
+    rows += compare_requests(rounds, args.verbose)
+    rows.append(compare_threads(rounds, args.verbose))
+    rows.append(breaker_fail_fast(2_000 if args.quick else 20_000))
+    python_calls, c_calls = calls_per_scope()
+    calls = Row(
+        name="Python calls per session_scope() SELECT 1 (sys.setprofile)",
+        a_us=python_calls,
+        b_us=float("nan"),
+        ratio=float("nan"),
+        iqr=(float("nan"), float("nan")),
+        target=f"<= {CALLS_PER_SCOPE_CEILING} (deterministic guard)",
+        met=python_calls <= CALLS_PER_SCOPE_CEILING,
+    )
+    calls.notes.append(f"{python_calls:.0f} Python calls, {c_calls:.0f} C calls (A column: calls)")
+    rows.append(calls)
+    print(file=out)
+    report(rows, out)
+    print(file=out)
+    for name, value in versions(get_engine()):
+        print(f"{name:11} {value}", file=out)
+    print(f"(suite: {time.monotonic() - started:.0f} s)", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="6 rounds: a smoke run, not figures")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 6
+    with bench_database():
+        setup_django("bench.suite_settings")
+        try:
+            run(args)
+        finally:
+            from mingus_sessions import dispose_engines
+
+            dispose_engines()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Django settings for ``bench.bench_suite``: ``bench/settings.py`` plus what requests need.
+
+Two aliases name the same PostgreSQL database: ``default`` opens a new
+connection per request (``CONN_MAX_AGE`` 0, Django's default), ``persistent``
+keeps it (``CONN_MAX_AGE`` None). Pools: ``main`` (the documented defaults),
+``four`` (4 connections, no overflow, for the threads comparison) and
+``guarded`` (whose breaker the benchmark opens).
+"""
+
+from __future__ import annotations
+
+from bench.settings import *  # noqa: F403 - the same database, app and pool defaults
+from bench.settings import DATABASES
+
+DATABASES = {
+    "default": {**DATABASES["default"], "CONN_MAX_AGE": 0},
+    "persistent": {**DATABASES["default"], "CONN_MAX_AGE": None},
+}
+
+ALLOWED_HOSTS = ["127.0.0.1"]
+ROOT_URLCONF = "bench.suite_urls"
+MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "mingus_sessions.middleware.SessionMiddleware",
+]
+
+MINGUS_SESSIONS = {
+    "POOLS": {
+        "main": {"DATABASE": "default", "POOL_SIZE": 5, "PRE_PING": True},
+        "four": {"DATABASE": "default", "POOL_SIZE": 4, "MAX_OVERFLOW": 0, "PRE_PING": True},
+        "guarded": {"DATABASE": "default", "POOL_SIZE": 1, "PRE_PING": True},
+    },
+    "DEFAULT_POOL": "main",
+    "MONITORING": True,
+    "LEAK_THRESHOLD": 30.0,
+    "SLOW_QUERY_THRESHOLD": 1.0,
+}
