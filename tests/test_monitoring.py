@@ -675,3 +675,137 @@ def test_fleet_of_two_processes_sharing_redis(redis_fleet: dict[str, Any]) -> No
             child.wait(10)
         child.stdout.close()  # type: ignore[union-attr]
         child.stderr.close()  # type: ignore[union-attr]
+
+
+# -- the fleet index under concurrent publishers ---------------------------------------------
+
+
+@pytest.fixture
+def race_cache(settings: Any) -> Iterator[Any]:
+    """A local-memory FLEET cache of its own (threads share it; other tests' keys stay apart)."""
+    settings.CACHES = {
+        **django_settings.CACHES,
+        "fleet-race": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"fleet-race-{uuid.uuid4().hex}",
+        },
+    }
+    configure(settings, FLEET={"CACHE": "fleet-race", "INTERVAL": 60})
+    cache = caches["fleet-race"]
+    yield cache
+    cache.clear()
+
+
+def publisher(number: int, role: str = "worker") -> monitor._Monitor:
+    """A sampler that publishes as process ``number`` of a made-up host (it is never started)."""
+    member = monitor._Monitor(role, 60)
+    member.host, member.pid = "race-host", 100_000 + number
+    return member
+
+
+def all_at_once(calls: list[Callable[[], None]]) -> None:
+    """Run ``calls`` in one thread each, released together; re-raise the first failure."""
+    barrier = threading.Barrier(len(calls), timeout=10)
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], None]) -> None:
+        try:
+            barrier.wait()
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_concurrent_publishers_never_drop_each_other(race_cache: Any) -> None:
+    """Members joining and leaving at the same moment: the index ends with exactly the joiners.
+
+    Before the index had a lock, each publisher read the index, added itself and wrote it
+    back, so one that wrote second erased one that wrote first (and a leaver could write a
+    joiner out) until that member's next tick; with a tiny switch interval this loses
+    members in nearly every round.
+    """
+    members = [publisher(n) for n in range(16)]
+    joiners, leavers = members[::2], members[1::2]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as often as possible
+    try:
+        for _ in range(25):
+            race_cache.delete(monitor._INDEX)
+            all_at_once([lambda m=m: m.publish({}, time.time()) for m in members])
+            assert set(race_cache.get(monitor._INDEX)) == {m.member for m in members}
+            all_at_once(
+                [lambda m=m: m.unpublish() for m in leavers]
+                # 601 s on, each joiner's stamp is due, so it rewrites the index too
+                + [lambda m=m: m.publish({}, time.time() + 601) for m in joiners]
+            )
+            assert set(race_cache.get(monitor._INDEX)) == {m.member for m in joiners}
+    finally:
+        sys.setswitchinterval(switch)
+    assert race_cache.get(monitor._INDEX_LOCK) is None  # every holder released it
+    listed = {(p["host"], p["pid"], p["role"]) for p in get_fleet_metrics()}
+    assert listed == {("race-host", m.pid, "worker") for m in joiners}
+
+
+def test_fleet_index_prunes_silent_members(race_cache: Any) -> None:
+    """A member silent for 30 intervals leaves the index when another one writes it."""
+    now = time.time()
+    race_cache.set(monitor._INDEX, {"gone:1": now - 30 * 60 - 1, "quiet:2": now - 29 * 60}, None)
+    publisher(1).publish({}, now)
+    assert set(race_cache.get(monitor._INDEX)) == {"quiet:2", "race-host:100001"}
+
+
+def test_fleet_index_lock_held_elsewhere_is_left_alone(
+    race_cache: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock that another process holds (or died holding): wait a bounded time, write nothing."""
+    monkeypatch.setattr(monitor, "INDEX_LOCK_WAIT", 0.1)
+    caplog.set_level(logging.WARNING, logger="mingus_sessions")
+    race_cache.set(monitor._INDEX, {"other:1": time.time()}, None)
+    assert race_cache.add(monitor._INDEX_LOCK, "another-holder", timeout=60)
+    member = publisher(1)
+    started = time.monotonic()
+    member.publish({}, time.time())  # no exception
+    assert time.monotonic() - started < 2
+    assert race_cache.get(monitor._INDEX) == {"other:1": pytest.approx(time.time(), abs=5)}
+    assert race_cache.get(monitor._INDEX_LOCK) == "another-holder"  # not ours to release
+    assert any("stayed locked" in r.getMessage() for r in records(caplog, "mingus_sessions"))
+    race_cache.delete(monitor._INDEX_LOCK)  # the lease lapses
+    member.publish({}, time.time())  # the next tick joins
+    assert set(race_cache.get(monitor._INDEX)) == {"other:1", member.member}
+
+
+def test_fleet_index_cache_errors_are_logged_not_raised(
+    race_cache: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache failing while the lock is held: logged, no exception, and the lock released."""
+    caplog.set_level(logging.WARNING, logger="mingus_sessions")
+    set_key = race_cache.set
+
+    def failing_set(key: str, *args: Any, **kwargs: Any) -> None:
+        if key == monitor._INDEX:
+            raise ConnectionError("cache went away")
+        set_key(key, *args, **kwargs)
+
+    monkeypatch.setattr(race_cache, "set", failing_set)
+    member = publisher(1)
+    member.publish({}, time.time())
+    member.unpublish()
+    assert race_cache.get(monitor._INDEX_LOCK) is None
+    assert any(
+        "Could not update the fleet index" in r.getMessage()
+        for r in records(caplog, "mingus_sessions")
+    )
+
+    def failing_add(*args: Any, **kwargs: Any) -> bool:
+        raise ConnectionError("cache went away")
+
+    monkeypatch.setattr(race_cache, "add", failing_add)
+    member.publish({}, time.time())  # no exception either

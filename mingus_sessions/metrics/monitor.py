@@ -17,10 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import random
+import secrets
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .. import conf
@@ -44,8 +47,18 @@ logger = logging.getLogger("mingus_sessions")
 SERIES_POINTS = 360
 _PREFIX = "mingus_sessions:fleet:"
 _INDEX = _PREFIX + "index"
+_INDEX_LOCK = _PREFIX + "index-lock"
 #: A process that has not published for this many intervals is no longer listed.
 STALE_INTERVALS = 3
+#: A member re-stamps its index entry after this many intervals...
+INDEX_REFRESH_INTERVALS = 10
+#: ...and the index forgets members silent for this many (a wide margin over the refresh).
+INDEX_PRUNE_INTERVALS = 30
+#: Lifetime of the index lock, in whole seconds (Redis and Memcached round timeouts down to
+#: seconds): it frees itself this long after a holder that died while holding it.
+INDEX_LOCK_LEASE = 5
+#: How long a publisher waits for the index lock before it leaves the update to its next tick.
+INDEX_LOCK_WAIT = 1.0
 
 
 class _Monitor:
@@ -55,8 +68,13 @@ class _Monitor:
         self.stop = threading.Event()
         self.series: dict[str, deque[dict[str, Any]]] = {}
         self.previous_buckets: dict[str, list[int]] = {}
-        self.member = f"{socket.gethostname()}:{os.getpid()}"
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
+
+    @property
+    def member(self) -> str:
+        return f"{self.host}:{self.pid}"
 
     def run(self) -> None:
         # start_monitoring() took the first sample; the thread takes the next ones.
@@ -103,8 +121,8 @@ class _Monitor:
         cache.set(
             _PREFIX + self.member,
             {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
+                "host": self.host,
+                "pid": self.pid,
                 "role": self.role,
                 "updated_at": now,
                 "pools": {name: metrics.as_dict() for name, metrics in pools.items()},
@@ -112,21 +130,77 @@ class _Monitor:
             },
             timeout=max(ttl, 1.0),
         )
-        # Each process re-adds itself every interval, so a lost update to the
-        # shared index heals by the next tick.
-        index: dict[str, float] = cache.get(_INDEX) or {}
-        index[self.member] = now
-        index = {m: seen for m, seen in index.items() if now - seen <= ttl * 10}
-        cache.set(_INDEX, index, timeout=None)
+        # The index is written only under its lock (see _change_index), so most ticks just
+        # read it: a member rewrites it when it is missing from it (first tick, or the index
+        # was evicted) or when its stamp is due, never every tick from every process.
+        try:
+            seen = (cache.get(_INDEX) or {}).get(self.member)
+        except Exception:
+            logger.warning("Could not read the fleet index", exc_info=True)
+            return
+        if seen is not None and now - seen < self.interval * INDEX_REFRESH_INTERVALS:
+            return
+        horizon = now - self.interval * INDEX_PRUNE_INTERVALS
+
+        def join(index: dict[str, float]) -> dict[str, float] | None:
+            index[self.member] = now
+            return {member: at for member, at in index.items() if at >= horizon}
+
+        self._change_index(cache, join)
 
     def unpublish(self) -> None:
         from django.core.cache import caches
 
         cache = caches[conf.get_config().fleet.cache]
         cache.delete(_PREFIX + self.member)
-        index: dict[str, float] = cache.get(_INDEX) or {}
-        if index.pop(self.member, None) is not None:
-            cache.set(_INDEX, index, timeout=None)
+
+        def leave(index: dict[str, float]) -> dict[str, float] | None:
+            return index if index.pop(self.member, None) is not None else None
+
+        self._change_index(cache, leave)
+
+    def _change_index(
+        self, cache: Any, change: Callable[[dict[str, float]], dict[str, float] | None]
+    ) -> None:
+        """Read, change and write back the fleet index while holding its lock.
+
+        Without the lock, two processes doing this at once each write back a copy lacking
+        the other's change, which drops a live member. ``cache.add`` is the atomic primitive
+        every Django cache backend has (Redis SET NX, Memcached add, locmem under its lock,
+        the database cache's primary key), and its timeout makes the lock a lease: a holder
+        that dies frees it after INDEX_LOCK_LEASE. Waiting is bounded; on giving up nothing
+        is written (so nobody is dropped) and the next tick tries again. Cache errors are
+        logged, never raised.
+        """
+        token = secrets.token_hex(8)
+        try:
+            deadline = time.monotonic() + INDEX_LOCK_WAIT
+            pause = 0.002
+            while True:
+                leased = time.monotonic()
+                if cache.add(_INDEX_LOCK, token, timeout=INDEX_LOCK_LEASE):
+                    break
+                if leased >= deadline:
+                    logger.warning("The fleet index stayed locked; not updated this time")
+                    return
+                time.sleep(pause * (0.5 + random.random()))  # jittered: no lockstep retries
+                pause = min(pause * 2, 0.05)
+            try:
+                changed = change(cache.get(_INDEX) or {})
+                if changed is None:
+                    return
+                # A holder stalled past half its lease may have lost the lock to another
+                # process; writing its copy now could undo that one's change.
+                if time.monotonic() - leased > INDEX_LOCK_LEASE / 2:
+                    logger.warning("The fleet index update was too slow; not written")
+                    return
+                cache.set(_INDEX, changed, timeout=None)
+            finally:
+                # Release only our own lease: if it lapsed, the lock may be another's now.
+                if cache.get(_INDEX_LOCK) == token:
+                    cache.delete(_INDEX_LOCK)
+        except Exception:
+            logger.warning("Could not update the fleet index", exc_info=True)
 
 
 _lock = threading.Lock()
