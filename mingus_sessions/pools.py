@@ -93,7 +93,10 @@ class WaitAwareQueuePool(QueuePool):
         try:
             # Lock-free when a connection is idle or overflow is left (the
             # usual case); only a caller that may block is counted as waiting.
-            if self._pool.qsize() or self._overflow < self._max_overflow:
+            # The idle deque's length is read without the queue's mutex (its
+            # qsize() takes it, in two Python calls): a stale answer only
+            # decides whether this caller is counted as a waiter.
+            if self._pool.queue or self._overflow < self._max_overflow:  # type: ignore[attr-defined]
                 entry = super()._do_get()
             else:
                 probe.enter_wait()
