@@ -16,6 +16,7 @@ __all__ = [
     "AfterCommitError",
     "AuthenticationError",
     "CircuitOpenError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConnectionError",
     "ConnectionTimeoutError",
@@ -64,6 +65,16 @@ class AfterCommitError(SessionError):
 
 class TransactionError(SessionError):
     """A transaction could not be committed or rolled back."""
+
+
+class CommitOutcomeUnknownError(TransactionError):
+    """The connection was lost while COMMIT was in flight: it may or may not have committed.
+
+    Every statement had run; the server may have committed before the
+    connection broke, or rolled back. Never transient: retrying could apply the
+    work twice. ``__cause__`` is the driver's error; check (an idempotency key,
+    say) before repeating the work.
+    """
 
 
 class DeadlockError(TransactionError):

@@ -27,10 +27,10 @@ from . import after_commit, conf
 from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, aborted_connections, get_entry
-from .errors import SessionError, TransactionError
+from .errors import DatabaseConnectionError, SessionError, TransactionError
 from .metrics.recorder import SITE_KEY, note_opening
 from .stats import session_stats
-from .translate import pool_exhausted, translate
+from .translate import commit_outcome_unknown, pool_exhausted, translate
 
 __all__ = [
     "LazyScope",
@@ -223,9 +223,14 @@ def _end_session(
     try:
         if commit:
             touched = session.in_transaction()
+            flushed = False
             try:
                 if aborted_connections and touched:
                     _refuse_aborted(session, name)
+                # Pending ORM changes first: a failure before this line is a
+                # known rollback, one after it may have hit COMMIT in flight.
+                session.flush()
+                flushed = True
                 session.commit()
             except BaseException as commit_exc:
                 after_commit.take(session)
@@ -233,6 +238,8 @@ def _end_session(
                 session_stats.failed_sessions += 1
                 error = _translated(name, commit_exc, at_commit=True)
                 _record_failure(breaker, commit_exc if error is None else error)
+                if flushed and _connection_lost(commit_exc, error):
+                    error = commit_outcome_unknown(name, commit_exc)
                 if error is not None:
                     raise error from commit_exc
                 raise
@@ -253,6 +260,12 @@ def _end_session(
         _close(session, name)
         session_stats.active_sessions -= 1
     return committed
+
+
+def _connection_lost(exc: BaseException, error: SessionError | None) -> bool:
+    return isinstance(error, DatabaseConnectionError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def _refuse_aborted(session: Session, pool: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from .errors import (
     AuthenticationError,
     CircuitOpenError,
+    CommitOutcomeUnknownError,
     ConnectionTimeoutError,
     DatabaseConnectionError,
     DatabaseUnavailableError,
@@ -26,7 +27,7 @@ from .errors import (
     TransactionError,
 )
 
-__all__ = ["classify", "is_transient", "pool_exhausted", "translate"]
+__all__ = ["classify", "commit_outcome_unknown", "is_transient", "pool_exhausted", "translate"]
 
 _SQLSTATE: dict[str, type[SessionError]] = {
     "40P01": DeadlockError,
@@ -162,6 +163,16 @@ def translate(
             )
         return None
     return found(f"{_describe(found)} on pool {_name(pool)}: {_summary(exc)}", pool=pool)
+
+
+def commit_outcome_unknown(pool: str | None, exc: BaseException) -> CommitOutcomeUnknownError:
+    """The error for a connection lost once every statement had run: COMMIT may have landed."""
+    return CommitOutcomeUnknownError(
+        f"Connection lost while committing on pool {_name(pool)}, so whether the transaction "
+        f"committed is unknown: {_summary(exc)}. It is not retried; check whether the work was "
+        "applied (by an idempotency key, say) before repeating it.",
+        pool=pool,
+    )
 
 
 def pool_exhausted(

@@ -21,6 +21,7 @@ import mingus_sessions
 from mingus_sessions import (
     CircuitBreaker,
     CircuitOpenError,
+    CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     DeadlockError,
     SessionError,
@@ -1012,3 +1013,80 @@ def test_breaker_in_session_scope_against_unreachable_server(dead_pool: str) -> 
     assert breaker.state == "open"
     assert checked_out(dead_pool) == 0
     assert session_stats.active_sessions == 0
+
+
+# -- R10: the connection lost at COMMIT ------------------------------------------------------------
+
+
+def lose_connection_once(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
+    """Make the dialect's ``method`` fail once as a dropped connection does; returns its calls."""
+    dialect = get_engine().dialect
+    dbapi_error = dialect.loaded_dbapi.OperationalError
+    original = getattr(dialect, method)
+    calls: list[str] = []
+
+    def lost_once(*args: Any) -> Any:
+        calls.append(method)
+        if len(calls) == 1:
+            raise dbapi_error("connection lost (injected)")
+        return original(*args)
+
+    def is_disconnect(error: Exception, connection: Any, cursor: Any) -> bool:
+        return "(injected)" in str(error)
+
+    monkeypatch.setattr(dialect, method, lost_once)
+    monkeypatch.setattr(dialect, "is_disconnect", is_disconnect)
+    return calls
+
+
+@db
+def test_connection_lost_during_commit_is_an_unknown_outcome_never_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every statement ran, then COMMIT broke: the caller is told the outcome is unknown."""
+    calls = lose_connection_once(monkeypatch, "do_commit")
+    attempts: list[int] = []
+
+    def write() -> None:
+        attempts.append(1)
+        with session_scope() as session:
+            insert(session, "maybe")
+
+    with pytest.raises(CommitOutcomeUnknownError) as info:
+        execute_with_retry(write, max_retries=3, base_delay=0.0)
+    error = info.value
+    assert isinstance(error, mingus_sessions.TransactionError)
+    assert error.pool == "main"
+    assert error.transient is False
+    assert "unknown" in str(error)
+    assert "connection lost (injected)" in str(error)
+    assert isinstance(error.__cause__, sa_exc.OperationalError)
+    assert error.__cause__.connection_invalidated
+    # Retrying could apply the work twice: it ran once.
+    assert len(attempts) == 1
+    assert calls == ["do_commit"]
+    assert session_stats.failed_sessions == 1
+    assert checked_out() == 0
+    # The connection was invalidated; the pool serves a new one.
+    with session_scope() as session:
+        insert(session, "after")
+    assert "after" in titles()
+
+
+@db
+def test_connection_lost_while_flushing_before_commit_is_a_known_rollback_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pending ORM rows flushed at commit: a disconnect then means nothing was committed."""
+    lose_connection_once(monkeypatch, "do_execute")
+    attempts: list[int] = []
+
+    def write() -> None:
+        attempts.append(1)
+        with session_scope() as session:
+            session.add(NoteRow(title="once", body=""))
+
+    execute_with_retry(write, max_retries=2, base_delay=0.0)
+    assert len(attempts) == 2  # the first flush failed before COMMIT, so it was retried
+    assert titles() == ["once"]
+    assert checked_out() == 0
