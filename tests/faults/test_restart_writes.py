@@ -46,6 +46,7 @@ class Outcomes:
     failed: list[str] = dataclasses.field(default_factory=list)
     unknown: list[str] = dataclasses.field(default_factory=list)
     errors: list[BaseException] = dataclasses.field(default_factory=list)
+    at_commit_errors: list[BaseException] = dataclasses.field(default_factory=list)
 
     def record(self, title: str, error: BaseException | None, at_commit: bool) -> None:
         with self.lock:
@@ -53,7 +54,11 @@ class Outcomes:
                 self.committed.append(title)
                 return
             self.errors.append(error)
-            (self.unknown if at_commit else self.failed).append(title)
+            if at_commit:
+                self.unknown.append(title)
+                self.at_commit_errors.append(error)
+            else:
+                self.failed.append(title)
 
     def count(self, prefix: str) -> int:
         with self.lock:
@@ -132,6 +137,9 @@ def test_every_write_seen_to_succeed_survives_a_restart_exactly_once(cluster: Cl
     untyped = [e for e in outcomes.errors if not isinstance(e, SessionError)]
     assert untyped == [], untyped
     assert all(e.pool == "main" for e in outcomes.errors if isinstance(e, SessionError))
+    # Every statement had run: a failure now is the COMMIT's, whose outcome is unknown.
+    told = [type(e).__name__ for e in outcomes.at_commit_errors]
+    assert set(told) <= {"CommitOutcomeUnknownError"}, told
 
     stored = stored_titles()
     assert max(stored.values()) == 1  # the unique index would refuse a second copy anyway
