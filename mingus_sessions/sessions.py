@@ -48,32 +48,33 @@ T = TypeVar("T")
 
 
 class _Frame:
-    """One active scope: its pool and session (opened on first use when lazy)."""
+    """One active scope: its pool and session (opened on first use by a LazyScope).
 
-    __slots__ = ("_opener", "_session", "early", "joined", "parent", "pool")
+    The class attributes are the values of a frame that nothing has changed
+    yet: a :class:`LazyScope`, which is its own frame, is created writing only
+    its pool (and a request's scope not even that), so a request that never
+    uses its session pays for one small object.
+    """
 
-    def __init__(
-        self,
-        pool: str,
-        session: Session | None,
-        parent: _Frame | None,
-        joined: bool,
-        opener: Callable[[], Session] | None = None,
-    ) -> None:
+    pool: str
+    #: The next active scope out, in this context.
+    parent: _Frame | None = None
+    #: A scope running in Django's transaction (``join_django=True``).
+    joined: bool = False
+    _session: Session | None = None
+    #: on_commit callbacks registered before a lazy session was opened.
+    early: list[Callable[[], Any]] | None = None
+
+    def __init__(self, pool: str, session: Session, parent: _Frame | None, joined: bool) -> None:
         self.pool = pool
         self._session = session
         self.parent = parent
         self.joined = joined
-        self._opener = opener
-        #: on_commit callbacks registered before a lazy session was opened.
-        self.early: list[Callable[[], Any]] | None = None
 
     @property
     def session(self) -> Session:
         session = self._session
-        if session is None:
-            assert self._opener is not None
-            session = self._session = self._opener()
+        assert session is not None  # set by __init__; LazyScope opens its own
         return session
 
     @property
@@ -182,7 +183,7 @@ def _open_session(entry: PoolEntry) -> tuple[Session, CircuitBreaker | None]:
     if entry.track_sites:
         # Where the session opened, for leak reports. Both callers are at least
         # two frames of this package away from the user's code (_Scope._open
-        # and __enter__; LazyScope._open and _Frame.session), so the walk can
+        # and __enter__; LazyScope._open and LazyScope.session), so the walk can
         # start at the third frame up: every frame skipped saves creating a
         # frame object.
         session.info[SITE_KEY] = note_opening(sys._getframe(3))
@@ -321,72 +322,60 @@ def _end_savepoint(
         raise error from exc
 
 
-class LazyScope:
+class LazyScope(_Frame):
     """A scope whose session opens on first use: the request's and the task's.
 
-    :meth:`activate` makes it the innermost scope of its pool in this context
-    (so ``current_session()`` and nested ``session_scope()`` find it) without
-    checking out a connection; the session is opened when something first asks
-    for it. :meth:`finish` commits or rolls back and closes, if it was opened.
+    It is its own frame. :meth:`activate` makes it the innermost scope of its
+    pool in this context (so ``current_session()`` and nested
+    ``session_scope()`` find it) without checking out a connection; the
+    session is opened when something first asks for it. :meth:`finish` commits
+    or rolls back and closes, if it was opened.
     """
 
-    __slots__ = ("_breaker", "_finished", "_frame", "_name", "_savepoint")
+    _breaker: CircuitBreaker | None = None
+    _savepoint: SessionTransaction | None = None
+    _finished: bool = False
 
     def __init__(self, pool: str | None = None) -> None:
-        self._name = pool if pool is not None else conf.get_config().default_pool
-        self._breaker: CircuitBreaker | None = None
-        self._frame: _Frame | None = None
-        self._savepoint: SessionTransaction | None = None
-        self._finished = False
+        self.pool = pool if pool is not None else conf.get_config().default_pool
 
     def _open(self) -> Session:
         # Inside an active scope of the same pool (a request served in-process
         # by a test holding ``sa_session``, an eager task called in a scope),
         # this scope is a SAVEPOINT on that session, as a nested scope is.
-        frame = self._frame
-        outer = frame.parent if frame is not None else None
-        while outer is not None and outer.pool != self._name:
+        name = self.pool
+        outer = self.parent
+        while outer is not None and outer.pool != name:
             outer = outer.parent
         if outer is not None:
             session = outer.session
             self._savepoint = session.begin_nested()
             session_stats.savepoints += 1
         else:
-            session, self._breaker = _open_session(get_entry(self._name))
-        if frame is not None and frame.early:
-            after_commit.adopt(session, frame.early)
-            frame.early = None
+            session, self._breaker = _open_session(get_entry(name))
+        early = self.early
+        if early:
+            after_commit.adopt(session, early)
+            self.early = None
         return session
-
-    @property
-    def pool(self) -> str:
-        return self._name
-
-    @property
-    def opened(self) -> bool:
-        return self._frame is not None and self._frame.opened
 
     @property
     def has_work(self) -> bool:
         """Whether :meth:`finish` has anything to do: a session, or on_commit callbacks."""
-        frame = self._frame
-        return frame is not None and (frame.opened or bool(frame.early))
+        return self._session is not None or bool(self.early)
 
     @property
     def session(self) -> Session:
         """The scope's session, opened now if it was not yet."""
-        if self._frame is None:
-            self._frame = _Frame(self._name, None, None, False, self._open)
-        return self._frame.session
+        session = self._session
+        if session is None:
+            session = self._session = self._open()
+        return session
 
     def activate(self) -> Token[_Frame | None]:
         """Make this the innermost scope of its pool here; pass the token to deactivate()."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = _Frame(self._name, None, _active.get(), False, self._open)
-        else:
-            frame.parent = _active.get()
-        return _active.set(frame)
+        self.parent = _active.get()
+        return _active.set(self)
 
     @staticmethod
     def deactivate(token: Token[_Frame | None]) -> None:
@@ -394,26 +383,25 @@ class LazyScope:
 
     def finish(self, *, commit: bool, exc: BaseException | None = None) -> None:
         """Commit (``commit=True``) or roll back, and close; nothing if never opened."""
-        frame = self._frame
-        if frame is None or not frame.opened:
-            early = frame.early if frame is not None else None
+        session = self._session
+        if session is None:
+            early = self.early
             if early and commit:
                 # Nothing to commit: the callbacks' transaction trivially succeeded.
-                frame.early = None  # type: ignore[union-attr]
-                after_commit.run([(callback, ()) for callback in early], self._name)
+                self.early = None
+                after_commit.run([(callback, ()) for callback in early], self.pool)
             return
         if self._finished:  # a response may be closed twice: finish once
             return
         self._finished = True
-        session = frame.session
         savepoint = self._savepoint
         if savepoint is not None:
             self._savepoint = None
-            _end_savepoint(self._name, savepoint, commit=commit, exc=exc)
+            _end_savepoint(self.pool, savepoint, commit=commit, exc=exc)
             return
-        committed = _end_session(self._name, session, self._breaker, commit=commit, exc=exc)
+        committed = _end_session(self.pool, session, self._breaker, commit=commit, exc=exc)
         if committed:
-            after_commit.run(committed, self._name)
+            after_commit.run(committed, self.pool)
 
 
 class _Scope:

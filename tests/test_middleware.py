@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, Client
+from django.urls import path
 from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
-from mingus_sessions import get_engine, session_scope
+from mingus_sessions import current_session, get_engine, session_scope
+from mingus_sessions.stats import session_stats
 from tests import views
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
@@ -275,3 +279,184 @@ def test_on_commit_in_a_request_that_never_used_the_database(client: Client) -> 
     assert client.get("/on-commit/200/").status_code == 200
     assert client.get("/on-commit/400/").status_code == 400
     assert test_views.callbacks_run == [200]
+
+
+# -- request.db_session stands in for the session, lazily ---------------------------------------
+
+
+def _lazy_proxy(request: HttpRequest) -> JsonResponse:
+    """Ask about request.db_session without using it: nothing may open."""
+    db = request.db_session  # type: ignore[attr-defined]
+    return JsonResponse(
+        {
+            "is_session": isinstance(db, Session),
+            "class": db.__class__.__name__,
+            "repr": repr(db),
+            "copied": copy.copy(db) is db and copy.deepcopy(db) is db,
+        }
+    )
+
+
+def _current_only(request: HttpRequest) -> JsonResponse:
+    """current_session() without a statement: the request's session, and still no connection."""
+    session = current_session()
+    db = request.db_session  # type: ignore[attr-defined]
+    return JsonResponse(
+        {
+            "same": db == session and session == db and hash(db) == hash(session),
+            "is_session": isinstance(db, Session),
+            "in_repr": repr(session) in repr(db),
+        }
+    )
+
+
+def _attribute_writes(request: HttpRequest) -> JsonResponse:
+    """Setting and deleting attributes of request.db_session does it on the session."""
+    db = request.db_session  # type: ignore[attr-defined]
+    db.autoflush = False
+    db.info["marker"] = "set"
+    db.custom = "on the session"
+    session = current_session()
+    found = {"autoflush": session.autoflush, "info": session.info.get("marker")}
+    found["custom"] = session.custom  # type: ignore[attr-defined]
+    del db.custom
+    found["deleted"] = not hasattr(session, "custom")
+    return JsonResponse(found)
+
+
+def _nested_scope(request: HttpRequest, title: str) -> JsonResponse:
+    """session_scope() in a view is a SAVEPOINT on the request's session, committed with it."""
+    with session_scope() as inner:
+        inner.execute(
+            text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"), {"title": title}
+        )
+        same = request.db_session == inner and current_session() is inner  # type: ignore[attr-defined]
+    with pytest.raises(ValueError), session_scope() as failing:
+        failing.execute(
+            text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"),
+            {"title": title + "-rolled-back"},
+        )
+        raise ValueError("only this savepoint rolls back")
+    return JsonResponse({"same": same})
+
+
+def _pool_of_the_request(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {
+            "pool": request.db_session.pool,  # type: ignore[attr-defined]
+            "other_engine": current_session().get_bind() is get_engine("other"),
+        }
+    )
+
+
+urlpatterns = [
+    path("lazy-proxy/", _lazy_proxy),
+    path("current-only/", _current_only),
+    path("attribute-writes/", _attribute_writes),
+    path("nested/<str:title>/", _nested_scope),
+    path("pool/", _pool_of_the_request),
+    path("no-database/", views.no_database),
+]
+
+here = pytest.mark.urls(__name__)
+
+
+@here
+def test_db_session_is_a_session_before_it_opens(client: Client, checkouts: list[int]) -> None:
+    """isinstance(request.db_session, Session), repr and copies: no session is even created."""
+    before = session_stats.total_sessions
+    found = client.get("/lazy-proxy/").json()
+    assert found == {
+        "is_session": True,
+        "class": "Session",
+        "repr": "<RequestSession of pool 'main', not opened yet>",
+        "copied": True,
+    }
+    assert session_stats.total_sessions == before
+    assert checkouts == []
+
+
+@here
+def test_current_session_opens_no_connection_until_used(
+    client: Client, checkouts: list[int]
+) -> None:
+    """current_session() in a view is request.db_session, and checks nothing out by itself."""
+    before = session_stats.total_sessions
+    assert client.get("/current-only/").json() == {
+        "same": True,
+        "is_session": True,
+        "in_repr": True,
+    }
+    assert session_stats.total_sessions == before + 1
+    assert checkouts == []
+    assert session_stats.active_sessions == 0  # finished: closed
+
+
+@here
+def test_attribute_writes_go_to_the_session(client: Client, checkouts: list[int]) -> None:
+    """Setting or deleting an attribute of request.db_session sets or deletes it on the session."""
+    assert client.get("/attribute-writes/").json() == {
+        "autoflush": False,
+        "info": "set",
+        "custom": "on the session",
+        "deleted": True,
+    }
+    assert checkouts == []
+
+
+@here
+def test_nested_scope_in_a_view_is_a_savepoint(client: Client, checkouts: list[int]) -> None:
+    """A session_scope() in a view works on the request's session: one connection, one commit."""
+    assert client.get("/nested/inner/").json() == {"same": True}
+    assert len(checkouts) == 1
+    assert checked_out() == 0
+    assert titles() == ["inner"]
+
+
+@here
+def test_default_pool_follows_the_settings(settings: Any, client: Client) -> None:
+    """The request's pool is DEFAULT_POOL of the settings in force at each request."""
+    assert client.get("/pool/").json() == {"pool": "main", "other_engine": False}
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["DEFAULT_POOL"] = "other"
+    settings.MINGUS_SESSIONS = config
+    assert client.get("/pool/").json() == {"pool": "other", "other_engine": True}
+    settings.MINGUS_SESSIONS = copy.deepcopy(config) | {"DEFAULT_POOL": "main"}
+    assert client.get("/pool/").json() == {"pool": "main", "other_engine": False}
+
+
+@here
+def test_monitoring_starts_again_after_a_stop(client: Client) -> None:
+    """The middleware's check is cheap but exact: a request after stop_monitoring() restarts it."""
+    from mingus_sessions.metrics import monitor, stop_monitoring
+
+    stop_monitoring()
+    try:
+        assert client.get("/no-database/").status_code == 200
+        assert monitor.is_monitoring()
+        stop_monitoring()
+        assert client.get("/no-database/").status_code == 200  # the same handler
+        assert monitor.is_monitoring()
+    finally:
+        stop_monitoring()
+
+
+def test_request_session_used_directly() -> None:
+    """A RequestSession outside a request: equal to and hashed as its session, closed by finish."""
+    from mingus_sessions.middleware import RequestSession, request_session_type
+
+    scope = request_session_type("main")()
+    assert isinstance(scope, RequestSession)
+    assert isinstance(scope, Session)
+    assert scope != object()
+    assert not scope.has_work
+    session = scope.session
+    assert scope == session
+    assert hash(scope) == hash(session)
+    assert scope.has_work
+    assert type(scope) is request_session_type("main")._busy
+    assert scope.execute(text("SELECT 1")).scalar_one() == 1
+    assert checked_out() == 1
+    scope.finish(commit=True)
+    scope.finish(commit=True)  # once only
+    assert checked_out() == 0
