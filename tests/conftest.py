@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -49,3 +51,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _fresh_state(reset_mingus_sessions: None) -> None:
     """Every test starts with closed breakers, zeroed counters and no open engine."""
+
+
+# -- the worker tests' database (tests/test_celery_worker.py, tests/faults/) -----------------
+
+
+@pytest.fixture(scope="module")
+def test_database(django_db_setup: None) -> str:
+    from django.db import connections
+
+    name = str(connections["default"].settings_dict["NAME"])
+    assert name.startswith("test_")
+    return name
+
+
+@pytest.fixture(scope="module")
+def pg(test_database: str) -> Iterator[Any]:
+    """An autocommit psycopg connection to the test database, with the tables tasks write."""
+    import psycopg
+    from django.db import connections
+
+    from tests import celery_app as worker_module
+
+    params = connections["default"].settings_dict
+    conn = psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname=test_database,
+        autocommit=True,
+    )
+    for statement in worker_module.SCHEMA:
+        conn.execute(statement)
+    try:
+        yield conn
+    finally:
+        for table in worker_module.TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()

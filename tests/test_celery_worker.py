@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import pytest
 from kombu import Connection
@@ -35,6 +34,7 @@ from sqlalchemy import text
 
 from mingus_sessions import AfterCommitError, get_engine, session_scope
 from tests import celery_app as worker_module
+from tests.conftest import broker_reachable
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -52,15 +52,6 @@ BROKERS = [
 RUN = uuid.uuid4().hex[:10]
 PREFIX = worker_module.PREFIX
 T = TypeVar("T")
-
-
-def reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2.0):
-            return True
-    except OSError:
-        return False
 
 
 def closed_port() -> int:
@@ -184,42 +175,9 @@ class Worker:
 @pytest.fixture(scope="module", params=BROKERS)
 def broker_url(request: pytest.FixtureRequest) -> str:
     url = str(request.param)
-    if not reachable(url):  # only reached under CI: elsewhere conftest skipped the test
+    if not broker_reachable(url):  # only reached under CI: elsewhere conftest skipped the test
         pytest.fail(f"the broker {url} is unreachable, and CI requires it", pytrace=False)
     return url
-
-
-@pytest.fixture(scope="module")
-def test_database(django_db_setup: None) -> str:
-    from django.db import connections
-
-    name = str(connections["default"].settings_dict["NAME"])
-    assert name.startswith("test_")
-    return name
-
-
-@pytest.fixture(scope="module")
-def pg(test_database: str) -> Iterator[Any]:
-    """An autocommit psycopg connection to the test database, with the tables tasks write."""
-    from django.db import connections
-
-    params = connections["default"].settings_dict
-    conn = psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname=test_database,
-        autocommit=True,
-    )
-    for statement in worker_module.SCHEMA:
-        conn.execute(statement)
-    try:
-        yield conn
-    finally:
-        for table in worker_module.TABLES:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -193,39 +193,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 # -- the database and the worker -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def test_database(django_db_setup: None) -> str:
-    from django.db import connections
-
-    name = str(connections["default"].settings_dict["NAME"])
-    assert name.startswith("test_")
-    return name
-
-
-@pytest.fixture(scope="module")
-def pg(test_database: str) -> Iterator[Any]:
-    """An autocommit psycopg connection to the test database, with the tables tasks write."""
-    from django.db import connections
-
-    params = connections["default"].settings_dict
-    conn = psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname=test_database,
-        autocommit=True,
-    )
-    for statement in worker_module.SCHEMA:
-        conn.execute(statement)
-    try:
-        yield conn
-    finally:
-        for table in worker_module.TABLES:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.close()
-
-
 @pytest.fixture
 def worker(
     redis_server: RedisServer,
