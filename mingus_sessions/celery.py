@@ -44,7 +44,8 @@ from .errors import (
 )
 from .metrics import monitor
 from .retry import backoff_delay, execute_with_retry
-from .sessions import LazyScope, _active, _session_decorator, session_scope
+from .scope_context import active_scope as _active
+from .sessions import LazyScope, _session_decorator, session_scope
 from .stats import session_stats, transaction_stats
 from .translate import classify, is_transient
 

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from . import conf
 from .metrics import monitor
-from .sessions import LazyScope, _active
+from .scope_context import active_scope as _active
+from .sessions import LazyScope
 
 __all__ = ["RequestSession", "SessionMiddleware", "request_session_type"]
 
@@ -80,7 +81,17 @@ _reset_active = _active.reset
 
 #: What a RequestSession keeps on itself: every other attribute is the session's.
 _STATE = frozenset(
-    {"pool", "parent", "joined", "early", "_session", "_breaker", "_savepoint", "_finished"}
+    {
+        "pool",
+        "parent",
+        "joined",
+        "early",
+        "opened_at",
+        "_session",
+        "_breaker",
+        "_savepoint",
+        "_finished",
+    }
 )
 #: The fields whose first value other than None gives the scope work to finish.
 _WORK = frozenset({"_session", "early"})

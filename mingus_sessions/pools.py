@@ -18,7 +18,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from .metrics.histogram import Histogram
 
-__all__ = ["PoolProbe", "WaitAwareQueuePool"]
+__all__ = ["ACQUIRE_STARTED", "PoolProbe", "WaitAwareQueuePool"]
+
+#: The attribute of a connection record that holds when its checkout began
+#: (``perf_counter``), from the pool to the metrics' checkout listener.
+ACQUIRE_STARTED = "_mingus_acquire_started"
 
 
 class PoolProbe:
@@ -88,8 +92,10 @@ class WaitAwareQueuePool(QueuePool):
 
     def _do_get(self) -> ConnectionPoolEntry:
         probe = self.probe
-        acquire = probe.acquire
-        started = time.perf_counter() if acquire is not None else 0.0
+        # With monitoring on, the acquire wait runs from here to the checkout
+        # event (so it includes pre-ping and connecting, as HikariCP's does);
+        # the recorder's checkout listener reads the start from the record.
+        started = time.perf_counter() if probe.acquire is not None else None
         try:
             # Lock-free when a connection is idle or overflow is left (the
             # usual case); only a caller that may block is counted as waiting.
@@ -107,11 +113,8 @@ class WaitAwareQueuePool(QueuePool):
         except sa_exc.TimeoutError:
             probe.timeouts += 1
             raise
-        if acquire is not None:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on every checkout
-                acquire.record(int((time.perf_counter() - started) * 1_000_000))
-            except Exception:  # noqa: BLE001 - metrics never fail a checkout
-                pass
+        if started is not None:
+            entry.__dict__[ACQUIRE_STARTED] = started
         return entry
 
     def recreate(self) -> QueuePool:

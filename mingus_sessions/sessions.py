@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import Token
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
@@ -28,7 +28,8 @@ from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, aborted_connections, get_entry
 from .errors import DatabaseConnectionError, SessionError, TransactionError
-from .metrics.recorder import SITE_KEY, note_opening
+from .metrics.recorder import Opened, note_opening
+from .scope_context import active_scope as _active
 from .stats import session_stats
 from .translate import commit_outcome_unknown, pool_exhausted, translate
 
@@ -64,8 +65,12 @@ class _Frame:
     _session: Session | None = None
     #: on_commit callbacks registered before a lazy session was opened.
     early: list[Callable[[], Any]] | None = None
+    #: Where the session was opened, for leak reports (when they are on).
+    opened_at: Opened | None = None
 
-    def __init__(self, pool: str, session: Session, parent: _Frame | None, joined: bool) -> None:
+    def __init__(
+        self, pool: str, session: Session | None, parent: _Frame | None, joined: bool
+    ) -> None:
         self.pool = pool
         self._session = session
         self.parent = parent
@@ -80,9 +85,6 @@ class _Frame:
     @property
     def opened(self) -> bool:
         return self._session is not None
-
-
-_active: ContextVar[_Frame | None] = ContextVar("mingus_sessions_active_scope", default=None)
 
 
 def _find(pool: str, *, joined_only: bool = False) -> _Frame | None:
@@ -175,18 +177,20 @@ def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> None:
         breaker.record_failure()
 
 
-def _open_session(entry: PoolEntry) -> tuple[Session, CircuitBreaker | None]:
-    """A new session of ``entry``'s pool, admitted by its circuit breaker."""
+def _open_session(
+    entry: PoolEntry, frame: _Frame, depth: int
+) -> tuple[Session, CircuitBreaker | None]:
+    """A new session of ``entry``'s pool for ``frame``, admitted by its circuit breaker.
+
+    ``depth`` is how many frames up from here the code that opened the scope
+    runs (for leak reports): starting the walk there saves creating a frame
+    object for each of this package's frames in between.
+    """
     breaker = breaker_for(entry.name)
     trial = breaker.before_call() if breaker is not None else False
     session = entry.sessionmaker()
     if entry.track_sites:
-        # Where the session opened, for leak reports. Both callers are at least
-        # two frames of this package away from the user's code (_Scope._open
-        # and __enter__; LazyScope._open and LazyScope.session), so the walk can
-        # start at the third frame up: every frame skipped saves creating a
-        # frame object.
-        session.info[SITE_KEY] = note_opening(sys._getframe(3))
+        frame.opened_at = note_opening(sys._getframe(depth))
     if trial:
         # The half-open trial proves the database is back by connecting.
         try:
@@ -352,7 +356,8 @@ class LazyScope(_Frame):
             self._savepoint = session.begin_nested()
             session_stats.savepoints += 1
         else:
-            session, self._breaker = _open_session(get_entry(name))
+            # Called by the ``session`` property: the opener is three frames up.
+            session, self._breaker = _open_session(get_entry(name), self, 3)
         early = self.early
         if early:
             after_commit.adopt(session, early)
@@ -432,9 +437,10 @@ class _Scope:
         name = self._pool if self._pool is not None else conf.get_config().default_pool
         self._name = name
         if not self._independent:
-            frame = _find(name, joined_only=self._join)
-            if frame is not None:
-                return self._enter_savepoint(frame.session)
+            outer = _find(name, joined_only=self._join)
+            if outer is not None:
+                return self._enter_savepoint(outer.session)
+        frame = _Frame(name, None, _active.get(), self._join)
         if self._join:
             from .joined import open_joined
 
@@ -442,13 +448,11 @@ class _Scope:
             session_stats.total_sessions += 1
             session_stats.active_sessions += 1
         else:
-            session = self._open(get_entry(name))
+            # The code that opened the scope is two frames up (``with`` calls __enter__).
+            session, self._breaker = _open_session(get_entry(name), frame, 2)
+        frame._session = session
         self._session = session
-        self._token = _active.set(_Frame(name, session, _active.get(), self._join))
-        return session
-
-    def _open(self, entry: PoolEntry) -> Session:
-        session, self._breaker = _open_session(entry)
+        self._token = _active.set(frame)
         return session
 
     def _enter_savepoint(self, session: Session) -> Session:

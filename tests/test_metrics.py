@@ -495,10 +495,10 @@ def test_null_pool_reports_connections_in_use(settings: Any) -> None:
 
 
 # The checkout and checkin listeners guard their own bodies (no wrapper call on the
-# hot path), so a failure is injected into what they call: the stack lookup and the
-# hold-time histogram. The other listeners are replaced whole.
+# hot path), so a failure is injected into what they call: the stack walk of a checkout
+# outside a scope and the hold-time histogram. The other listeners are replaced whole.
 _INJECTED = {
-    "_on_checkout": ("mingus_sessions.metrics.recorder._site_of_checkout", None),
+    "_on_checkout": ("mingus_sessions.metrics.recorder.capture_stack", None),
     "_on_checkin": ("mingus_sessions.metrics.recorder.Histogram.record", None),
 }
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import logging
+import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncClient, Client
 from django.urls import path
 from sqlalchemy import event, text
@@ -349,7 +352,14 @@ def _pool_of_the_request(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _held_past_the_leak_threshold(request: HttpRequest) -> HttpResponse:
+    request.db_session.execute(text("SELECT 1"))  # type: ignore[attr-defined]
+    time.sleep(0.1)
+    return HttpResponse("held")
+
+
 urlpatterns = [
+    path("held/", _held_past_the_leak_threshold),
     path("lazy-proxy/", _lazy_proxy),
     path("current-only/", _current_only),
     path("attribute-writes/", _attribute_writes),
@@ -359,6 +369,26 @@ urlpatterns = [
 ]
 
 here = pytest.mark.urls(__name__)
+
+
+@here
+def test_leak_report_of_a_request_points_at_the_view(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request holding its connection past LEAK_THRESHOLD: the report names the view's line."""
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["LEAK_THRESHOLD"] = 0.05
+    settings.MINGUS_SESSIONS = config
+    caplog.set_level(logging.WARNING, logger="mingus_sessions.leaks")
+    assert client.get("/held/").status_code == 200
+    found = [r.getMessage() for r in caplog.records if r.name == "mingus_sessions.leaks"]
+    assert len(found) == 2, found
+    line = inspect.getsourcelines(_held_past_the_leak_threshold)[1] + 1
+    where = re.search(r'File "([^"]*)", line (\d+), in (\w+)', found[0])
+    assert where is not None, found[0]
+    assert where.group(1).endswith("test_middleware.py")
+    assert (int(where.group(2)), where.group(3)) == (line, "_held_past_the_leak_threshold")
+    assert "returned after" in found[1]
 
 
 @here

@@ -1,10 +1,11 @@
-"""A fixed-size histogram of durations: constant memory, about 3% precision.
+"""A fixed-size histogram of durations: constant memory, within 6.25% precision.
 
 Plain Python. Values are recorded in whole microseconds into log-linear
-buckets (32 sub-buckets per power of two, as HdrHistogram does), so memory
-never grows with traffic and percentiles are exact to within one bucket
-(about 3%). Recording is a few integer operations with no lock: under the GIL
-an increment can at worst be lost in a race, never corrupt the histogram.
+buckets, as HdrHistogram does: one per microsecond below 32 µs, then 16 per
+power of two. Memory never grows with traffic, and a percentile is reported as
+its bucket's upper bound, at most one bucket (3 to 6.25%) above the true value.
+Recording is a table lookup and three updates with no lock: under the GIL an
+increment can at worst be lost in a race, never corrupt the histogram.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ def _index(value: int) -> int:
     shift = value.bit_length() - _SUB_BITS
     index = _SUB + (shift - 1) * _HALF + ((value >> shift) - _HALF)
     return index if index < _BUCKETS else _BUCKETS - 1
+
+
+#: Values below this (16.4 ms) have their bucket looked up in a table: recording
+#: a typical duration then costs one subscript instead of a bit_length() call
+#: and four operations. The table holds 16,384 references to ints that exist
+#: anyway (the bucket numbers), once per process.
+_TABLED = 1 << 14
+
+
+def _bucket_table() -> tuple[int, ...]:
+    # Below _SUB every value is its own bucket; above, each power of two is cut
+    # into _HALF runs of equal length, so the table is built a run at a time.
+    table = list(range(_SUB))
+    while len(table) < _TABLED:
+        value = len(table)
+        table.extend([_index(value)] * (1 << (value.bit_length() - _SUB_BITS)))
+    return tuple(table)
+
+
+_BUCKET_OF = _bucket_table()
 
 
 def _upper_bound(index: int) -> int:
@@ -75,25 +96,24 @@ class Percentiles:
 class Histogram:
     """Durations in microseconds: :meth:`record`, then :meth:`percentiles`."""
 
-    __slots__ = ("_buckets", "count", "max_us", "sum_us")
+    __slots__ = ("_buckets", "max_us", "sum_us")
 
     def __init__(self) -> None:
         self._buckets = [0] * _BUCKETS
-        self.count = 0
         self.sum_us = 0
         self.max_us = 0
 
     def record(self, micros: int) -> None:
-        # _index() inlined: this runs twice per checkout.
-        if micros < _SUB:
-            index = micros if micros > 0 else 0
+        # This runs twice per checkout: a table lookup for the usual values,
+        # _index() inlined for the rest, and no separate count to increment.
+        if micros < _TABLED:
+            index = _BUCKET_OF[micros] if micros >= 0 else 0
         else:
             shift = micros.bit_length() - _SUB_BITS
             index = _SUB + (shift - 1) * _HALF + ((micros >> shift) - _HALF)
             if index >= _BUCKETS:
                 index = _BUCKETS - 1
         self._buckets[index] += 1
-        self.count += 1
         self.sum_us += micros
         if micros > self.max_us:
             self.max_us = micros
@@ -101,9 +121,13 @@ class Histogram:
     def record_seconds(self, seconds: float) -> None:
         self.record(int(seconds * 1_000_000))
 
+    @property
+    def count(self) -> int:
+        """How many values were recorded: the sum of the buckets (read rarely, kept for free)."""
+        return sum(self._buckets)
+
     def reset(self) -> None:
         self._buckets = [0] * _BUCKETS
-        self.count = 0
         self.sum_us = 0
         self.max_us = 0
 
@@ -116,10 +140,12 @@ class Histogram:
         return min(quantile_of(list(self._buckets), quantile), self.max_us)
 
     def percentiles(self) -> Percentiles:
+        buckets = list(self._buckets)
+        max_us = self.max_us
         return Percentiles(
-            p50=self.value_at(0.50) / 1000.0,
-            p95=self.value_at(0.95) / 1000.0,
-            p99=self.value_at(0.99) / 1000.0,
-            max=self.max_us / 1000.0,
-            count=self.count,
+            p50=min(quantile_of(buckets, 0.50), max_us) / 1000.0,
+            p95=min(quantile_of(buckets, 0.95), max_us) / 1000.0,
+            p99=min(quantile_of(buckets, 0.99), max_us) / 1000.0,
+            max=max_us / 1000.0,
+            count=sum(buckets),
         )

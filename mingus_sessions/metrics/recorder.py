@@ -17,13 +17,15 @@ import threading
 import time
 from _thread import get_ident
 from collections.abc import Callable
+from time import perf_counter
 from types import CodeType, FrameType
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine.interfaces import ExceptionContext
 
-from ..pools import PoolProbe
+from ..pools import ACQUIRE_STARTED, PoolProbe
+from ..scope_context import active_scope
 from .histogram import Histogram
 
 __all__ = ["PoolRecorder", "SlowQuery"]
@@ -81,8 +83,8 @@ Opened = tuple[CodeType, int, int]
 #: What a checkout remembers of where it came from (see :func:`describe_site`).
 Site = Stack | Opened
 
-#: Where each session was opened, in ``session.info`` (see :func:`note_opening`).
-SITE_KEY = "mingus_sessions.opened_at"
+# Bound once: ``active_scope.get`` would create a bound method on every checkout.
+_current_scope = active_scope.get
 
 
 def note_opening(frame: FrameType | None) -> Opened | None:
@@ -157,33 +159,6 @@ def describe_site(site: Site | None) -> str:
             frames.append((caller.f_code, caller.f_lasti))
         caller = caller.f_back
     return _format_frames(tuple(frames))
-
-
-_scopes: Any = None  # sessions._active, bound on first use (it imports this module)
-
-
-def _site_of_checkout(pool: str) -> Site | None:
-    """Where the session checking out was opened, or else the stack right here.
-
-    A session opened by a scope noted where it opened; reading that back costs
-    a context lookup. Anything else (get_session(), engine.connect()) pays for
-    the walk here.
-    """
-    global _scopes
-    if _scopes is None:
-        from ..sessions import _active
-
-        _scopes = _active
-    frame = _scopes.get()
-    while frame is not None:
-        if frame.pool == pool:
-            session = frame._session
-            site = session.info.get(SITE_KEY) if session is not None else None
-            if site is not None:
-                return site  # type: ignore[no-any-return]
-            break
-        frame = frame.parent
-    return capture_stack(sys._getframe(3))
 
 
 def _guarded(pool: str, listener: Callable[..., None]) -> Callable[..., None]:
@@ -362,18 +337,18 @@ class PoolRecorder(PoolProbe):
 
         def timed(method: Callable[..., None]) -> Callable[..., None]:
             def run_timed(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
-                started = time.perf_counter()
+                started = perf_counter()
                 method(cursor, statement, parameters, context)
-                elapsed = time.perf_counter() - started
+                elapsed = perf_counter() - started
                 if elapsed >= threshold:
                     statement_ran(elapsed, statement, parameters)
 
             return run_timed
 
         def run_timed_no_params(cursor: Any, statement: str, context: Any) -> None:
-            started = time.perf_counter()
+            started = perf_counter()
             execute_no_params(cursor, statement, context)
-            elapsed = time.perf_counter() - started
+            elapsed = perf_counter() - started
             if elapsed >= threshold:
                 statement_ran(elapsed, statement, None)
 
@@ -394,10 +369,25 @@ class PoolRecorder(PoolProbe):
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         try:
+            now = perf_counter()  # the acquire wait's end and the hold time's start
             self.checkouts += 1
+            started = record.__dict__.pop(ACQUIRE_STARTED, None)
+            if started is not None:
+                self.acquire.record(int((now - started) * 1_000_000))  # type: ignore[union-attr]
+            site: Site | None = None
+            if self.leak_threshold is not None:
+                # A scope noted where it opened its session (note_opening);
+                # anything else (get_session(), engine.connect()) pays for a walk
+                # of the stack here.
+                name = self.name
+                frame = _current_scope()
+                while frame is not None and frame.pool != name:
+                    frame = frame.parent
+                site = frame.opened_at if frame is not None else None
+                if site is None:
+                    site = capture_stack(sys._getframe(2))
             outstanding = self._outstanding
-            site = _site_of_checkout(self.name) if self.leak_threshold is not None else None
-            outstanding[id(record)] = [time.perf_counter(), site, False]
+            outstanding[id(record)] = [now, site, False]
             if len(outstanding) > self.peak_in_use:
                 self.peak_in_use = len(outstanding)
         except Exception:
@@ -408,7 +398,7 @@ class PoolRecorder(PoolProbe):
             out = self._outstanding.pop(id(record), None)
             if out is None:
                 return  # checked out before the listener saw it (before a fork)
-            held = time.perf_counter() - out[0]
+            held = perf_counter() - out[0]
             self.hold.record(int(held * 1_000_000))
             threshold = self.leak_threshold
             if threshold is not None and held >= threshold:
