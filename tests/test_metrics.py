@@ -328,6 +328,23 @@ def test_gauges_while_connections_are_held() -> None:
     assert metrics.peak_checked_out == 7
 
 
+@db
+def test_a_detached_connection_leaves_the_pool_gauges() -> None:
+    """Connection.detach() takes the connection out of the pool: no longer counted in use."""
+    with get_engine().connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        assert get_pool_metrics("main").checked_out == 1
+        connection.detach()
+        assert assert_gauges_match_pool("main").checked_out == 0
+    metrics = assert_gauges_match_pool("main")
+    assert metrics.checked_out == 0
+    assert metrics.hold_ms.count == 1
+    recorder = get_entry("main").probe
+    assert isinstance(recorder, PoolRecorder)
+    assert recorder.checked_out_for() == []  # nothing left to be reported as a leak
+    assert recorder.scan_leaks(now=time.perf_counter() + 3600) == 0
+
+
 class Injected(Exception):
     """Raised by a scope after it invalidated its connection."""
 

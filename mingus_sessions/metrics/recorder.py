@@ -316,6 +316,9 @@ class PoolRecorder(PoolProbe):
         # The two listeners of every checkout guard themselves: no wrapper call.
         event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
+        # Connection.detach() gives the pool's slot back without a checkin event:
+        # for the metrics, the pool's hold on that connection ends there.
+        event.listen(engine, "detach", self._on_checkin)
         if self.slow_threshold is not None:
             self._time_statements(engine)
 
