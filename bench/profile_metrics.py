@@ -241,91 +241,130 @@ def profile(scopes: int) -> None:
 # -- 4. instructions under callgrind ---------------------------------------------------------
 
 
+def _count_instructions(kind: str, scopes: int, workdir: str, layout: int) -> tuple[float, str]:
+    """Instructions per scope of ``kind`` in one worker under callgrind, and its last dump.
+
+    After a warm-up, counting is switched on and the counts of ``base`` and
+    ``base + scopes`` scopes are dumped, so that their difference is
+    ``scopes`` scopes and nothing else. ``layout`` picks the string hash seed
+    and pads the environment, which moves the interpreter's objects and so
+    which lookups collide in its caches.
+    """
+    import os
+    import subprocess
+
+    base = 200
+    slug = kind.replace(" ", "_").replace(",", "").replace("+", "_")
+    out_file = os.path.join(workdir, f"cg.{slug}.{layout}")
+    env = dict(os.environ, PYTHONHASHSEED=str(layout), MINGUS_LAYOUT_PAD="x" * (977 * layout))
+    proc = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            "-m",
+            "bench.profile_metrics",
+            "--worker",
+            kind,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+
+    def ask(command: str) -> str:
+        proc.stdin.write(command + "\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        answer: str = proc.stdout.readline()  # type: ignore[union-attr]
+        if not answer:
+            raise RuntimeError(f"callgrind worker {kind} ended")
+        return answer
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(proc.pid)], capture_output=True, check=True)
+
+    try:
+        ask("warm 300")
+        control("-i", "on")
+        totals = []
+        for n in (base, base + scopes):
+            control("-z")
+            ask(f"run {n} 0")
+            control("-d", f"run{n}")
+            totals.append(_callgrind_total(out_file, f"run{n}"))
+        control("-i", "off")
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]  # the worker stops at the end of its input
+        proc.wait(timeout=600)
+    return (totals[1] - totals[0]) / scopes, _callgrind_dump(out_file, f"run{base + scopes}")
+
+
 def instructions(
-    scopes: int, kinds: list[str], detail: bool, pair: tuple[str, str] = ("off", "on")
+    scopes: int,
+    kinds: list[str],
+    detail: bool,
+    layouts: int = 1,
+    pair: tuple[str, str] = ("off", "on"),
 ) -> None:
     """Instructions per scope, counted by callgrind: deterministic, blind to the machine's load.
 
-    Each configuration runs in a worker under ``valgrind --tool=callgrind
-    --instr-atstart=no``; after a warm-up, counting is switched on and the
-    counts of ``base`` and ``base + scopes`` scopes are dumped, so that their
-    difference is ``scopes`` scopes and nothing else.
+    Each configuration runs in a worker under ``valgrind --tool=callgrind``, once
+    per memory layout. One layout's count repeats exactly, but a change of
+    layout moves a configuration by up to about 0.7% (collisions in the
+    interpreter's method cache and dicts), so the difference between two
+    configurations is reported per layout and as the mean over the layouts.
     """
-    import os
     import shutil
-    import subprocess
+    import statistics
     import tempfile
 
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("4. Instructions: valgrind (callgrind) not installed; skipped.")
         return
-    base = 200
-    found: dict[str, float] = {}
+    found: dict[str, list[float]] = {kind: [] for kind in kinds}
     dumps: dict[str, str] = {}
     workdir = tempfile.mkdtemp(prefix="mingus-callgrind-")
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    print(f"4. Instructions per scope (callgrind, {scopes} scopes after a warm-up):", flush=True)
-    for kind in kinds:
-        slug = kind.replace(" ", "_").replace(",", "").replace("+", "_")
-        out_file = os.path.join(workdir, f"cg.{slug}")
-        proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out_file}",
-                sys.executable,
-                "-m",
-                "bench.profile_metrics",
-                "--worker",
-                kind,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-
-        def ask(command: str, proc: Any = proc, kind: str = kind) -> str:
-            proc.stdin.write(command + "\n")
-            proc.stdin.flush()
-            answer: str = proc.stdout.readline()
-            if not answer:
-                raise RuntimeError(f"callgrind worker {kind} ended")
-            return answer
-
-        def control(*args: str, proc: Any = proc) -> None:
-            subprocess.run(
-                ["callgrind_control", *args, str(proc.pid)], capture_output=True, check=True
+    print(
+        f"4. Instructions per scope (callgrind, {scopes} scopes after a warm-up, "
+        f"{layouts} memory layout(s)):",
+        flush=True,
+    )
+    try:
+        for layout in range(layouts):
+            for kind in kinds:
+                count, dump = _count_instructions(kind, scopes, workdir, layout)
+                found[kind].append(count)
+                if layout == 0:
+                    dumps[kind] = dump
+                reference = found.get("off")
+                delta = (
+                    f"{count - reference[layout]:+9.0f}"
+                    if reference and len(reference) > layout and kind != "off"
+                    else ""
+                )
+                print(f"   layout {layout}  {kind:20} {count:10.0f} Ir {delta}", flush=True)
+        if layouts > 1:
+            print("   mean over the layouts:")
+            for kind in kinds:
+                print(f"   {kind:29} {statistics.mean(found[kind]):10.0f} Ir")
+        if "off" in found and "on" in found:
+            shares = [on / off - 1.0 for on, off in zip(found["on"], found["off"], strict=True)]
+            spread = f" (layouts: {min(shares) * 100:+.1f}% to {max(shares) * 100:+.1f}%)"
+            print(
+                "   metrics (on vs off): "
+                f"{statistics.mean(shares) * 100:+.1f}% of the client's instructions per scope"
+                + (spread if layouts > 1 else "")
             )
-
-        try:
-            ask("warm 300")
-            control("-i", "on")
-            totals = []
-            for n in (base, base + scopes):
-                control("-z")
-                ask(f"run {n} 0")
-                control("-d", f"run{n}")
-                totals.append(_callgrind_total(out_file, f"run{n}"))
-            control("-i", "off")
-        finally:
-            proc.stdin.close()  # the worker stops at the end of its input
-            proc.wait(timeout=600)
-        found[kind] = (totals[1] - totals[0]) / scopes
-        dumps[kind] = _callgrind_dump(out_file, f"run{base + scopes}")
-        reference = found.get("off")
-        delta = f"{found[kind] - reference:+9.0f}" if reference is not None else ""
-        print(f"   {kind:20} {found[kind]:10.0f} Ir {delta}", flush=True)
-    if "off" in found and "on" in found:
-        share = found["on"] / found["off"] - 1.0
-        print(f"   metrics (on vs off): {share * 100:+.1f}% of the client's instructions per scope")
-    if detail and pair[0] in dumps and pair[1] in dumps:
-        print(f"   C functions whose own instructions grow most, {pair[1]!r} vs {pair[0]!r}:")
-        _function_diff(dumps[pair[0]], dumps[pair[1]], base + scopes)
-    shutil.rmtree(workdir, ignore_errors=True)
+        if detail and pair[0] in dumps and pair[1] in dumps:
+            print(f"   C functions whose own instructions grow most, {pair[1]!r} vs {pair[0]!r}:")
+            _function_diff(dumps[pair[0]], dumps[pair[1]], 200 + scopes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
 
 
@@ -416,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds",
         help="the configurations section 4 counts, separated by semicolons (default: all)",
     )
+    parser.add_argument(
+        "--layouts",
+        type=int,
+        default=1,
+        help="section 4: count each configuration under this many memory layouts (default 1)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -430,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 attribution(args.rounds, args.scopes)
             if args.instructions or args.only == "instructions":
                 kinds = args.kinds.split(";") if args.kinds else ["raw", *KINDS]
-                instructions(1000, kinds, detail=True)
+                instructions(1000, kinds, detail=True, layouts=args.layouts)
         finally:
             from mingus_sessions import dispose_engines
 
