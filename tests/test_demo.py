@@ -492,6 +492,14 @@ def _send_sms_through_a_worker(env: dict[str, str], log: Path) -> None:
     """Start the worker, enqueue, and wait (30 s at most) for what it must write."""
     database = Path(env["DATABASE_URL"].removeprefix("sqlite:///"))
     with _demo_worker(env, log) as worker:
+        # Enqueue once the worker is ready, as scripts/demo.sh starts the server:
+        # on the server-less broker, a worker and a publisher declaring the
+        # queue at the same moment race on its row, and the worker stops.
+        deadline = time.monotonic() + 30
+        while " ready." not in log.read_text() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert " ready." in log.read_text(), log.read_text()
         queued = _shell_json(env, _ENQUEUE_SCRIPT)
         assert isinstance(queued, dict)
         assert (queued["refused"], queued["posted"]) == (400, 302)
