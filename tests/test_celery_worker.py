@@ -265,13 +265,20 @@ def effects(pg: Any, key: str) -> list[tuple[str, int]]:
     return [(str(value), int(pid)) for value, pid in rows]
 
 
-def finished(pg: Any, key: str, count: int = 1) -> Callable[[], list[tuple[str, str]]]:
-    """A probe: the outcomes of `key` once `count` of them are final (not RETRY)."""
+def finished(
+    pg: Any, key: str, count: int = 1, rows: int = 0
+) -> Callable[[], list[tuple[str, str]]]:
+    """A probe: the outcomes of `key` once `count` are final (not RETRY) and `rows` are in.
+
+    A retried call's next run can end, on the other child, before the run that
+    raised Retry has written its RETRY row: a test expecting that row says how
+    many rows to wait for.
+    """
 
     def probe() -> list[tuple[str, str]]:
         found = outcomes(pg, key)
         done = [state for state, _ in found if state != "RETRY"]
-        return found if len(done) >= count else []
+        return found if len(done) >= count and len(found) >= rows else []
 
     return probe
 
@@ -296,7 +303,8 @@ def test_task_commits(shared_worker: Worker, pg: Any) -> None:
 def test_terminated_backend_is_retried_and_committed_once(shared_worker: Worker, pg: Any) -> None:
     """The first attempt's backend is terminated between two statements (57P01)."""
     key = new_key("terminated")
-    found = run_to_end(shared_worker, pg, "killed_backend", key)
+    shared_worker.task("killed_backend").delay(key)
+    found = wait_for(finished(pg, key, rows=2), shared_worker, "the call and its retry")
     # Sorted: the retry runs on the other child, whose outcome row can land before
     # the first attempt's; the attempts table below proves the order.
     assert sorted(found) == [("RETRY", "Retry(DatabaseUnavailableError)"), ("SUCCESS", "None")]
@@ -318,7 +326,9 @@ def test_deadlock_between_two_tasks_is_retried_and_committed_once(
     task = shared_worker.task("deadlock_pair")
     task.delay(key, "a", "b")
     task.delay(key, "b", "a")
-    found = wait_for(finished(pg, key, count=2), shared_worker, "both tasks to finish")
+    found = wait_for(
+        finished(pg, key, count=2, rows=3), shared_worker, "both tasks and the retry to finish"
+    )
     assert sorted(found) == [
         ("RETRY", "Retry(DeadlockError)"),
         ("SUCCESS", "None"),
