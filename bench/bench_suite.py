@@ -112,6 +112,12 @@ def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Ro
     )
 
 
+def single_figure(name: str, value: float, target: str, met: bool) -> Row:
+    """A row with one figure (in the A column) and no anchor to compare with."""
+    nan = float("nan")
+    return Row(name=name, a_us=value, b_us=nan, ratio=nan, iqr=(nan, nan), target=target, met=met)
+
+
 def judged(row: Row, name: str, target: str, met: bool | None) -> Row:
     row.name, row.target, row.met = name, target, met
     return row
@@ -369,14 +375,11 @@ def breaker_fail_fast(samples: int) -> Row:
     durations.sort()
     p50 = durations[len(durations) // 2]
     p99 = durations[int(len(durations) * 0.99)]
-    row = Row(
-        name="breaker open: a scope failing fast (µs per call)",
-        a_us=p50,
-        b_us=float("nan"),
-        ratio=float("nan"),
-        iqr=(float("nan"), float("nan")),
-        target=f"p99 < {BREAKER_P99_US:.0f} µs, 0 connects",
-        met=p99 < BREAKER_P99_US and attempts[0] == 0,
+    row = single_figure(
+        "breaker open: a scope failing fast (µs per call)",
+        p50,
+        f"p99 < {BREAKER_P99_US:.0f} µs, 0 connects",
+        p99 < BREAKER_P99_US and attempts[0] == 0,
     )
     row.notes.append(f"p50 {p50:.1f} µs, p99 {p99:.1f} µs, max {durations[-1]:.1f} µs")
     row.notes.append(f"connection attempts {attempts[0]} over {samples} calls")
@@ -430,14 +433,11 @@ def run(args: argparse.Namespace) -> None:
     rows.append(compare_threads(rounds, args.verbose))
     rows.append(breaker_fail_fast(2_000 if args.quick else 20_000))
     python_calls, c_calls = calls_per_scope()
-    calls = Row(
-        name="Python calls per session_scope() SELECT 1 (sys.setprofile)",
-        a_us=python_calls,
-        b_us=float("nan"),
-        ratio=float("nan"),
-        iqr=(float("nan"), float("nan")),
-        target=f"<= {CALLS_PER_SCOPE_CEILING} (deterministic guard)",
-        met=python_calls <= CALLS_PER_SCOPE_CEILING,
+    calls = single_figure(
+        "Python calls per session_scope() SELECT 1 (sys.setprofile)",
+        python_calls,
+        f"<= {CALLS_PER_SCOPE_CEILING} (deterministic guard)",
+        python_calls <= CALLS_PER_SCOPE_CEILING,
     )
     calls.notes.append(f"{python_calls:.0f} Python calls, {c_calls:.0f} C calls (A column: calls)")
     rows.append(calls)

@@ -345,6 +345,25 @@ def test_a_detached_connection_leaves_the_pool_gauges() -> None:
     assert recorder.scan_leaks(now=time.perf_counter() + 3600) == 0
 
 
+@db
+def test_acquire_wait_includes_the_pre_ping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As HikariCP measures it: from asking the pool to holding a checked connection."""
+    select_one()  # a pooled connection; the next checkout pings it
+    dialect = get_engine().dialect
+    ping = dialect.do_ping
+
+    def slow_ping(dbapi_connection: Any) -> bool:
+        time.sleep(0.05)
+        return bool(ping(dbapi_connection))
+
+    monkeypatch.setattr(dialect, "do_ping", slow_ping)
+    reset_metrics("main")
+    select_one()
+    waited = get_pool_metrics("main").acquire_wait_ms
+    assert waited.count == 1
+    assert waited.max >= 50.0
+
+
 class Injected(Exception):
     """Raised by a scope after it invalidated its connection."""
 

@@ -140,12 +140,17 @@ class Histogram:
         return min(quantile_of(list(self._buckets), quantile), self.max_us)
 
     def percentiles(self) -> Percentiles:
+        # One copy of the buckets, so the percentiles and the count agree.
         buckets = list(self._buckets)
         max_us = self.max_us
+
+        def ms_at(quantile: float) -> float:
+            return min(quantile_of(buckets, quantile), max_us) / 1000.0
+
         return Percentiles(
-            p50=min(quantile_of(buckets, 0.50), max_us) / 1000.0,
-            p95=min(quantile_of(buckets, 0.95), max_us) / 1000.0,
-            p99=min(quantile_of(buckets, 0.99), max_us) / 1000.0,
+            p50=ms_at(0.50),
+            p95=ms_at(0.95),
+            p99=ms_at(0.99),
             max=max_us / 1000.0,
             count=sum(buckets),
         )
