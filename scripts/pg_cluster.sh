@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL cluster that a test run owns: its own data directory
 # and port on 127.0.0.1, so stopping, hanging or restarting it harms nothing else.
 #
-#   pg_cluster.sh start DIR PORT   initdb into DIR if empty (trust auth), start on PORT
+#   pg_cluster.sh start DIR PORT   initdb into DIR if empty (trust auth, except
+#                                  the role mingus_h4_auth), start on PORT
 #   pg_cluster.sh stop DIR         fast shutdown (no error if it is not running)
 #   pg_cluster.sh restart DIR      stop, then start on the same port
 #   pg_cluster.sh pid DIR          the postmaster's pid (for kill -STOP / -CONT)
@@ -35,9 +36,11 @@ as_owner() {
 }
 
 BIN="$(bindir)"
+# The role tests/test_pg_faults.py logs in as with a right and a wrong password.
+PASSWORD_ROLE=mingus_h4_auth
 command="${1:-}"
 dir="${2:-}"
-[ -n "$command" ] && [ -n "$dir" ] || { sed -n '4,9p' "$0" >&2; exit 2; }
+[ -n "$command" ] && [ -n "$dir" ] || { sed -n '4,10p' "$0" >&2; exit 2; }
 
 case "$command" in
     start)
@@ -48,6 +51,10 @@ case "$command" in
             as_owner "$BIN/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 \
                 --no-sync >"$dir.initdb.log" 2>&1 \
                 || { cat "$dir.initdb.log" >&2; exit 1; }
+            # One role must give its password, so that the fault suite can
+            # prove a wrong one is refused; every other role is trusted.
+            # pg_hba.conf takes the first matching line, so this one goes first.
+            sed -i "1i host all $PASSWORD_ROLE 127.0.0.1/32 scram-sha-256" "$dir/pg_hba.conf"
         fi
         echo "$port" >"$dir.port"
         as_owner "$BIN/pg_ctl" -D "$dir" -w -t 60 -l "$dir/server.log" start -o \
@@ -71,7 +78,7 @@ case "$command" in
         rm -rf "$dir" "$dir.port" "$dir.initdb.log"
         ;;
     *)
-        sed -n '4,9p' "$0" >&2
+        sed -n '4,10p' "$0" >&2
         exit 2
         ;;
 esac

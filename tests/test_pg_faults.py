@@ -692,11 +692,14 @@ def _use_auth_pool(settings: Any, connect_args: dict[str, Any]) -> None:
     settings.MINGUS_SESSIONS = {**settings.MINGUS_SESSIONS, "POOLS": pools}
 
 
-def _trusts_tcp_localhost(admin: Any) -> bool:
+def _trusts_tcp_localhost(admin: Any, role: str) -> bool:
+    """Whether pg_hba.conf's first rule for ``role`` over TCP on 127.0.0.1 is ``trust``."""
     rows = admin.execute(
         "SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' "
         "AND (address IS NULL OR address IN ('127.0.0.1', 'all', '0.0.0.0')) "
-        "ORDER BY line_number LIMIT 1"
+        "AND (user_name @> ARRAY['all'] OR user_name @> ARRAY[%s]) "
+        "ORDER BY line_number LIMIT 1",
+        (role,),
     ).fetchall()
     return bool(rows) and rows[0][0] == "trust"
 
@@ -704,16 +707,26 @@ def _trusts_tcp_localhost(admin: Any) -> bool:
 def test_wrong_password_raises_authentication_error(
     admin: Any, auth_role: str, settings: Any
 ) -> None:
-    """A wrong password (SQLSTATE 28P01) gets a non-transient AuthenticationError from the scope."""
-    if _trusts_tcp_localhost(admin):
+    """A wrong password (SQLSTATE 28P01) gets a non-transient AuthenticationError from the scope.
+
+    The cluster of ``make test-faults`` asks this role for its password
+    (``scripts/pg_cluster.sh``); a server that trusts it cannot refuse a password.
+    """
+    if _trusts_tcp_localhost(admin, auth_role):
         pytest.skip(
-            "pg_hba.conf trusts 127.0.0.1, so no password is ever checked here; "
-            "test_translate.py covers 28P01 and the libpq message instead"
+            f"pg_hba.conf trusts {auth_role} on 127.0.0.1, so no password is checked here; "
+            "make test-faults runs this on a cluster that checks it"
         )
-    _use_auth_pool(settings, {"user": auth_role, "password": "wrong"})  # pragma: no cover
-    with pytest.raises(AuthenticationError) as info, session_scope("auth") as s:  # pragma: no cover
+    _use_auth_pool(settings, {"user": auth_role, "password": "wrong"})
+    with pytest.raises(AuthenticationError) as info, session_scope("auth") as s:
         s.execute(text("SELECT 1"))
-    assert info.value.transient is False  # pragma: no cover
+    assert info.value.transient is False
+    assert info.value.pool == "auth"
+    assert "wrong" not in str(info.value)
+    # The right password works through the same settings: the refusal was the password's.
+    _use_auth_pool(settings, {"user": auth_role, "password": "right"})
+    with session_scope("auth") as s:
+        assert s.execute(text("SELECT current_user")).scalar_one() == auth_role
 
 
 def test_login_refused_by_server_raises_authentication_error(
