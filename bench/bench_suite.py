@@ -18,7 +18,10 @@ next to the median µs per operation of each side:
 3. a request through ``SessionMiddleware`` to a view doing one ``SELECT 1``
    against the same view with a hand-written session and no middleware: at most
    1.10; and a view that never touches SQLAlchemy, with against without the
-   middleware: at most 1.02, with zero checkouts;
+   middleware: at most 1.02, with zero checkouts. Requests go through the demo
+   project's middleware (Django's ``startproject`` stack with ours), as a
+   project serves them; the view without SQLAlchemy is also reported behind
+   CommonMiddleware alone, the barest request;
 4. the request of 3 against Django's database layer doing the same ``SELECT 1``
    with ``CONN_MAX_AGE=0`` (a new connection per request): at least 10x faster,
    i.e. a ratio of at most 0.10; and with persistent connections: reported;
@@ -30,8 +33,11 @@ next to the median µs per operation of each side:
 7. the Python function calls per ``session_scope()`` (``sys.setprofile``): a
    count, not a timing, so a regression shows without noise.
 
-The database is the one ``bench_metrics`` uses (``MINGUS_BENCH_DB``, or a fresh
-``mingus_bench`` dropped at the end); Django runs on ``bench/suite_settings.py``.
+The report ends with the versions and two figures of the machine: a server
+round trip and a new connection, timed on the driver alone, on which the rows
+against Django depend. The database is the one ``bench_metrics`` uses
+(``MINGUS_BENCH_DB``, or a fresh ``mingus_bench`` dropped at the end); Django
+runs on ``bench/suite_settings.py``.
 The exit status is 0 unless something fails to run; a missed target is printed
 as MISSED, not turned into a failure.
 """
@@ -164,17 +170,26 @@ def checkout_loop(engine: Any) -> Operation:
     return run
 
 
-def wsgi_handlers() -> tuple[Any, Any]:
-    """Django's WSGI handler with SessionMiddleware, and one built without it."""
-    from django.conf import settings
+#: The middleware of a minimal project, for the reported row of a view without SQLAlchemy.
+MINIMAL_STACK = ["django.middleware.common.CommonMiddleware"]
+OUR_MIDDLEWARE = "mingus_sessions.middleware.SessionMiddleware"
+
+
+def wsgi_handler(middleware: list[str]) -> Any:
+    """Django's WSGI handler with exactly ``middleware``."""
     from django.core.handlers.wsgi import WSGIHandler
     from django.test.utils import override_settings
 
-    with_app = WSGIHandler()
+    with override_settings(MIDDLEWARE=middleware):
+        return WSGIHandler()
+
+
+def wsgi_handlers() -> tuple[Any, Any]:
+    """Django's WSGI handler on the settings' stack (with SessionMiddleware), and one without it."""
+    from django.conf import settings
+
     others = [m for m in settings.MIDDLEWARE if not m.startswith("mingus_sessions.")]
-    with override_settings(MIDDLEWARE=others):
-        without = WSGIHandler()
-    return with_app, without
+    return wsgi_handler(list(settings.MIDDLEWARE)), wsgi_handler(others)
 
 
 def request_loop(handler: Any, path: str) -> Operation:
@@ -296,6 +311,17 @@ def compare_requests(rounds: int, verbose: bool) -> list[Row]:
             row.ratio <= 1.02 and checkouts == 0,
         )
     )
+    row = paired(
+        request_loop(wsgi_handler([*MINIMAL_STACK, OUR_MIDDLEWARE]), "no-database"),
+        request_loop(wsgi_handler(MINIMAL_STACK), "no-database"),
+        300,
+        rounds,
+        verbose,
+    )
+    row.notes.append("CommonMiddleware and ours only: the cost against the barest request")
+    rows.append(
+        judged(row, "the same, with no other middleware than CommonMiddleware", "reported", None)
+    )
     row = paired(scoped, request_loop(without, "django-new-connection"), 40, rounds, verbose)
     row.notes.append(f"{1 / row.ratio:.1f}x faster")
     rows.append(
@@ -386,6 +412,39 @@ def breaker_fail_fast(samples: int) -> Row:
     return row
 
 
+def machine_speed(engine: Any) -> list[tuple[str, str]]:
+    """A server round trip and a new connection, timed on the driver alone.
+
+    The rows against Django depend on these two: our request makes four round
+    trips (pre-ping, BEGIN, the statement, COMMIT), a new connection per
+    request pays for a connect, and their ratio changes from machine to machine.
+    """
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    connect = engine.dialect.loaded_dbapi.connect
+    connects = []
+    for _ in range(20):
+        started = time.perf_counter()
+        connect(*cargs, **cparams).close()
+        connects.append((time.perf_counter() - started) * 1e3)
+    trips = []
+    connection = connect(*cargs, **cparams)
+    try:
+        connection.autocommit = True
+        cursor = connection.cursor()
+        for _ in range(7):
+            started = time.perf_counter()
+            for _ in range(200):
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+            trips.append((time.perf_counter() - started) / 200 * 1e6)
+    finally:
+        connection.close()
+    return [
+        ("round trip", f"{statistics.median(trips):.0f} µs (driver, SELECT 1 in autocommit)"),
+        ("connect", f"{statistics.median(connects):.2f} ms (driver, new connection and close)"),
+    ]
+
+
 def calls_per_scope() -> tuple[float, float]:
     python_calls, c_calls, _ = count_calls(scope_loop(), 200)
     return python_calls, c_calls
@@ -444,7 +503,7 @@ def run(args: argparse.Namespace) -> None:
     print(file=out)
     report(rows, out)
     print(file=out)
-    for name, value in versions(get_engine()):
+    for name, value in versions(get_engine()) + machine_speed(get_engine()):
         print(f"{name:11} {value}", file=out)
     print(f"(suite: {time.monotonic() - started:.0f} s)", file=out)
 

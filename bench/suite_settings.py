@@ -5,6 +5,11 @@ connection per request (``CONN_MAX_AGE`` 0, Django's default), ``persistent``
 keeps it (``CONN_MAX_AGE`` None). Pools: ``main`` (the documented defaults),
 ``four`` (4 connections, no overflow, for the threads comparison) and
 ``guarded`` (whose breaker the benchmark opens).
+
+The middleware is the demo project's: Django's ``startproject`` stack with
+``SessionMiddleware`` after authentication, so that a request costs what it
+costs in a project. None of Django's middleware touches the database for the
+views requested here.
 """
 
 from __future__ import annotations
@@ -19,9 +24,22 @@ DATABASES = {
 
 ALLOWED_HOSTS = ["127.0.0.1"]
 ROOT_URLCONF = "bench.suite_urls"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "mingus_sessions",
+]
 MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "mingus_sessions.middleware.SessionMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 MINGUS_SESSIONS = {
