@@ -113,10 +113,14 @@ def capture_stack(frame: FrameType | None) -> Stack:
     which have no opening frame to come back to: the walk is paid up front.
     """
     found: list[tuple[CodeType, int]] = []
-    while frame is not None and len(found) < STACK_FRAMES:
+    left = STACK_FRAMES  # counted here: len(found) per frame would be a call per frame
+    while frame is not None:
         code = frame.f_code
         if not code.co_filename.startswith(_LIBRARY_PATHS):
             found.append((code, frame.f_lasti))
+            left -= 1
+            if not left:
+                break
         frame = frame.f_back
     return tuple(found)
 
