@@ -299,7 +299,8 @@ def compare_requests(rounds: int, verbose: bool) -> list[Row]:
     )
     before = get_pool_metrics("main").checkouts
     # Judged at 2%, about 1 µs here, where one round's ratio spreads by ±2%:
-    # three times the rounds keep the median's own error near 0.2%.
+    # three times the rounds narrow the median, which still moves by about
+    # ±0.5% from run to run (docs/benchmarks.md).
     precise = rounds * NO_DATABASE_ROUNDS_FACTOR
     row = paired(
         request_loop(with_app, "no-database"),
