@@ -1,4 +1,4 @@
-"""The admin's "Connection pools" (RELIABILITY.md S1, S3, S4) through Django's test client.
+"""The admin's "Connection pools" (docs/reliability.md S1, S3, S4) through Django's test client.
 
 Pages: who gets in (S3), what the dashboard and the pool page show, that they
 are never cached and never query a table. Actions: POST with CSRF and the

@@ -1,4 +1,4 @@
-"""DatabaseTask in real Celery workers, on Redis and RabbitMQ (RELIABILITY.md C1-C5, R12, R15).
+"""DatabaseTask in real Celery workers, on Redis and RabbitMQ (docs/reliability.md C1-C5, R12, R15).
 
 Each broker gets two workers for the module (``celery -A tests.celery_app worker``,
 prefork): a shared one with two children and a solo one with one child (for the

@@ -49,7 +49,7 @@ EXPECTED_BACKEND = {
 REPO = Path(__file__).resolve().parent.parent
 MANAGE = REPO / "manage.py"
 
-#: The exit code of a usage or configuration error (docs/operations-commands.md).
+#: The exit code of a usage or configuration error (docs/operations.md).
 USAGE_ERROR = 3
 #: A password that must never appear in any command's output.
 SECRET = "s3cret-command-password-never-shown"

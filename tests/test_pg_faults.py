@@ -1,4 +1,5 @@
-"""Real faults on a PostgreSQL server the tests may hurt (RELIABILITY.md R1, R2, R10, R12, R15).
+"""Real faults on a PostgreSQL server the tests may hurt (docs/reliability.md: R1, R2, R10, R12,
+R15).
 
 Backends are hurt from an admin connection made with psycopg directly. A pool's
 backends are found in ``pg_stat_activity`` by ``application_name`` (which the

@@ -1,4 +1,4 @@
-"""Secrets and bad input (RELIABILITY.md S1, S5, S7).
+"""Secrets and bad input (docs/reliability.md S1, S5, S7).
 
 S1 adds a database alias ``secret`` whose password is the suite's sentinel and
 whose server is a closed local port, and a pool on it, whatever

@@ -10,7 +10,7 @@ project with its own ``AdminSite`` registers the same pair on it::
 
     my_site.register(ConnectionPool, ConnectionPoolAdmin)
 
-See docs/operations-admin.md.
+See docs/operations.md.
 """
 
 from __future__ import annotations

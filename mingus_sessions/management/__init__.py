@@ -1,1 +1,1 @@
-"""Django management commands of mingus_sessions (see docs/operations-commands.md)."""
+"""Django management commands of mingus_sessions (see docs/operations.md)."""

@@ -9,7 +9,7 @@ tests/test_celery_worker.py, ``celery -A tests.celery_app worker``), then stops
 the server (SIGTERM, by pid) and starts it again on the same port. Whatever
 happens, the fixtures stop the worker and the server they started.
 
-"Nothing lost" is checked as in RELIABILITY.md: every effect the caller saw
+"Nothing lost" is checked as in docs/reliability.md: every effect the caller saw
 succeed is in the database exactly once, and nothing the caller saw fail is.
 
 Without persistence a restart empties Redis: messages waiting in a queue and

@@ -1,7 +1,7 @@
 """What the pool commands share: the usage-error exit code, pool names, ``--json``.
 
 Private: the commands and their exit codes are the public surface
-(docs/operations-commands.md), not this module.
+(docs/operations.md), not this module.
 """
 
 from __future__ import annotations
