@@ -2,8 +2,10 @@
 
 A callback registered inside a scope waits for the outermost transaction of
 that scope's session to commit, and runs after the session is closed. If the
-transaction rolls back, or the SAVEPOINT that was innermost when the callback
-was registered rolls back, the callback is dropped. Inside a joined scope
+transaction rolls back, or a SAVEPOINT that was open when the callback was
+registered rolls back, the callback is dropped: whether a nested scope, the
+scope's own code (``session.begin_nested()``, ``savepoint.rollback()``) or
+SQLAlchemy (a failed flush) rolled it back. Inside a joined scope
 (``join_django=True``) Django owns the transaction, so Django's
 ``transaction.on_commit`` takes the callback.
 
@@ -16,19 +18,28 @@ so it is never lost silently and never mistaken for a failed transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from .errors import AfterCommitError
+
+if TYPE_CHECKING:
+    from .sessions import _Frame
 
 __all__ = ["on_commit"]
 
 logger = logging.getLogger("mingus_sessions")
 
 _KEY = "mingus_sessions.after_commit"
+#: Set in ``session.info`` once the session's savepoint rollbacks are watched.
+_WATCHED = "mingus_sessions.after_commit.watched"
+#: In ``session.info`` of a joined session (Django's connection and transaction): its pool.
+JOINED = "mingus_sessions.joined"
 
 #: (callback, the savepoints that were open when it was registered)
 Pending = list[tuple[Callable[[], Any], tuple[SessionTransaction, ...]]]
@@ -45,12 +56,13 @@ def on_commit(callback: Callable[[], Any], pool: str | None = None) -> None:
     if frame is None:
         callback()
         return
+    register(frame, callback)
+
+
+def register(frame: _Frame, callback: Callable[[], Any]) -> None:
+    """Make ``callback`` wait for the transaction of ``frame``, an active scope."""
     if frame.joined:
-        from django.db import transaction
-
-        from .conf import pool_config
-
-        transaction.on_commit(callback, using=pool_config(frame.pool).database)
+        _register_joined(frame.session, frame.pool, callback)
         return
     if not frame.opened:
         # A request or task that has not touched the database yet: keep the
@@ -60,15 +72,85 @@ def on_commit(callback: Callable[[], Any], pool: str | None = None) -> None:
         frame.early.append(callback)
         return
     session = frame.session
-    pending: Pending = session.info.setdefault(_KEY, [])
-    pending.append((callback, _open_savepoints(session)))
+    info = session.info
+    if JOINED in info:
+        # A request's or task's scope that is a savepoint on a joined session.
+        _register_joined(session, frame.pool, callback)
+        return
+    pending: Pending = info.setdefault(_KEY, [])
+    chain = _open_savepoints(session)
+    if chain:
+        _watch_savepoints(session)
+    pending.append((callback, chain))
+
+
+def _register_joined(session: Session, pool: str, callback: Callable[[], Any]) -> None:
+    """Make ``callback`` wait for Django's transaction, under which ``session`` runs."""
+    from django.db import transaction
+
+    from .conf import pool_config
+
+    # Django runs it when its transaction commits; until then it waits on
+    # the joined session too, which drops it if a joined scope (each is a
+    # SAVEPOINT Django does not know about) or a begin_nested() rolls back.
+    entry = (callback, _open_savepoints(session))
+    kept: Pending = session.info.setdefault(_KEY, [])
+    kept.append(entry)
+    _watch_savepoints(session)
+    transaction.on_commit(
+        functools.partial(_run_if_kept, kept, entry), using=pool_config(pool).database
+    )
 
 
 def adopt(session: Session, callbacks: list[Callable[[], Any]]) -> None:
     """Attach callbacks registered before ``session`` opened to its transaction."""
+    joined_pool = session.info.get(JOINED)
+    if joined_pool is not None:
+        for callback in callbacks:
+            _register_joined(session, joined_pool, callback)
+        return
     pending: Pending = session.info.setdefault(_KEY, [])
     chain = _open_savepoints(session)
+    if chain:
+        _watch_savepoints(session)
     pending.extend((callback, chain) for callback in callbacks)
+
+
+def _watch_savepoints(session: Session) -> None:
+    """Drop callbacks with any savepoint of ``session`` that rolls back, whoever rolls it back.
+
+    The scopes of this package discard a savepoint's callbacks when they roll
+    it back; a savepoint begun by the scope's own code
+    (``session.begin_nested()``) is rolled back by that code, or by SQLAlchemy
+    after a failed flush. The listener goes on the session itself, the first
+    time a callback is registered inside a savepoint: a session that never
+    holds one (nearly all) pays nothing for it.
+    """
+    info = session.info
+    if _WATCHED not in info:
+        info[_WATCHED] = True
+        event.listen(session, "after_soft_rollback", _after_soft_rollback)
+
+
+def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not session.info.get(_KEY):
+        return
+    # A flush that fails rolls back its own internal transaction, and with it
+    # the database-level transaction it runs in: the innermost savepoint (or
+    # the outermost transaction, whose callbacks the scope drops when it ends).
+    transaction: SessionTransaction | None = previous_transaction
+    while transaction is not None and not transaction.nested:
+        transaction = transaction.parent
+    if transaction is not None:
+        discard_savepoint(session, transaction)
+
+
+def _run_if_kept(
+    kept: Pending, entry: tuple[Callable[[], Any], tuple[SessionTransaction, ...]]
+) -> None:
+    """Run a joined scope's callback (Django's transaction committed) unless it was dropped."""
+    if any(candidate is entry for candidate in kept):
+        entry[0]()
 
 
 def _open_savepoints(session: Session) -> tuple[SessionTransaction, ...]:

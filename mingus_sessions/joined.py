@@ -10,6 +10,7 @@ SQLAlchemy alike), and the surrounding ``atomic`` block decides the rest.
 
 from __future__ import annotations
 
+import os
 import threading
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 
+from . import after_commit
 from .engines import PoolEntry
 
 __all__ = ["close_joined", "open_joined"]
@@ -82,6 +84,9 @@ def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
     try:
         connection.ensure_connection()
         session = Session(bind=_joined_engine(entry), expire_on_commit=False)
+        # Callbacks registered through a request's or task's scope nested in
+        # this one wait for Django's commit too (see after_commit).
+        session.info[after_commit.JOINED] = entry.name
         savepoint = session.begin_nested()
     except BaseException as exc:
         if atomic is not None:
@@ -99,6 +104,10 @@ def close_joined(
     tb: TracebackType | None,
 ) -> None:
     """Release or roll back the scope's savepoint, then end the atomic block we opened."""
+    if exc is not None and savepoint is not None:
+        # Its on_commit callbacks wait for Django's commit: drop them now, even
+        # if the atomic block around this scope goes on and commits.
+        after_commit.discard_savepoint(session, savepoint)
     try:
         if savepoint is not None and savepoint.is_active:
             if exc is None:
@@ -108,6 +117,8 @@ def close_joined(
         if exc is None:
             session.commit()  # a no-op on Django's connection: flushes and ends SQLAlchemy's side
     except BaseException as failure:
+        if savepoint is not None:
+            after_commit.discard_savepoint(session, savepoint)
         session.close()
         if atomic is not None:
             atomic.__exit__(type(failure), failure, failure.__traceback__)
@@ -115,3 +126,12 @@ def close_joined(
     session.close()
     if atomic is not None:
         atomic.__exit__(exc_type, exc, tb)
+
+
+def _after_fork_in_child() -> None:
+    # The lock may have been held by a parent thread that does not exist in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

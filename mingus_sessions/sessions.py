@@ -9,7 +9,6 @@ forever).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sys
@@ -198,7 +197,13 @@ def _open_session(
         except BaseException as exc:
             session.close()
             error = _translated(entry.name, exc)
-            _record_failure(breaker, exc if error is None else error)
+            failure = exc if error is None else error
+            if counts_as_failure(failure):
+                breaker.record_failure()  # type: ignore[union-attr]
+            else:
+                # A busy pool or an interrupt proves nothing either way: the
+                # next caller gets the trial now, not a recovery timeout later.
+                breaker.release_trial()  # type: ignore[union-attr]
             if error is not None:
                 raise error from exc
             raise
@@ -299,12 +304,25 @@ def _end_savepoint(
 ) -> None:
     """Release or roll back a savepoint; raise the translated failure, if any."""
     if commit:
+        if aborted_connections and savepoint.session.connection() in aborted_connections:
+            # A statement error inside the savepoint was caught: RELEASE would
+            # fail and leave the outer transaction aborted. Roll back to the
+            # savepoint instead, so that the outer transaction can go on.
+            after_commit.discard_savepoint(savepoint.session, savepoint)
+            _roll_back_savepoint(savepoint, name)
+            session_stats.failed_sessions += 1
+            raise TransactionError(
+                f"The savepoint on pool {name!r} was aborted by an earlier database error "
+                "that was caught, so its work was rolled back; the outer transaction goes on. "
+                "Let the error end the inner scope, or nest the statement that may fail in "
+                "a session_scope() of its own.",
+                pool=name,
+            )
         try:
             savepoint.commit()
         except Exception as commit_exc:
             after_commit.discard_savepoint(savepoint.session, savepoint)
-            if savepoint.is_active:
-                _rollback(savepoint, name)
+            _roll_back_savepoint(savepoint, name)
             session_stats.failed_sessions += 1
             error = _translated(name, commit_exc, at_commit=True)
             if error is not None:
@@ -312,18 +330,28 @@ def _end_savepoint(
             raise
         return
     after_commit.discard_savepoint(savepoint.session, savepoint)
-    if savepoint.is_active:
-        _rollback(savepoint, name)
-        if aborted_connections:
-            # Rolling back to the savepoint makes the transaction usable again.
-            with contextlib.suppress(Exception):
-                aborted_connections.discard(savepoint.session.connection())
+    _roll_back_savepoint(savepoint, name)
     if exc is None:
         return
     session_stats.failed_sessions += 1
     error = _translated(name, exc)
     if error is not None:
         raise error from exc
+
+
+def _roll_back_savepoint(savepoint: SessionTransaction, pool: str) -> None:
+    """Roll back ``savepoint`` if it is still open, whatever state a failure left it in.
+
+    A failed flush leaves the savepoint deactivated and a failed RELEASE leaves
+    it prepared: neither is ``is_active``, yet the outer transaction can go on
+    only once the savepoint is rolled back. One that is already closed (the
+    caller rolled it back, or its outer transaction ended) is left alone.
+    """
+    still_open = savepoint.session.get_nested_transaction()
+    while still_open is not None and still_open is not savepoint:
+        still_open = still_open.parent
+    if still_open is not None:
+        _rollback(savepoint, pool)
 
 
 class LazyScope(_Frame):
@@ -348,9 +376,7 @@ class LazyScope(_Frame):
         # by a test holding ``sa_session``, an eager task called in a scope),
         # this scope is a SAVEPOINT on that session, as a nested scope is.
         name = self.pool
-        outer = self.parent
-        while outer is not None and outer.pool != name:
-            outer = outer.parent
+        outer = self._enclosing()
         if outer is not None:
             session = outer.session
             self._savepoint = session.begin_nested()
@@ -363,6 +389,13 @@ class LazyScope(_Frame):
             after_commit.adopt(session, early)
             self.early = None
         return session
+
+    def _enclosing(self) -> _Frame | None:
+        """The next scope out of the same pool, which this one is a savepoint of."""
+        outer = self.parent
+        while outer is not None and outer.pool != self.pool:
+            outer = outer.parent
+        return outer
 
     @property
     def has_work(self) -> bool:
@@ -392,9 +425,16 @@ class LazyScope(_Frame):
         if session is None:
             early = self.early
             if early and commit:
-                # Nothing to commit: the callbacks' transaction trivially succeeded.
                 self.early = None
-                after_commit.run([(callback, ()) for callback in early], self.pool)
+                outer = self._enclosing()
+                if outer is None:
+                    # Nothing to commit: the callbacks' transaction trivially succeeded.
+                    after_commit.run([(callback, ()) for callback in early], self.pool)
+                else:
+                    # Had it opened, this scope would have been a savepoint of
+                    # the outer one: its callbacks wait for that transaction.
+                    for callback in early:
+                        after_commit.register(outer, callback)
             return
         if self._finished:  # a response may be closed twice: finish once
             return

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
-from sqlalchemy import text
+from sqlalchemy import String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mingus_sessions import session_scope
 from tests.testapp.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class NoteRow(Base):
+    """``tests.testapp.Note``'s table, mapped for SQLAlchemy's ORM."""
+
+    __tablename__ = "testapp_note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(100), unique=True)
+    body: Mapped[str] = mapped_column(String(100), default="")
 
 
 def _titles() -> list[str]:
@@ -104,3 +119,30 @@ def test_sqlalchemy_never_ends_djangos_transaction() -> None:
                 )
             assert visible == 0
     assert _titles() == ["pending"]
+
+
+def test_joined_scope_whose_statement_failed_rolls_back_its_savepoint() -> None:
+    """A joined scope ended by a failed statement leaves Django's transaction usable.
+
+    On PostgreSQL the failed statement aborts the transaction until the
+    scope's savepoint is rolled back, whatever state SQLAlchemy left it in.
+    """
+    with transaction.atomic():
+        Note.objects.create(title="kept")
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            with session_scope(join_django=True) as session:
+                _insert(session, "dropped")
+                _insert(session, "kept")
+        Note.objects.create(title="after")
+    assert _titles() == ["after", "kept"]
+
+
+def test_joined_scope_whose_flush_failed_rolls_back_its_savepoint() -> None:
+    """The same with the ORM: a failed flush leaves SQLAlchemy's savepoint deactivated."""
+    with transaction.atomic():
+        Note.objects.create(title="kept")
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            with session_scope(join_django=True) as session:
+                session.add(NoteRow(title="kept"))
+        Note.objects.create(title="after")
+    assert _titles() == ["after", "kept"]

@@ -35,7 +35,9 @@ from mingus_sessions import (
     session_scope,
     with_db_session,
 )
+from mingus_sessions.after_commit import on_commit
 from mingus_sessions.retry import backoff_delay
+from mingus_sessions.sessions import LazyScope
 from mingus_sessions.stats import session_stats
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
@@ -238,6 +240,123 @@ def test_inner_failure_rolls_back_only_inner_work() -> None:
         assert current_session() is outer
         insert(outer, "after")
     assert titles() == ["after", "before"]
+
+
+@db
+@pytest.mark.parametrize("where", ["flush-in-body", "flush-at-inner-exit"])
+def test_inner_scope_whose_flush_fails_leaves_the_outer_scope_usable(where: str) -> None:
+    """A failed flush leaves the savepoint deactivated, not active: it is rolled back all the same.
+
+    Otherwise the outer scope's next statement raises PendingRollbackError and
+    the outer work is lost, where an inner failure must undo the inner work only.
+    """
+    with session_scope() as outer:
+        outer.add(NoteRow(title="taken"))
+        outer.flush()
+        with pytest.raises(sa_exc.IntegrityError), session_scope() as inner:
+            inner.add(NoteRow(title="taken"))  # a unique violation, at flush
+            if where == "flush-in-body":
+                inner.flush()
+        assert not outer.in_nested_transaction()
+        outer.add(NoteRow(title="after"))
+    assert titles() == ["after", "taken"]
+    assert checked_out() == 0
+
+
+@db
+@pytest.mark.postgresql
+def test_caught_error_inside_begin_nested_lets_the_outer_scope_commit() -> None:
+    """ROLLBACK TO SAVEPOINT repairs PostgreSQL's aborted transaction, whoever issues it.
+
+    SQLAlchemy's own ``begin_nested()`` idiom: the outer commit is not refused.
+    """
+    with session_scope() as outer:
+        insert(outer, "kept")
+        with pytest.raises(sa_exc.IntegrityError), outer.begin_nested():
+            insert(outer, "kept")
+        insert(outer, "after")
+    assert titles() == ["after", "kept"]
+
+
+@db
+@pytest.mark.postgresql
+def test_caught_error_inside_an_inner_scope_rolls_the_inner_scope_back() -> None:
+    """An inner scope whose body caught a statement error raises and rolls back to its savepoint.
+
+    RELEASE would fail on the aborted transaction and leave the outer scope
+    unable to go on; instead the inner work is undone, the caller is told, and
+    the outer transaction goes on and commits.
+    """
+    with session_scope() as outer:
+        insert(outer, "kept")
+        refused = pytest.raises(mingus_sessions.TransactionError, match="savepoint on pool 'main'")
+        with refused, session_scope() as inner:
+            insert(inner, "inner")
+            with contextlib.suppress(sa_exc.IntegrityError):
+                insert(inner, "kept")
+        insert(outer, "after")
+    assert titles() == ["after", "kept"]
+    assert checked_out() == 0
+
+
+@db
+@pytest.mark.postgresql
+def test_caught_error_in_the_outer_scope_refuses_the_commit() -> None:
+    """PostgreSQL would answer COMMIT with ROLLBACK: the scope raises rather than report success."""
+    refused = pytest.raises(mingus_sessions.TransactionError, match="aborted by an earlier")
+    with refused, session_scope() as session:
+        insert(session, "lost")
+        with contextlib.suppress(sa_exc.IntegrityError):
+            insert(session, "lost")
+    assert titles() == []
+    assert checked_out() == 0
+
+
+@db
+@pytest.mark.parametrize("outer_fails", [False, True], ids=["outer-commits", "outer-rolls-back"])
+def test_lazy_scope_that_never_opened_hands_its_callbacks_to_the_outer_scope(
+    outer_fails: bool,
+) -> None:
+    """A task or request scope inside a scope, with on_commit callbacks but no statement.
+
+    Had it opened, it would have been a savepoint of the outer scope: its
+    callbacks wait for the outer transaction, and are dropped if it rolls back.
+    """
+    ran: list[str] = []
+    with contextlib.suppress(Boom), session_scope() as outer:
+        insert(outer, "outer")
+        inner = LazyScope()
+        token = inner.activate()
+        try:
+            on_commit(lambda: ran.append("published"))
+            inner.finish(commit=True)
+        finally:
+            LazyScope.deactivate(token)
+        assert ran == []
+        if outer_fails:
+            raise Boom
+    assert ran == ([] if outer_fails else ["published"])
+
+
+@db
+def test_lazy_scope_inside_an_unopened_lazy_scope_keeps_the_callbacks_waiting() -> None:
+    """Neither scope opened: the callbacks wait for the outer one, and run when it commits."""
+    ran: list[str] = []
+    outer = LazyScope()
+    outer_token = outer.activate()
+    try:
+        inner = LazyScope()
+        token = inner.activate()
+        try:
+            on_commit(lambda: ran.append("published"))
+            inner.finish(commit=True)
+        finally:
+            LazyScope.deactivate(token)
+        assert ran == []
+    finally:
+        LazyScope.deactivate(outer_token)
+    outer.finish(commit=True)
+    assert ran == ["published"]
 
 
 @db
@@ -832,6 +951,41 @@ def test_breaker_trial_failure_reopens() -> None:
     assert ran == []
     clock.now += 10.0
     assert breaker.state == "half_open"
+
+
+@db
+def test_a_trial_that_fails_without_proving_anything_hands_the_trial_to_the_next_caller(
+    settings: Any,
+) -> None:
+    """A half-open trial that fails for a reason that is not the database's gives the trial back.
+
+    Otherwise every caller fails fast for another recovery timeout against a
+    database that may well be back.
+    """
+    with_pools(
+        settings,
+        CIRCUIT_BREAKER={"ENABLED": True, "FAILURE_THRESHOLD": 1, "RECOVERY_TIMEOUT": 0.05},
+    )
+    breaker = get_circuit_breaker()
+    breaker.record_failure()
+    assert breaker.state == "open"
+    time.sleep(0.06)
+    engine = get_engine()
+
+    def refuse(*args: Any) -> None:
+        raise Boom("not the database's fault")
+
+    event.listen(engine, "checkout", refuse)
+    try:
+        with pytest.raises(Boom), session_scope():
+            pass
+    finally:
+        event.remove(engine, "checkout", refuse)
+    assert breaker.state == "half_open"
+    with session_scope() as session:  # the next caller is the trial, at once
+        session.execute(text("SELECT 1"))
+    assert breaker.state == "closed"
+    assert checked_out() == 0
 
 
 def test_breaker_admits_exactly_one_trial_among_racing_threads() -> None:
