@@ -11,8 +11,10 @@ reachability and leaves the counts alone.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,6 +28,9 @@ OPEN = "open"
 HALF_OPEN = "half_open"
 
 T = TypeVar("T")
+
+#: Every breaker alive in this process, so that a forked child can renew their locks.
+_instances: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
 def counts_as_failure(exc: BaseException) -> bool:
@@ -69,6 +74,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_until = 0.0  # while a half-open trial is out, others fail fast
+        _instances.add(self)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name or ''} {self.state} failures={self._failures}>"
@@ -165,3 +171,19 @@ class CircuitBreaker:
 
     def _label(self) -> str:
         return f'"{self.name}"' if self.name else "(unnamed)"
+
+    def _after_fork(self) -> None:
+        # The lock may have been held by a parent thread, and a half-open trial
+        # may be out in one: neither thread exists in the child, so the child
+        # gets a free lock and may send a trial of its own. Open or closed and
+        # the failure count are kept: they are about the database.
+        self._lock = threading.Lock()
+        self._trial_until = 0.0
+
+
+def _after_fork_in_child() -> None:
+    for breaker in list(_instances):
+        breaker._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -6,6 +6,7 @@ the GIL; readers take a snapshot with :meth:`SessionStats.snapshot`.
 
 from __future__ import annotations
 
+import os
 import threading
 
 __all__ = ["SessionStats", "TransactionStats", "session_stats", "transaction_stats"]
@@ -89,3 +90,14 @@ class TransactionStats:
 
 
 transaction_stats = TransactionStats()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's open sessions stay the parent's: the child starts with none
+    # (a session carried across the fork must not be used; see docs/sessions.md).
+    # The counters are kept. The lock may have been held by a parent thread.
+    session_stats.active_sessions = 0
+    transaction_stats._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,162 @@
+"""Fork safety of the breakers' locks and of the package's other module locks.
+
+A parent thread holds every lock at the moment of ``os.fork()``; the thread
+does not exist in the child, so a lock copied as it was would stay held there
+forever. The child must get free locks, a breaker it can use (with no half-open
+trial left out by the parent), and no share in the parent's open sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import pytest
+
+from mingus_sessions import CircuitOpenError, breakers, joined, session_scope
+from mingus_sessions.breaker import CircuitBreaker
+from mingus_sessions.stats import session_stats, transaction_stats
+
+#: How long the child may take before it counts as deadlocked.
+CHILD_DEADLINE = 20.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def held_by_a_thread(acquire: Callable[[threading.Event, threading.Event], None]) -> Iterator[None]:
+    """Run ``acquire(held, release)`` in a thread; yield once it holds its lock."""
+    held, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=acquire, args=(held, release), daemon=True)
+    thread.start()
+    try:
+        assert held.wait(5.0), "the thread never took its lock"
+        yield
+    finally:
+        release.set()
+        thread.join(5.0)
+
+
+def holding(lock: Any) -> Callable[[threading.Event, threading.Event], None]:
+    def hold(held: threading.Event, release: threading.Event) -> None:
+        with lock:
+            held.set()
+            release.wait(10.0)
+
+    return hold
+
+
+def in_a_scope(held: threading.Event, release: threading.Event) -> None:
+    """An open session of the parent's (no statement, so no connection)."""
+    with session_scope():
+        held.set()
+        release.wait(10.0)
+
+
+def run_in_a_forked_child(child: Callable[[], str]) -> str:
+    """Fork; the child runs ``child()`` and reports what it returns (or its failure)."""
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12 warns that forking a process with threads may deadlock:
+        # that is the very case under test.
+        warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_fd)
+            message = child()
+            code = 0
+        except BaseException as exc:
+            message = f"error: {exc!r}"
+        finally:
+            try:
+                os.write(write_fd, message.encode())
+            finally:
+                os._exit(code)
+    os.close(write_fd)
+    deadline = time.monotonic() + CHILD_DEADLINE
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            pytest.fail("the forked child deadlocked on a lock held by a parent thread at fork")
+        time.sleep(0.01)
+    with os.fdopen(read_fd, "rb") as pipe:
+        reply = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(status) == 0, reply
+    return reply
+
+
+def acquire_or_fail(name: str, lock: Any) -> None:
+    if not lock.acquire(timeout=2.0):
+        raise AssertionError(f"{name} is still held in the child")
+    lock.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_child_gets_free_locks_a_usable_breaker_and_no_parent_sessions() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 30.0, name="forked", clock=clock)
+    breaker.record_failure()
+    clock.now = 30.0
+    assert breaker.before_call() is True  # the parent's half-open trial is out
+    pool_breaker = breakers.get_circuit_breaker()
+    baseline = session_stats.active_sessions
+
+    def child() -> str:  # pragma: no cover - runs in the child
+        acquire_or_fail("CircuitBreaker._lock", breaker._lock)
+        acquire_or_fail("breakers._lock", breakers._lock)
+        acquire_or_fail("joined._lock", joined._lock)
+        acquire_or_fail("transaction_stats._lock", transaction_stats._lock)
+        # The trial's caller is a parent thread: the child sends a trial of its own.
+        assert breaker.state == "half_open"
+        assert breaker.before_call() is True
+        breaker.record_success()
+        assert breaker.state == "closed"
+        breaker.record_failure()
+        assert breaker.state == "open"
+        # The pool's breaker is the parent's, and the registry still builds new ones.
+        assert breakers.get_circuit_breaker() is pool_breaker
+        pool_breaker.record_failure()
+        breakers._forget()
+        assert breakers.get_circuit_breaker() is not pool_breaker
+        transaction_stats.record("forked", 0.001, failed=False)
+        # The parent's open sessions are not the child's.
+        assert session_stats.active_sessions == 0, session_stats.active_sessions
+        with session_scope():
+            assert session_stats.active_sessions == 1
+        assert session_stats.active_sessions == 0
+        return "ok"
+
+    with ExitStack() as stack:
+        for lock in (breaker._lock, breakers._lock, joined._lock, transaction_stats._lock):
+            stack.enter_context(held_by_a_thread(holding(lock)))
+        stack.enter_context(held_by_a_thread(in_a_scope))
+        assert session_stats.active_sessions == baseline + 1
+        reply = run_in_a_forked_child(child)
+    assert reply == "ok"
+    # The parent is untouched: its trial is still out, its lock and breakers work.
+    assert session_stats.active_sessions == baseline
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()
+    breaker.record_success()
+    assert breaker.state == "closed"
+    assert breakers.get_circuit_breaker() is pool_breaker
+    assert pool_breaker.state == "closed"
