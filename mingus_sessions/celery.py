@@ -13,7 +13,9 @@ A transient database failure (:func:`~mingus_sessions.is_transient`) is retried
 through Celery's own ``retry()``: the whole call runs again later, in a fresh
 transaction, after an exponential, capped, jittered countdown, up to
 ``db_max_retries`` times (``RETRY["MAX_RETRIES"]`` by default). Other failures
-are raised at once.
+are raised at once. What the call committed in transactions of its own
+(``execute_with_retry()``, independent scopes) is done again by the retry, so
+such work must be idempotent.
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ class TaskDatabase:
         The operation runs outside the call's transaction: a scope it opens is
         a transaction of its own, committed when that attempt succeeds, so a
         retry never works on a transaction a deadlock or disconnect has ended.
+        That commit does not wait for the call: if Celery later retries the
+        call, the operation runs and commits again, so it must be idempotent.
         """
         with _outside_scopes():
             return execute_with_retry(

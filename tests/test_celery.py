@@ -22,9 +22,9 @@ from celery import Celery, shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from django.db import transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import String, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mingus_sessions import (
     AfterCommitError,
@@ -39,6 +39,7 @@ from mingus_sessions import (
     SerializationError,
     SessionError,
     TransactionError,
+    after_commit,
     current_session,
     get_engine,
     on_commit,
@@ -81,6 +82,20 @@ def insert(session: Session, title: str, body: str = "") -> None:
     session.execute(
         text("INSERT INTO testapp_note (title, body) VALUES (:t, :b)"), {"t": title, "b": body}
     )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class NoteRow(Base):
+    """The Django model ``tests.testapp.Note``'s table, for a flush that fails."""
+
+    __tablename__ = "testapp_note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(100), unique=True)
+    body: Mapped[str] = mapped_column(default="")
 
 
 def titles(pool: str | None = None) -> list[str]:
@@ -292,6 +307,21 @@ def with_retry_helper(self: DatabaseTask, fail_after: bool) -> None:
     insert(self.db_session.session, "call-write")
     if fail_after:
         raise ValueError("the call fails after the helper committed")
+
+
+@app.task(bind=True, base=DatabaseTask, name="tests.celery.helper_then_transient")
+def helper_then_transient(self: DatabaseTask) -> None:
+    """Commits through execute_with_retry; then the call's transaction fails transiently, once."""
+    run = int(self.request.retries or 0)
+
+    def attempt() -> None:
+        with self.db_session.session_scope() as session:
+            insert(session, f"helper-run-{run}")
+
+    self.db_session.execute_with_retry(attempt, base_delay=0.001)
+    insert(self.db_session.session, f"call-run-{run}")
+    if run == 0:
+        raise DeadlockError("the call's transaction fails after the helper committed", pool="main")
 
 
 class SendSMSTask(DatabaseTask):
@@ -917,6 +947,19 @@ def test_execute_with_retry_and_the_call_both_commit() -> None:
 
 
 @DB
+def test_a_retried_call_runs_the_helpers_committed_work_again() -> None:
+    """What execute_with_retry() committed stays committed, and the task's retry does it again.
+
+    docs/celery.md says so: such work must be idempotent.
+    """
+    result = helper_then_transient.apply()
+    assert result.successful(), result.traceback
+    assert titles() == ["call-run-1", "helper-run-0", "helper-run-1"]
+    assert session_stats.retries == 1
+    assert_closed()
+
+
+@DB
 def test_execute_with_retry_max_retries() -> None:
     helper = get_celery_db_session()
     attempts: list[int] = []
@@ -1150,6 +1193,124 @@ def test_delay_on_commit_inside_a_rolled_back_savepoint_is_dropped() -> None:
         ("after",),
     ]
     assert titles() == ["outer"]
+
+
+@DB
+def test_on_commit_inside_sqlalchemys_own_savepoint_follows_it() -> None:
+    """A SAVEPOINT begun with ``session.begin_nested()`` drops its callbacks when it rolls back.
+
+    Whoever rolls it back: the context manager on an exception, the code by
+    hand, an outer savepoint (SQLAlchemy's or a scope's); a released one hands
+    its callbacks to the outer transaction.
+    """
+    ran: list[str] = []
+    with session_scope() as session:
+        insert(session, "outer")
+        with pytest.raises(ValueError), session.begin_nested():
+            insert(session, "inner")
+            target.delay_on_commit("rolled-back-by-the-context-manager")
+            on_commit(lambda: ran.append("rolled-back"))
+            raise ValueError("inner fails")
+        savepoint = session.begin_nested()
+        target.delay_on_commit("rolled-back-by-hand")
+        savepoint.rollback()
+        with session.begin_nested():
+            target.delay_on_commit("released")
+        outer_savepoint = session.begin_nested()
+        with session.begin_nested():
+            target.delay_on_commit("released-inside-a-rolled-back-one")
+        outer_savepoint.rollback()
+        with session_scope(), pytest.raises(ValueError), session.begin_nested():
+            target.delay_on_commit("rolled-back-inside-a-released-scope")
+            raise ValueError("inner fails")
+        with pytest.raises(KeyError), session_scope():
+            with session.begin_nested():
+                target.delay_on_commit("released-inside-a-rolled-back-scope")
+            raise KeyError("the scope fails")
+        target.delay_on_commit("after")
+    assert [args for _, args, _ in published()] == [("released",), ("after",)]
+    assert ran == []
+    assert titles() == ["outer"]
+    assert_closed()
+
+
+@DB
+def test_on_commit_inside_a_savepoint_whose_flush_failed_is_dropped() -> None:
+    """A failed flush rolls the savepoint back at the database: its callbacks go with it."""
+    with session_scope() as session:
+        insert(session, "taken")
+        savepoint = session.begin_nested()
+        target.delay_on_commit("in-the-failed-savepoint")
+        session.add(NoteRow(title="taken"))
+        with pytest.raises(sa_exc.IntegrityError):
+            session.flush()
+        savepoint.rollback()
+        target.delay_on_commit("after")
+    assert [args for _, args, _ in published()] == [("after",)]
+    assert titles() == ["taken"]
+
+
+@DB
+def test_on_commit_outside_savepoints_adds_no_listener() -> None:
+    """Watching savepoint rollbacks costs nothing to a session that holds no callback in one."""
+    listening = (after_commit._after_soft_rollback,)
+    with session_scope() as session:
+        on_commit(lambda: None)
+        assert not event.contains(session, "after_soft_rollback", *listening)
+        with session_scope():
+            on_commit(lambda: None)
+        assert event.contains(session, "after_soft_rollback", *listening)
+
+
+@DB
+def test_on_commit_in_a_joined_scope_is_dropped_with_the_scopes_savepoint() -> None:
+    """Each joined scope is a SAVEPOINT Django does not know about: its rollback drops the callback.
+
+    Even when the ``atomic`` block around it goes on and commits.
+    """
+    ran: list[str] = []
+    with transaction.atomic():
+        with pytest.raises(ValueError), session_scope(join_django=True) as session:
+            insert(session, "rolled-back")
+            on_commit(lambda: ran.append("joined scope rolled back"))
+            raise ValueError("the joined scope fails")
+        with session_scope(join_django=True) as session:
+            with pytest.raises(ValueError), session_scope(join_django=True):
+                on_commit(lambda: ran.append("nested joined scope rolled back"))
+                raise ValueError("the nested joined scope fails")
+            with pytest.raises(ValueError), session.begin_nested():
+                on_commit(lambda: ran.append("begin_nested rolled back"))
+                raise ValueError("the savepoint fails")
+            with session_scope(join_django=True):
+                on_commit(lambda: ran.append("nested joined scope released"))
+            insert(session, "kept")
+            on_commit(lambda: ran.append("joined scope released"))
+        assert ran == []
+    assert ran == ["nested joined scope released", "joined scope released"]
+    assert titles() == ["kept"]
+
+
+@DB
+def test_delay_on_commit_of_a_task_called_inside_a_joined_scope_waits_for_django() -> None:
+    """A task call inside a joined scope is a savepoint on it: its publish waits for Django.
+
+    Whether the call wrote before publishing, after, or not at all; a call that
+    fails publishes nothing.
+    """
+    with transaction.atomic():
+        with session_scope(join_django=True):
+            assert publishes.apply(args=("written-first",)).successful()
+            assert publishes_first.apply(args=("published-first", True)).successful()
+            assert publishes_first.apply(args=("never-written", False)).successful()
+            ACTIONS.append(raises(ValueError("fails")))
+            assert publishes.apply(args=("failed",)).failed()
+        assert published() == []
+    assert sorted(args for _, args, _ in published()) == [
+        ("never-written",),
+        ("published-first",),
+        ("written-first",),
+    ]
+    assert titles() == ["published-first", "written-first"]
 
 
 @DB
