@@ -141,3 +141,12 @@ def invalidate() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in _WATCHED:
         invalidate()
+
+
+def _after_fork_in_child() -> None:
+    # The lock may have been held by a parent thread that does not exist in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,6 +16,7 @@ migrations own the schema.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -302,3 +303,12 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     # Datetime columns were built for the old USE_TZ.
     if setting == "USE_TZ":
         _clear()
+
+
+def _after_fork_in_child() -> None:
+    # The lock may have been held by a parent thread that does not exist in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

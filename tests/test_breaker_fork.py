@@ -160,3 +160,35 @@ def test_child_gets_free_locks_a_usable_breaker_and_no_parent_sessions() -> None
     assert breaker.state == "closed"
     assert breakers.get_circuit_breaker() is pool_breaker
     assert pool_breaker.state == "closed"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_child_gets_free_settings_tables_and_health_locks_and_no_ping_in_flight() -> None:
+    from mingus_sessions import conf, tables
+    from mingus_sessions.metrics import api
+
+    # A health ping of the parent's that has not answered at the fork.
+    in_flight = api._Ping("main")
+    api._pings["main"] = in_flight
+
+    def child() -> str:  # pragma: no cover - runs in the child
+        acquire_or_fail("conf._lock", conf._lock)
+        acquire_or_fail("tables._lock", tables._lock)
+        acquire_or_fail("metrics.api._pings_lock", api._pings_lock)
+        # Its thread is the parent's: the child checks the pool itself.
+        assert not api._ping_running("main")
+        assert api.check_pool("main", timeout=5.0)["detail"] != (
+            "the previous check has not answered yet"
+        )
+        return "ok"
+
+    try:
+        with ExitStack() as stack:
+            for lock in (conf._lock, tables._lock, api._pings_lock):
+                stack.enter_context(held_by_a_thread(holding(lock)))
+            reply = run_in_a_forked_child(child)
+        assert reply == "ok"
+        assert api._ping_running("main")  # the parent's own ping is left alone
+    finally:
+        in_flight.done.set()
+        api._pings.pop("main", None)

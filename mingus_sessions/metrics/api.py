@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from typing import Any, overload
@@ -131,6 +132,18 @@ class _Ping:
 def _ping_running(name: str) -> bool:
     running = _pings.get(name)
     return running is not None and not running.done.is_set()
+
+
+def _forget_pings_in_child() -> None:
+    # A ping in flight at the fork runs in a thread the child does not have:
+    # left in place, it would answer "the previous check has not answered yet"
+    # forever. The lock may have been held by such a thread.
+    global _pings_lock
+    _pings.clear()
+    _pings_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pings_in_child)
 
 
 def _start_ping(name: str) -> _Ping | None:
