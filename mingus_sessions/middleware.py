@@ -10,9 +10,12 @@ read to the end.
 
 Hooks, in Django's order: ``__call__``/``__acall__`` wraps the rest of the
 chain; ``process_exception`` records a view's exception, which Django then
-turns into a response. A failure at commit is raised from the middleware, so
-Django's handler logs it and answers 500: the client never sees a success that
-was not committed.
+turns into a response. That exception ends the scope as it would end a
+``session_scope()`` (rolled back, counted as a failed session and, for a
+connection failure, by the pool's circuit breaker), but it is not raised again.
+A failure at commit, or in ``REQUEST_COMMIT_HOOK``, is raised from the
+middleware once the session is closed, so Django's handler logs it and answers
+500: the client never sees a success that was not committed.
 
 A request that never uses its session must cost next to nothing: the benchmark
 allows 2% of a request to a view without SQLAlchemy, about 1.5 µs, and most of
@@ -36,6 +39,7 @@ from django.utils.module_loading import import_string
 from sqlalchemy.orm import Session
 
 from . import conf
+from .errors import SessionError
 from .metrics import monitor
 from .scope_context import active_scope as _active
 from .sessions import LazyScope
@@ -60,12 +64,45 @@ def _commit_hook() -> CommitHook | None:
 
 
 def _should_commit(request: HttpRequest, response: HttpResponseBase) -> bool:
-    if getattr(request, "_mingus_sessions_exception", None) is not None:
-        return False
     hook = _commit_hook()
     if hook is not None:
         return bool(hook(request, response))
     return response.status_code < 400
+
+
+def _finish(
+    scope: LazyScope, request: HttpRequest, response: HttpResponseBase, complete: bool = True
+) -> None:
+    """Commit or roll back the request's scope, and close it whatever happens on the way.
+
+    Called only for a scope with work. ``complete`` is false for a stream the
+    client left early: it rolls back without asking the hook.
+
+    The view's exception, recorded by ``process_exception``, is passed on so
+    that the scope judges it as ``session_scope()`` does: a failed session,
+    and a failure for the pool's circuit breaker if it is a connection-class
+    one. The scope then raises its translation of that exception (``from``
+    it), which is dropped here: Django has already turned the exception into
+    a response (perhaps a handler's own error page) and logged it. Any other
+    error from the scope is raised.
+
+    A hook that raises ends the scope with its exception (rolled back and
+    closed), which is then raised, or its translation if it is a database one.
+    """
+    failure = getattr(request, "_mingus_sessions_exception", None)
+    if failure is not None:
+        try:
+            scope.finish(commit=False, exc=failure)
+        except SessionError as error:
+            if error.__cause__ is not failure:
+                raise
+        return
+    try:
+        commit = complete and _should_commit(request, response)
+    except BaseException as hook_error:
+        scope.finish(commit=False, exc=hook_error)
+        raise
+    scope.finish(commit=commit)
 
 
 _object_setattr = object.__setattr__
@@ -267,7 +304,7 @@ class SessionMiddleware:
         if type(response) is not HttpResponse and response.streaming:
             return self._defer_to_close(scope, request, response)
         if type(scope) is not scope_type:  # it has work: see RequestSession
-            scope.finish(commit=_should_commit(request, response))
+            _finish(scope, request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -285,8 +322,7 @@ class SessionMiddleware:
             return self._defer_to_close(scope, request, response)
         if scope.has_work:
             # Commit and close in the thread that ran the sync view, off the loop.
-            commit = _should_commit(request, response)
-            await sync_to_async(scope.finish)(commit=commit)
+            await sync_to_async(_finish)(scope, request, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -346,13 +382,13 @@ class SessionMiddleware:
                 close()
             finally:
                 if scope.has_work:
-                    commit = state["complete"] and _should_commit(request, response)
-                    if not state["complete"]:
+                    complete = state["complete"]
+                    if not complete:
                         logger.info(
                             "Streaming response of %s ended early; rolling back its session",
                             request.path,
                         )
-                    scope.finish(commit=commit)
+                    _finish(scope, request, response, complete)
 
         response.close = close_and_finish  # type: ignore[method-assign]
         return response

@@ -7,20 +7,24 @@ import copy
 import inspect
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.test import AsyncClient, Client
 from django.urls import path
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from mingus_sessions import current_session, get_engine, session_scope
+from mingus_sessions import current_session, get_circuit_breaker, get_engine, session_scope
+from mingus_sessions.errors import CircuitOpenError, TransactionError
 from mingus_sessions.stats import session_stats
 from tests import views
 
@@ -137,6 +141,51 @@ def test_commit_hook_decides(settings: Any, client: Client) -> None:
     assert titles() == ["asked"]
 
 
+def raising_commit_hook(request: HttpRequest, response: HttpResponseBase) -> bool:
+    """REQUEST_COMMIT_HOOK for the tests: a hook with a bug."""
+    raise RuntimeError("the commit hook failed")
+
+
+@pytest.fixture
+def raising_hook(settings: Any) -> None:
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["REQUEST_COMMIT_HOOK"] = f"{__name__}.raising_commit_hook"
+    settings.MINGUS_SESSIONS = config
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[type[BaseException]]:
+    """The classes of the exceptions Django's handler logged, in order."""
+    return [
+        record.exc_info[0]
+        for record in caplog.records
+        if record.name == "django.request" and record.exc_info and record.exc_info[0]
+    ]
+
+
+@pytest.mark.usefixtures("raising_hook")
+def test_commit_hook_that_raises_rolls_back_and_closes(caplog: pytest.LogCaptureFixture) -> None:
+    """A hook that raises: rolled back, connection returned, the hook's error logged, 500."""
+    client = Client(raise_request_exception=False)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        assert client.get("/write/hooked/").status_code == 500
+    assert logged(caplog) == [RuntimeError]
+    assert checked_out() == 0
+    assert titles() == []
+
+
+@pytest.mark.usefixtures("raising_hook")
+def test_streaming_response_whose_commit_hook_raises(client: Client) -> None:
+    """A streaming response's hook that raises at close: rolled back, connection returned."""
+    response = client.get("/stream/hooked-stream/")
+    assert checked_out() == 1
+    with pytest.raises(RuntimeError, match="the commit hook failed"):
+        # The test client closes the response once the stream is read.
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    response.close()  # a second close finishes nothing again
+    assert checked_out() == 0
+    assert titles() == []
+
+
 def test_streaming_response_commits_after_the_last_chunk(client: Client) -> None:
     """A streaming view keeps its session until the response is closed, then commits."""
     response = client.get("/stream/streamed/")
@@ -242,6 +291,40 @@ def test_async_streaming_response() -> None:
         assert b"".join(chunks) == b"async-streamed\n"
         await _close_async(response)
         assert await _titles_async() == ["async-streamed"]
+
+    asyncio.run(scenario(AsyncClient()))
+
+
+@pytest.mark.usefixtures("raising_hook")
+@pytest.mark.parametrize("url", ["/async/write/async-hooked/", "/write/sync-hooked/"])
+def test_async_commit_hook_that_raises(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Under ASGI a hook that raises: rolled back, connection returned, the hook's error logged."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        assert (await async_client.get(url)).status_code == 500
+        assert await _titles_async() == []
+        assert await sync_to_async(checked_out)() == 0
+
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        asyncio.run(scenario(AsyncClient(raise_request_exception=False)))
+    assert logged(caplog) == [RuntimeError]
+
+
+@pytest.mark.usefixtures("raising_hook")
+def test_async_streaming_response_whose_commit_hook_raises() -> None:
+    """Under ASGI a streaming response's hook that raises at close: the connection returns."""
+
+    async def scenario(async_client: AsyncClient) -> None:
+        response = await async_client.get("/async/stream/async-hooked-stream/")
+        chunks: list[bytes] = []
+        with pytest.raises(RuntimeError, match="the commit hook failed"):
+            # The test client closes the response once the stream is read.
+            async for chunk in response.streaming_content:  # type: ignore[attr-defined]
+                chunks.append(chunk)
+        assert b"".join(chunks) == b"async-hooked-stream\n"
+        await sync_to_async(response.close)()  # a second close finishes nothing again
+        assert await sync_to_async(checked_out)() == 0
+        assert await _titles_async() == []
 
     asyncio.run(scenario(AsyncClient()))
 
@@ -490,3 +573,118 @@ def test_request_session_used_directly() -> None:
     scope.finish(commit=True)
     scope.finish(commit=True)  # once only
     assert checked_out() == 0
+
+
+# -- a view's connection failures count toward the pool's circuit breaker -------------------------
+
+
+@pytest.fixture
+def unreachable_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """DEFAULT_POOL "dead": PostgreSQL at a closed port of 127.0.0.1; the breaker opens at 3."""
+    pytest.importorskip("psycopg")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: connection refused
+    # Django's connection handler holds this very dict: add the alias in place,
+    # with the key its request handler reads for every alias.
+    monkeypatch.setitem(
+        django_settings.DATABASES,
+        "dead",
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "dead",
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "OPTIONS": {"connect_timeout": 5},
+            "ATOMIC_REQUESTS": False,
+        },
+    )
+    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
+    config["POOLS"]["dead"] = {"DATABASE": "dead", "POOL_SIZE": 2, "MAX_OVERFLOW": 0}
+    config["DEFAULT_POOL"] = "dead"
+    config["CIRCUIT_BREAKER"] = {"ENABLED": True, "FAILURE_THRESHOLD": 3, "RECOVERY_TIMEOUT": 60}
+    settings.MINGUS_SESSIONS = config
+    return "dead"
+
+
+def test_view_connection_failures_open_the_breaker(
+    unreachable_pool: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Views failing to connect count as session_scope() failures do: the breaker opens at 3."""
+    breaker = get_circuit_breaker(unreachable_pool)
+    client = Client(raise_request_exception=False)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        for count in (1, 2, 3):
+            assert client.get(f"/write/refused-{count}/").status_code == 500
+            assert breaker.failures == count
+        assert breaker.state == "open"
+        assert session_stats.failed_sessions == 3
+        # Open: the next request fails fast, before any session opens.
+        assert client.get("/write/fails-fast/").status_code == 500
+    assert breaker.failures == 3
+    # Django logged each view's own exception, once: the middleware raised nothing more.
+    assert logged(caplog) == [sa_exc.OperationalError] * 3 + [CircuitOpenError]
+    assert get_engine(unreachable_pool).pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_async_view_connection_failures_open_the_breaker(unreachable_pool: str) -> None:
+    """Under ASGI too, sync and async views' connection failures open the breaker."""
+    breaker = get_circuit_breaker(unreachable_pool)
+
+    async def scenario(async_client: AsyncClient) -> None:
+        for url in ("/async/write/refused-1/", "/write/refused-2/", "/async/write/refused-3/"):
+            assert (await async_client.get(url)).status_code == 500
+
+    asyncio.run(scenario(AsyncClient(raise_request_exception=False)))
+    assert (breaker.state, breaker.failures) == ("open", 3)
+    assert session_stats.failed_sessions == 3
+    assert get_engine(unreachable_pool).pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+class ErrorPageMiddleware:
+    """Answers a view's exception with a page of its own, as a project's handler may."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+        return HttpResponse("down for maintenance", status=503)
+
+
+def test_counted_view_failure_keeps_the_error_page(unreachable_pool: str, settings: Any) -> None:
+    """The failure is counted, and the page another middleware made for it is what is sent."""
+    settings.MIDDLEWARE = [
+        *django_settings.MIDDLEWARE[:-1],
+        f"{__name__}.ErrorPageMiddleware",
+        "mingus_sessions.middleware.SessionMiddleware",
+    ]
+    response = Client().get("/write/refused/")  # would raise what the middleware raised
+    assert (response.status_code, response.content) == (503, b"down for maintenance")
+    assert get_circuit_breaker(unreachable_pool).failures == 1
+    assert session_stats.failed_sessions == 1
+
+
+def test_other_error_finishing_a_failed_request_is_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the scope's translation of the view's exception is dropped: another error is not."""
+    from mingus_sessions.middleware import RequestSession
+
+    finish = RequestSession.finish
+
+    def finish_then_fail(self: RequestSession, *, commit: bool, exc: Any = None) -> None:
+        finish(self, commit=commit, exc=exc)
+        raise TransactionError("the scope failed otherwise", pool=self.pool)
+
+    monkeypatch.setattr(RequestSession, "finish", finish_then_fail)
+    client = Client(raise_request_exception=False)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        assert client.get("/write-raise/dropped/").status_code == 500
+    assert logged(caplog) == [ValueError, TransactionError]
+    assert checked_out() == 0
+    assert titles() == []
