@@ -172,7 +172,16 @@ def _rollback(session: Session | SessionTransaction, pool: str) -> None:
 
 
 def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> None:
-    if breaker is not None and counts_as_failure(exc):
+    """Count ``exc`` against ``breaker`` if it is a connection failure of that breaker's pool.
+
+    A scope of another pool that failed inside this one has already counted
+    its failure against its own breaker; passing through this scope on its
+    way out says nothing about this pool's database.
+    """
+    if breaker is None or not counts_as_failure(exc):
+        return
+    pool = exc.pool if isinstance(exc, SessionError) else None
+    if pool is None or pool == breaker.name:
         breaker.record_failure()
 
 

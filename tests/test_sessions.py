@@ -1244,3 +1244,18 @@ def test_connection_lost_while_flushing_before_commit_is_a_known_rollback_and_re
     assert len(attempts) == 2  # the first flush failed before COMMIT, so it was retried
     assert titles() == ["once"]
     assert checked_out() == 0
+
+
+@db
+def test_a_failure_of_another_pool_counts_only_against_that_pools_breaker(
+    dead_pool: str,
+) -> None:
+    """A scope of an unreachable pool fails inside a scope of a healthy one: one breaker counts."""
+    pytest.importorskip("psycopg")
+    with pytest.raises(DatabaseUnavailableError), session_scope() as healthy:
+        healthy.execute(text("SELECT 1"))
+        with session_scope(dead_pool) as dead:
+            dead.execute(text("SELECT 1"))
+    assert get_circuit_breaker(dead_pool).failures == 1
+    assert get_circuit_breaker().failures == 0
+    assert checked_out() == 0
