@@ -78,10 +78,8 @@ def register(frame: _Frame, callback: Callable[[], Any]) -> None:
         _register_joined(session, frame.pool, callback)
         return
     pending: Pending = info.setdefault(_KEY, [])
-    chain = _open_savepoints(session)
-    if chain:
-        _watch_savepoints(session)
-    pending.append((callback, chain))
+    _watch_rollbacks(session)
+    pending.append((callback, _open_savepoints(session)))
 
 
 def _register_joined(session: Session, pool: str, callback: Callable[[], Any]) -> None:
@@ -96,7 +94,7 @@ def _register_joined(session: Session, pool: str, callback: Callable[[], Any]) -
     entry = (callback, _open_savepoints(session))
     kept: Pending = session.info.setdefault(_KEY, [])
     kept.append(entry)
-    _watch_savepoints(session)
+    _watch_rollbacks(session)
     transaction.on_commit(
         functools.partial(_run_if_kept, kept, entry), using=pool_config(pool).database
     )
@@ -110,21 +108,21 @@ def adopt(session: Session, callbacks: list[Callable[[], Any]]) -> None:
             _register_joined(session, joined_pool, callback)
         return
     pending: Pending = session.info.setdefault(_KEY, [])
+    _watch_rollbacks(session)
     chain = _open_savepoints(session)
-    if chain:
-        _watch_savepoints(session)
     pending.extend((callback, chain) for callback in callbacks)
 
 
-def _watch_savepoints(session: Session) -> None:
-    """Drop callbacks with any savepoint of ``session`` that rolls back, whoever rolls it back.
+def _watch_rollbacks(session: Session) -> None:
+    """Drop callbacks with the transaction or savepoint of ``session`` that rolls back.
 
-    The scopes of this package discard a savepoint's callbacks when they roll
-    it back; a savepoint begun by the scope's own code
-    (``session.begin_nested()``) is rolled back by that code, or by SQLAlchemy
-    after a failed flush. The listener goes on the session itself, the first
-    time a callback is registered inside a savepoint: a session that never
-    holds one (nearly all) pays nothing for it.
+    The scopes of this package drop the callbacks of what they roll back
+    themselves; the scope's own code may roll back a savepoint it began
+    (``session.begin_nested()``) or the whole transaction
+    (``session.rollback()``) and go on, and SQLAlchemy does either after a
+    failed flush. The listener goes on the session itself, the first time a
+    callback is registered on it: a session that never holds one (nearly all)
+    pays nothing for it.
     """
     info = session.info
     if _WATCHED not in info:
@@ -133,16 +131,22 @@ def _watch_savepoints(session: Session) -> None:
 
 
 def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    if not session.info.get(_KEY):
+    info = session.info
+    if not info.get(_KEY):
         return
     # A flush that fails rolls back its own internal transaction, and with it
-    # the database-level transaction it runs in: the innermost savepoint (or
-    # the outermost transaction, whose callbacks the scope drops when it ends).
+    # the database-level transaction it runs in: the innermost savepoint, or
+    # the outermost transaction.
     transaction: SessionTransaction | None = previous_transaction
     while transaction is not None and not transaction.nested:
         transaction = transaction.parent
     if transaction is not None:
         discard_savepoint(session, transaction)
+    elif JOINED not in info:
+        # The whole transaction rolled back, and the scope goes on in a new
+        # one: what was registered in the old one must never run. (A joined
+        # session's outermost transaction is Django's, which this does not end.)
+        del info[_KEY]
 
 
 def _run_if_kept(

@@ -1259,3 +1259,26 @@ def test_a_failure_of_another_pool_counts_only_against_that_pools_breaker(
     assert get_circuit_breaker(dead_pool).failures == 1
     assert get_circuit_breaker().failures == 0
     assert checked_out() == 0
+
+
+@db
+@pytest.mark.parametrize("how", ["session.rollback()", "a failed flush"])
+def test_callbacks_of_a_transaction_rolled_back_inside_the_scope_are_dropped(how: str) -> None:
+    """The scope goes on in a new transaction and commits: only that one's callbacks run."""
+    ran: list[str] = []
+    with session_scope() as session:
+        insert(session, "taken")
+        session.commit()
+        on_commit(lambda: ran.append("rolled back"))
+        if how == "session.rollback()":
+            insert(session, "lost")
+            session.rollback()
+        else:
+            session.add(NoteRow(title="taken"))
+            with pytest.raises(sa_exc.IntegrityError):
+                session.flush()
+            session.rollback()
+        on_commit(lambda: ran.append("committed"))
+        insert(session, "kept")
+    assert ran == ["committed"]
+    assert titles() == ["kept", "taken"]
