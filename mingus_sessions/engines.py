@@ -182,15 +182,6 @@ def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> No
             # catches this and commits, the server answers COMMIT with ROLLBACK.
             aborted_connections.add(context.connection)
 
-    if aborts_transaction:
-
-        @event.listens_for(engine, "rollback_savepoint")
-        def _on_rollback_savepoint(connection: Any, name: Any, context: Any) -> None:
-            # ROLLBACK TO SAVEPOINT makes an aborted transaction usable again,
-            # whoever issues it (a nested scope, or the caller's begin_nested()).
-            # If it fails, handle_error marks the connection aborted again.
-            aborted_connections.discard(connection)
-
 
 def _drop_frames_holding(traceback: TracebackType | None, secret: str) -> None:
     """Cut a failed connect's traceback above the first frame whose locals hold ``secret``.

@@ -18,7 +18,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -294,7 +294,7 @@ def _refuse_aborted(session: Session, pool: str) -> None:
     COMMIT would then roll everything back while reporting success.
     """
     connection = session.connection()
-    if connection in aborted_connections:
+    if _transaction_aborted(connection):
         aborted_connections.discard(connection)
         raise TransactionError(
             f"The transaction on pool {pool!r} was aborted by an earlier database error "
@@ -302,6 +302,31 @@ def _refuse_aborted(session: Session, pool: str) -> None:
             "run the statement that may fail in a nested session_scope() (a SAVEPOINT).",
             pool=pool,
         )
+
+
+#: libpq's PQTRANS_INERROR, as psycopg and psycopg2 both report it.
+_PQTRANS_INERROR = 3
+
+
+def _transaction_aborted(connection: Connection) -> bool:
+    """Whether PostgreSQL has aborted ``connection``'s transaction.
+
+    The ``handle_error`` listener marks a connection whose statement failed
+    (free, and nothing is asked of a connection without a mark). A marked one
+    may have been repaired since by a ROLLBACK TO SAVEPOINT (a nested scope,
+    or the caller's own ``begin_nested()``), so the driver's transaction
+    status, which libpq keeps without a round trip, has the last word.
+    """
+    if connection not in aborted_connections:
+        return False
+    try:
+        status = connection.connection.dbapi_connection.info.transaction_status  # type: ignore[union-attr]
+    except AttributeError:
+        return True  # a driver that cannot say: trust the mark
+    if int(status) == _PQTRANS_INERROR:
+        return True
+    aborted_connections.discard(connection)
+    return False
 
 
 def _end_savepoint(
@@ -313,7 +338,7 @@ def _end_savepoint(
 ) -> None:
     """Release or roll back a savepoint; raise the translated failure, if any."""
     if commit:
-        if aborted_connections and savepoint.session.connection() in aborted_connections:
+        if aborted_connections and _transaction_aborted(savepoint.session.connection()):
             # A statement error inside the savepoint was caught: RELEASE would
             # fail and leave the outer transaction aborted. Roll back to the
             # savepoint instead, so that the outer transaction can go on.

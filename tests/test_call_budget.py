@@ -1,0 +1,98 @@
+"""How many Python calls a ``session_scope()`` makes, against a hand-written session.
+
+Counted with ``sys.setprofile``, so a change that adds work to every scope
+shows here without timing noise. The benchmark (``bench/bench_suite.py``)
+holds the absolute figure on PostgreSQL with metrics on; this test holds the
+overhead over SQLAlchemy on whatever database the suite runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
+
+from mingus_sessions import session_scope
+from mingus_sessions.engines import get_entry
+from mingus_sessions.pools import WaitAwareQueuePool
+
+SELECT_1 = text("SELECT 1")
+SCOPES = 50
+
+#: Python calls a scope may add to a hand-written session on a plain engine. Measured:
+#: 12 with metrics off, 19 with them on (PostgreSQL and MariaDB). On SQLite our
+#: engine emits BEGIN itself from a ``begin`` listener (so that SAVEPOINT works),
+#: which puts every statement on SQLAlchemy's event-dispatching path: 96 and 104.
+#: An engine listener added by mistake elsewhere costs about 50 (it did once).
+EXTRA_CALLS_BUDGET = {"sqlite": 115}
+DEFAULT_EXTRA_CALLS_BUDGET = 30
+
+
+def python_calls_per_scope(run_scope: Callable[[], None]) -> float:
+    for _ in range(5):  # warm: engines built, statements compiled and cached
+        run_scope()
+    calls = 0
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profiler)
+    try:
+        for _ in range(SCOPES):
+            run_scope()
+    finally:
+        sys.setprofile(None)
+    return calls / SCOPES
+
+
+def ours() -> None:
+    with session_scope() as session:
+        session.execute(SELECT_1)
+
+
+def plain_engine() -> Any:
+    """The pool's engine as SQLAlchemy alone builds it: same URL and pool, none of our listeners."""
+    spec = get_entry().spec
+    kwargs = dict(spec.kwargs)
+    if kwargs.get("poolclass") is WaitAwareQueuePool:
+        kwargs["poolclass"] = QueuePool
+    return create_engine(spec.url, **kwargs)
+
+
+def hand_written(engine: Any) -> None:
+    session = Session(engine)
+    try:
+        session.execute(SELECT_1)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("monitoring", [False, True], ids=["metrics-off", "metrics-on"])
+def test_a_scope_costs_few_python_calls_more_than_a_hand_written_session(
+    settings: Any, monitoring: bool
+) -> None:
+    settings.MINGUS_SESSIONS = {**copy.deepcopy(settings.MINGUS_SESSIONS), "MONITORING": monitoring}
+    engine = plain_engine()
+    try:
+        theirs = python_calls_per_scope(lambda: hand_written(engine))
+    finally:
+        engine.dispose()
+    mine = python_calls_per_scope(ours)
+    budget = EXTRA_CALLS_BUDGET.get(get_entry().spec.vendor, DEFAULT_EXTRA_CALLS_BUDGET)
+    assert mine - theirs <= budget, (
+        f"a scope makes {mine:.0f} Python calls, {mine - theirs:.0f} more than a hand-written "
+        f"session on a plain engine ({theirs:.0f}); the budget is {budget}"
+    )
