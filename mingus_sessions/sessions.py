@@ -9,6 +9,7 @@ forever).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -171,18 +172,28 @@ def _rollback(session: Session | SessionTransaction, pool: str) -> None:
     session_stats.transaction_rollbacks += 1
 
 
-def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> None:
-    """Count ``exc`` against ``breaker`` if it is a connection failure of that breaker's pool.
+#: Set on an exception once a breaker has counted it, so that the scopes it
+#: passes through on its way out (an enclosing scope, the request's) do not
+#: count the same failure again.
+_COUNTED = "_mingus_sessions_counted"
 
-    A scope of another pool that failed inside this one has already counted
-    its failure against its own breaker; passing through this scope on its
-    way out says nothing about this pool's database.
+
+def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> bool:
+    """Count ``exc`` against ``breaker`` if it is a new connection failure of its pool.
+
+    Returns whether it counted. A failure of another pool's scope was counted
+    by that pool's breaker; passing through this scope says nothing about
+    this pool's database.
     """
-    if breaker is None or not counts_as_failure(exc):
-        return
+    if breaker is None or getattr(exc, _COUNTED, False) or not counts_as_failure(exc):
+        return False
     pool = exc.pool if isinstance(exc, SessionError) else None
-    if pool is None or pool == breaker.name:
-        breaker.record_failure()
+    if pool is not None and pool != breaker.name:
+        return False
+    breaker.record_failure()
+    with contextlib.suppress(AttributeError, TypeError):  # an exception without __dict__
+        setattr(exc, _COUNTED, True)
+    return True
 
 
 def _open_session(
@@ -206,10 +217,7 @@ def _open_session(
         except BaseException as exc:
             session.close()
             error = _translated(entry.name, exc)
-            failure = exc if error is None else error
-            if counts_as_failure(failure):
-                breaker.record_failure()  # type: ignore[union-attr]
-            else:
+            if not _record_failure(breaker, exc if error is None else error):
                 # A busy pool or an interrupt proves nothing either way: the
                 # next caller gets the trial now, not a recovery timeout later.
                 breaker.release_trial()  # type: ignore[union-attr]
@@ -319,6 +327,8 @@ def _transaction_aborted(connection: Connection) -> bool:
     """
     if connection not in aborted_connections:
         return False
+    if connection.invalidated:
+        return True  # the transaction went with the connection
     try:
         status = connection.connection.dbapi_connection.info.transaction_status  # type: ignore[union-attr]
     except AttributeError:
@@ -338,10 +348,11 @@ def _end_savepoint(
 ) -> None:
     """Release or roll back a savepoint; raise the translated failure, if any."""
     if commit:
-        if aborted_connections and _transaction_aborted(savepoint.session.connection()):
-            # A statement error inside the savepoint was caught: RELEASE would
-            # fail and leave the outer transaction aborted. Roll back to the
-            # savepoint instead, so that the outer transaction can go on.
+        if _failed_inside(savepoint):
+            # A database error inside the savepoint was caught: RELEASE would
+            # fail (and on PostgreSQL leave the outer transaction aborted).
+            # Roll back to the savepoint instead, so that the outer
+            # transaction can go on, and say why its work is gone.
             after_commit.discard_savepoint(savepoint.session, savepoint)
             _roll_back_savepoint(savepoint, name)
             session_stats.failed_sessions += 1
@@ -373,6 +384,26 @@ def _end_savepoint(
         raise error from exc
 
 
+def _failed_inside(savepoint: SessionTransaction) -> bool:
+    """Whether a database error the scope's code caught has spoilt ``savepoint``.
+
+    A caught flush failure leaves it open but deactivated (on every
+    database); a caught statement failure leaves PostgreSQL's transaction
+    aborted, which the driver reports.
+    """
+    if not savepoint.is_active:
+        return _still_open(savepoint)
+    return bool(aborted_connections) and _transaction_aborted(savepoint.session.connection())
+
+
+def _still_open(savepoint: SessionTransaction) -> bool:
+    """Whether ``savepoint`` is still one of its session's open transactions."""
+    open_transaction = savepoint.session.get_nested_transaction()
+    while open_transaction is not None and open_transaction is not savepoint:
+        open_transaction = open_transaction.parent
+    return open_transaction is not None
+
+
 def _roll_back_savepoint(savepoint: SessionTransaction, pool: str) -> None:
     """Roll back ``savepoint`` if it is still open, whatever state a failure left it in.
 
@@ -381,10 +412,7 @@ def _roll_back_savepoint(savepoint: SessionTransaction, pool: str) -> None:
     only once the savepoint is rolled back. One that is already closed (the
     caller rolled it back, or its outer transaction ended) is left alone.
     """
-    still_open = savepoint.session.get_nested_transaction()
-    while still_open is not None and still_open is not savepoint:
-        still_open = still_open.parent
-    if still_open is not None:
+    if _still_open(savepoint):
         _rollback(savepoint, pool)
 
 

@@ -1282,3 +1282,46 @@ def test_callbacks_of_a_transaction_rolled_back_inside_the_scope_are_dropped(how
         insert(session, "kept")
     assert ran == ["committed"]
     assert titles() == ["kept", "taken"]
+
+
+@db
+def test_inner_scope_that_caught_its_failed_flush_rolls_back_and_says_so() -> None:
+    """The flush's error was caught inside the inner scope, which then exits normally.
+
+    Its savepoint is deactivated: the inner scope rolls it back and raises
+    TransactionError, and the outer scope goes on and commits (every database).
+    """
+    with session_scope() as outer:
+        insert(outer, "taken")
+        refused = pytest.raises(mingus_sessions.TransactionError, match="savepoint on pool")
+        with refused, session_scope() as inner:
+            inner.add(NoteRow(title="taken"))
+            with contextlib.suppress(sa_exc.IntegrityError):
+                inner.flush()
+        insert(outer, "after")
+    assert titles() == ["after", "taken"]
+    assert checked_out() == 0
+
+
+@db
+def test_a_failure_counts_once_against_its_breaker_whatever_scopes_it_leaves(
+    dead_pool: str,
+) -> None:
+    """An independent scope's connect failure, raised through a scope of the same pool."""
+    pytest.importorskip("psycopg")
+    outer, inner = session_scope(dead_pool), session_scope(dead_pool, independent=True)
+    with pytest.raises(DatabaseUnavailableError), outer, inner as session:
+        session.execute(text("SELECT 1"))
+    assert get_circuit_breaker(dead_pool).failures == 1
+
+
+@db
+@pytest.mark.postgresql
+def test_caught_error_on_a_connection_invalidated_since_still_refuses_the_commit() -> None:
+    """A statement error was caught, then the connection was invalidated: TransactionError."""
+    refused = pytest.raises(mingus_sessions.TransactionError, match="aborted by an earlier")
+    with refused, session_scope() as session:
+        with contextlib.suppress(sa_exc.ProgrammingError):
+            session.execute(text("SELECT * FROM no_such_table"))
+        session.connection().invalidate()
+    assert checked_out() == 0
