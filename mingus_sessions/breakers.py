@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 from . import conf
+from ._fork import renew_lock_in_child
 from .breaker import CircuitBreaker
 
 __all__ = ["breaker_for", "get_circuit_breaker"]
@@ -43,13 +43,7 @@ def _forget() -> None:
         _breakers.clear()
 
 
-def _after_fork_in_child() -> None:
-    # The lock may have been held by a parent thread that does not exist in the
-    # child. The breakers themselves are kept: what they learnt about the
-    # database holds in the child too (breaker.py renews their own locks).
-    global _lock
-    _lock = threading.Lock()
-
-
 conf.on_invalidate(_forget)
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# The breakers themselves are kept in a child: what they learnt about the
+# database holds there too (breaker.py renews their own locks).
+renew_lock_in_child(globals())

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from ._fork import renew_lock_in_child
 from .config import SETTING, Config, PoolConfig, Problem, parse_settings
 from .errors import ConfigurationError
 
@@ -143,10 +144,4 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         invalidate()
 
 
-def _after_fork_in_child() -> None:
-    # The lock may have been held by a parent thread that does not exist in the child.
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+renew_lock_in_child(globals())

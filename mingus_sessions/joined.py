@@ -10,7 +10,6 @@ SQLAlchemy alike), and the surrounding ``atomic`` block decides the rest.
 
 from __future__ import annotations
 
-import os
 import threading
 from types import TracebackType
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 
 from . import after_commit
+from ._fork import renew_lock_in_child
 from .engines import PoolEntry
 
 __all__ = ["close_joined", "open_joined"]
@@ -128,10 +128,4 @@ def close_joined(
         atomic.__exit__(exc_type, exc, tb)
 
 
-def _after_fork_in_child() -> None:
-    # The lock may have been held by a parent thread that does not exist in the child.
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+renew_lock_in_child(globals())

@@ -16,7 +16,6 @@ migrations own the schema.
 from __future__ import annotations
 
 import datetime
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine, to_instance
 
 from ._column_types import TYPES
+from ._fork import renew_lock_in_child
 from .errors import SessionError
 
 __all__ = ["TableMappingError", "metadata", "table_for"]
@@ -305,10 +305,4 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         _clear()
 
 
-def _after_fork_in_child() -> None:
-    # The lock may have been held by a parent thread that does not exist in the child.
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+renew_lock_in_child(globals())

@@ -2,11 +2,111 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import text
+import pytest
+from django.conf import settings as django_settings
+from sqlalchemy import String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mingus_sessions import session_scope
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class NoteRow(Base):
+    """The Django model ``tests.testapp.Note``'s table, mapped for SQLAlchemy's ORM."""
+
+    __tablename__ = "testapp_note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(100), unique=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+
+
+def add_unreachable_alias(
+    monkeypatch: pytest.MonkeyPatch, alias: str, options: dict[str, Any] | None = None
+) -> None:
+    """A PostgreSQL ``DATABASES`` alias at a closed port of 127.0.0.1 (connection refused).
+
+    Django's connection handler holds ``settings.DATABASES`` itself, and
+    replacing it wholesale warns, so the alias is added to that dict in place,
+    for the test only.
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    monkeypatch.setitem(
+        django_settings.DATABASES,
+        alias,
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": alias,
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "OPTIONS": options or {},
+            # The key Django's request handler reads for every alias.
+            "ATOMIC_REQUESTS": False,
+        },
+    )
+
+
+#: How long a forked child may take before it counts as deadlocked.
+CHILD_DEADLINE = 20.0
+
+
+def run_in_a_forked_child(child: Callable[[], str]) -> str:
+    """Fork; the child runs ``child()`` and reports what it returns (or its failure).
+
+    The child is killed, and the test fails, if it has not exited within
+    ``CHILD_DEADLINE`` seconds (a lock held forever, say).
+    """
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12 warns that forking a process with threads may deadlock.
+        warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_fd)
+            message = child()
+            code = 0
+        except BaseException as exc:
+            message = f"error: {exc!r}"
+        finally:
+            try:
+                os.write(write_fd, message.encode())
+            finally:
+                os._exit(code)
+    os.close(write_fd)
+    deadline = time.monotonic() + CHILD_DEADLINE
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            pytest.fail("the forked child did not exit in time (deadlocked?)")
+        time.sleep(0.01)
+    with os.fdopen(read_fd, "rb") as pipe:
+        reply = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(status) == 0, reply
+    return reply
 
 
 class Holder:

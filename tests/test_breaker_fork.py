@@ -9,10 +9,7 @@ trial left out by the parent), and no share in the parent's open sessions.
 from __future__ import annotations
 
 import os
-import signal
 import threading
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -22,9 +19,7 @@ import pytest
 from mingus_sessions import CircuitOpenError, breakers, joined, session_scope
 from mingus_sessions.breaker import CircuitBreaker
 from mingus_sessions.stats import session_stats, transaction_stats
-
-#: How long the child may take before it counts as deadlocked.
-CHILD_DEADLINE = 20.0
+from tests.helpers import run_in_a_forked_child
 
 
 class FakeClock:
@@ -63,45 +58,6 @@ def in_a_scope(held: threading.Event, release: threading.Event) -> None:
     with session_scope():
         held.set()
         release.wait(10.0)
-
-
-def run_in_a_forked_child(child: Callable[[], str]) -> str:
-    """Fork; the child runs ``child()`` and reports what it returns (or its failure)."""
-    read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12 warns that forking a process with threads may deadlock:
-        # that is the very case under test.
-        warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_fd)
-            message = child()
-            code = 0
-        except BaseException as exc:
-            message = f"error: {exc!r}"
-        finally:
-            try:
-                os.write(write_fd, message.encode())
-            finally:
-                os._exit(code)
-    os.close(write_fd)
-    deadline = time.monotonic() + CHILD_DEADLINE
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(read_fd)
-            pytest.fail("the forked child deadlocked on a lock held by a parent thread at fork")
-        time.sleep(0.01)
-    with os.fdopen(read_fd, "rb") as pipe:
-        reply = pipe.read().decode()
-    assert os.waitstatus_to_exitcode(status) == 0, reply
-    return reply
 
 
 def acquire_or_fail(name: str, lock: Any) -> None:

@@ -22,9 +22,9 @@ from celery import Celery, shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from django.db import transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import String, event, text
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from mingus_sessions import (
     AfterCommitError,
@@ -56,6 +56,7 @@ from mingus_sessions.celery import (
     with_celery_db_session,
 )
 from mingus_sessions.stats import session_stats, transaction_stats
+from tests.helpers import NoteRow
 
 #: Tasks commit through their own sessions, so tests that touch the database see real
 #: commits (transaction=True); the pure policy tests need no database at all.
@@ -82,20 +83,6 @@ def insert(session: Session, title: str, body: str = "") -> None:
     session.execute(
         text("INSERT INTO testapp_note (title, body) VALUES (:t, :b)"), {"t": title, "b": body}
     )
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class NoteRow(Base):
-    """The Django model ``tests.testapp.Note``'s table, for a flush that fails."""
-
-    __tablename__ = "testapp_note"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(100), unique=True)
-    body: Mapped[str] = mapped_column(default="")
 
 
 def titles(pool: str | None = None) -> list[str]:

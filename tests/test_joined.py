@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
-from sqlalchemy import String, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import text
 
 from mingus_sessions import session_scope
+from tests.helpers import NoteRow
 from tests.testapp.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class NoteRow(Base):
-    """``tests.testapp.Note``'s table, mapped for SQLAlchemy's ORM."""
-
-    __tablename__ = "testapp_note"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(100), unique=True)
-    body: Mapped[str] = mapped_column(String(100), default="")
 
 
 def _titles() -> list[str]:

@@ -7,7 +7,6 @@ import copy
 import inspect
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from mingus_sessions import current_session, get_circuit_breaker, get_engine, se
 from mingus_sessions.errors import CircuitOpenError, TransactionError
 from mingus_sessions.stats import session_stats
 from tests import views
+from tests.helpers import add_unreachable_alias
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -582,25 +582,7 @@ def test_request_session_used_directly() -> None:
 def unreachable_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """DEFAULT_POOL "dead": PostgreSQL at a closed port of 127.0.0.1; the breaker opens at 3."""
     pytest.importorskip("psycopg")
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now: connection refused
-    # Django's connection handler holds this very dict: add the alias in place,
-    # with the key its request handler reads for every alias.
-    monkeypatch.setitem(
-        django_settings.DATABASES,
-        "dead",
-        {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": "dead",
-            "USER": "postgres",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "OPTIONS": {"connect_timeout": 5},
-            "ATOMIC_REQUESTS": False,
-        },
-    )
+    add_unreachable_alias(monkeypatch, "dead", {"connect_timeout": 5})
     config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
     config["POOLS"]["dead"] = {"DATABASE": "dead", "POOL_SIZE": 2, "MAX_OVERFLOW": 0}
     config["DEFAULT_POOL"] = "dead"

@@ -41,6 +41,7 @@ from mingus_sessions import (
     session_scope,
 )
 from mingus_sessions.stats import session_stats
+from tests.helpers import run_in_a_forked_child
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -325,27 +326,12 @@ def _assert_parent_reuses(parent_pid: int) -> None:
 def test_r12_os_fork_child_opens_its_own_backend() -> None:
     """After os.fork() the child's scope gets its own backend and the parent's keeps working."""
     parent_pid = _parent_pid_with_pooled_connection()
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_fd)
-            with session_scope() as s:
-                message = str(_backend_pid(s))
-            code = 0
-        except BaseException as exc:
-            message = f"error: {exc!r}"
-        finally:
-            try:
-                os.write(write_fd, message.encode())
-            finally:
-                os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        reply = pipe.read().decode()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, reply
+
+    def child() -> str:  # pragma: no cover - runs in the child
+        with session_scope() as s:
+            return str(_backend_pid(s))
+
+    reply = run_in_a_forked_child(child)
     assert int(reply) != parent_pid
     _assert_parent_reuses(parent_pid)
 

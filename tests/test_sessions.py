@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import copy
 import os
-import socket
 import threading
 import time
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from sqlalchemy import String, Text, event, text
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 import mingus_sessions
 from mingus_sessions import (
@@ -39,24 +38,11 @@ from mingus_sessions.after_commit import on_commit
 from mingus_sessions.retry import backoff_delay
 from mingus_sessions.sessions import LazyScope
 from mingus_sessions.stats import session_stats
+from tests.helpers import NoteRow, add_unreachable_alias
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 
 db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class NoteRow(Base):
-    """The Django model ``tests.testapp.Note``'s table, mapped for SQLAlchemy's ORM."""
-
-    __tablename__ = "testapp_note"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(100), unique=True)
-    body: Mapped[str] = mapped_column(Text, default="")
 
 
 class Boom(Exception):
@@ -312,6 +298,17 @@ def test_caught_error_in_the_outer_scope_refuses_the_commit() -> None:
     assert checked_out() == 0
 
 
+def commit_unopened_lazy_scope(callback: Any) -> None:
+    """A task's or request's scope that registers ``callback`` and commits without a statement."""
+    scope = LazyScope()
+    token = scope.activate()
+    try:
+        on_commit(callback)
+        scope.finish(commit=True)
+    finally:
+        LazyScope.deactivate(token)
+
+
 @db
 @pytest.mark.parametrize("outer_fails", [False, True], ids=["outer-commits", "outer-rolls-back"])
 def test_lazy_scope_that_never_opened_hands_its_callbacks_to_the_outer_scope(
@@ -325,13 +322,7 @@ def test_lazy_scope_that_never_opened_hands_its_callbacks_to_the_outer_scope(
     ran: list[str] = []
     with contextlib.suppress(Boom), session_scope() as outer:
         insert(outer, "outer")
-        inner = LazyScope()
-        token = inner.activate()
-        try:
-            on_commit(lambda: ran.append("published"))
-            inner.finish(commit=True)
-        finally:
-            LazyScope.deactivate(token)
+        commit_unopened_lazy_scope(lambda: ran.append("published"))
         assert ran == []
         if outer_fails:
             raise Boom
@@ -345,13 +336,7 @@ def test_lazy_scope_inside_an_unopened_lazy_scope_keeps_the_callbacks_waiting() 
     outer = LazyScope()
     outer_token = outer.activate()
     try:
-        inner = LazyScope()
-        token = inner.activate()
-        try:
-            on_commit(lambda: ran.append("published"))
-            inner.finish(commit=True)
-        finally:
-            LazyScope.deactivate(token)
+        commit_unopened_lazy_scope(lambda: ran.append("published"))
         assert ran == []
     finally:
         LazyScope.deactivate(outer_token)
@@ -1080,26 +1065,7 @@ def test_breaker_counts_correctly_under_threads() -> None:
 @pytest.fixture
 def dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """A pool "dead" on a PostgreSQL alias whose port nothing listens on."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    # Django's ConnectionHandler caches settings.DATABASES itself (the same dict
-    # object) and overriding DATABASES wholesale warns, so the alias is added to
-    # that dict in place for the test only.
-    monkeypatch.setitem(
-        django_settings.DATABASES,
-        "dead",
-        {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": "dead",
-            "USER": "postgres",
-            "PASSWORD": "",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "OPTIONS": {},
-        },
-    )
+    add_unreachable_alias(monkeypatch, "dead")
     with_pools(
         settings,
         dead={"DATABASE": "dead", "POOL_SIZE": 2, "MAX_OVERFLOW": 0, "POOL_TIMEOUT": 10},
