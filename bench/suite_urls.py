@@ -1,6 +1,8 @@
-"""The views ``bench.bench_suite`` requests: the same ``SELECT 1`` done four ways, and none."""
+"""The views ``bench.bench_suite`` requests: the same ``SELECT 1`` done five ways, and none."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
@@ -35,6 +37,38 @@ def django_db(alias: str):  # type: ignore[no-untyped-def]
     return view
 
 
+class KeptConnection:
+    """One driver connection opened on first use and kept: no pool, no pre-ping, no ORM."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+
+    def get(self) -> Any:
+        if self.connection is None:
+            engine = get_engine()
+            cargs, cparams = engine.dialect.create_connect_args(engine.url)
+            self.connection = engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+        return self.connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+KEPT = KeptConnection()
+
+
+def raw_transaction(request: HttpRequest) -> HttpResponse:
+    """The least a transaction per request can cost: BEGIN, the statement, COMMIT."""
+    connection = KEPT.get()
+    cursor = connection.cursor()
+    cursor.execute("SELECT 1")  # the driver sends BEGIN first: it is not in autocommit
+    (value,) = cursor.fetchone()
+    connection.commit()
+    return HttpResponse(str(value))
+
+
 def no_database(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
@@ -44,5 +78,6 @@ urlpatterns = [
     path("hand-written", hand_written),
     path("django-new-connection", django_db("default")),
     path("django-persistent", django_db("persistent")),
+    path("raw-transaction", raw_transaction),
     path("no-database", no_database),
 ]
