@@ -355,9 +355,8 @@ def compare_requests(rounds: int, verbose: bool) -> list[Row]:
     )
     row.notes.append(f"{1 / row.ratio:.1f}x faster: the most a transaction per request gets here")
     row.notes.append("A: the driver alone on a kept connection, BEGIN, SELECT 1, COMMIT")
-    rows.append(
-        judged(row, "ceiling: a raw psycopg transaction vs Django, CONN_MAX_AGE=0", "reported", None)
-    )
+    ceiling = "ceiling: a raw psycopg transaction vs Django, CONN_MAX_AGE=0"
+    rows.append(judged(row, ceiling, "reported", None))
     row = paired(scoped, request_loop(without, "django-persistent"), 100, rounds, verbose)
     rows.append(judged(row, "request: SessionMiddleware vs Django, persistent", "reported", None))
     return rows

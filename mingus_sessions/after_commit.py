@@ -5,7 +5,10 @@ that scope's session to commit, and runs after the session is closed. If the
 transaction rolls back, or a SAVEPOINT that was open when the callback was
 registered rolls back, the callback is dropped: whether a nested scope, the
 scope's own code (``session.begin_nested()``, ``savepoint.rollback()``) or
-SQLAlchemy (a failed flush) rolled it back. Inside a joined scope
+SQLAlchemy (a failed flush) rolled it back. If the scope's own code commits
+(``session.commit()``) and goes on, the callbacks registered until then belong
+to that commit: they run when the scope ends, even if it fails afterwards.
+Inside a joined scope
 (``join_django=True``) Django owns the transaction, so Django's
 ``transaction.on_commit`` takes the callback.
 
@@ -36,7 +39,9 @@ __all__ = ["on_commit"]
 logger = logging.getLogger("mingus_sessions")
 
 _KEY = "mingus_sessions.after_commit"
-#: Set in ``session.info`` once the session's savepoint rollbacks are watched.
+#: Callbacks whose transaction the scope's own code committed (``session.commit()``).
+_COMMITTED = "mingus_sessions.after_commit.committed"
+#: Set in ``session.info`` once the session's rollbacks and commits are watched.
 _WATCHED = "mingus_sessions.after_commit.watched"
 #: In ``session.info`` of a joined session (Django's connection and transaction): its pool.
 JOINED = "mingus_sessions.joined"
@@ -78,7 +83,7 @@ def register(frame: _Frame, callback: Callable[[], Any]) -> None:
         _register_joined(session, frame.pool, callback)
         return
     pending: Pending = info.setdefault(_KEY, [])
-    _watch_rollbacks(session)
+    _watch(session)
     pending.append((callback, _open_savepoints(session)))
 
 
@@ -94,7 +99,7 @@ def _register_joined(session: Session, pool: str, callback: Callable[[], Any]) -
     entry = (callback, _open_savepoints(session))
     kept: Pending = session.info.setdefault(_KEY, [])
     kept.append(entry)
-    _watch_rollbacks(session)
+    _watch(session)
     transaction.on_commit(
         functools.partial(_run_if_kept, kept, entry), using=pool_config(pool).database
     )
@@ -108,26 +113,41 @@ def adopt(session: Session, callbacks: list[Callable[[], Any]]) -> None:
             _register_joined(session, joined_pool, callback)
         return
     pending: Pending = session.info.setdefault(_KEY, [])
-    _watch_rollbacks(session)
+    _watch(session)
     chain = _open_savepoints(session)
     pending.extend((callback, chain) for callback in callbacks)
 
 
-def _watch_rollbacks(session: Session) -> None:
-    """Drop callbacks with the transaction or savepoint of ``session`` that rolls back.
+def _watch(session: Session) -> None:
+    """Follow the transactions of ``session`` that the scope does not end itself.
 
     The scopes of this package drop the callbacks of what they roll back
     themselves; the scope's own code may roll back a savepoint it began
     (``session.begin_nested()``) or the whole transaction
     (``session.rollback()``) and go on, and SQLAlchemy does either after a
-    failed flush. The listener goes on the session itself, the first time a
-    callback is registered on it: a session that never holds one (nearly all)
-    pays nothing for it.
+    failed flush: the callbacks of what rolled back are dropped. The code may
+    also commit (``session.commit()``) and go on: the callbacks of what
+    committed are set apart, so that a later failure of the scope does not drop
+    them. The listeners go on the session itself, the first time a callback is
+    registered on it: a session that never holds one (nearly all) pays nothing
+    for them.
     """
     info = session.info
     if _WATCHED not in info:
         info[_WATCHED] = True
         event.listen(session, "after_soft_rollback", _after_soft_rollback)
+        event.listen(session, "after_commit", _after_commit)
+
+
+def _after_commit(session: Session) -> None:
+    # SQLAlchemy sends the event for a released SAVEPOINT too, while it is
+    # still the session's transaction: that commits nothing yet.
+    info = session.info
+    if JOINED in info or session.in_nested_transaction():
+        return  # (joined: Django's transaction is the one that commits, its on_commit has them)
+    pending: Pending | None = info.pop(_KEY, None)
+    if pending:
+        info.setdefault(_COMMITTED, []).extend(pending)
 
 
 def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
@@ -174,8 +194,22 @@ def discard_savepoint(session: Session, savepoint: SessionTransaction) -> None:
 
 
 def take(session: Session) -> Pending:
-    """Remove and return the session's pending callbacks (after commit, or to drop them)."""
-    return session.info.pop(_KEY, None) or []
+    """Remove and return the callbacks to run now that the session's transaction committed.
+
+    Those whose transaction the scope's code committed earlier come first.
+    """
+    info = session.info
+    committed: Pending = info.pop(_COMMITTED, None) or []
+    return committed + (info.pop(_KEY, None) or [])
+
+
+def drop_uncommitted(session: Session) -> None:
+    """Drop the callbacks waiting for a transaction that is rolling back.
+
+    Those whose transaction the scope's code already committed stay, for
+    :func:`take`.
+    """
+    session.info.pop(_KEY, None)
 
 
 def run(pending: Pending, pool: str) -> None:
@@ -200,6 +234,18 @@ def run(pending: Pending, pool: str) -> None:
             f"failed after the commit: {type(first).__name__}",
             pool=pool,
         ) from first
+
+
+def run_despite(pending: Pending, pool: str, failure: BaseException) -> None:
+    """Run callbacks whose transaction committed before the scope failed with ``failure``.
+
+    ``failure`` goes on being raised: a callback's failure is logged and added
+    to it as a note, so that it does not hide why the scope failed.
+    """
+    try:
+        run(pending, pool)
+    except AfterCommitError as error:
+        failure.add_note(str(error))
 
 
 def _describe(callback: Callable[[], Any] | None) -> str:

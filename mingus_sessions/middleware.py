@@ -296,10 +296,12 @@ class SessionMiddleware:
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as exc:
+            # Out of the scope first, as on success: what runs after it ends
+            # (on_commit callbacks) must not find it active.
+            _reset_active(token)
             scope.finish(commit=False, exc=exc)
             raise
-        finally:
-            _reset_active(token)
+        _reset_active(token)
         # A plain HttpResponse never streams: skip the lookup of its class attribute.
         if type(response) is not HttpResponse and response.streaming:
             return self._defer_to_close(scope, request, response)
@@ -313,11 +315,11 @@ class SessionMiddleware:
         try:
             response: HttpResponseBase = await self.get_response(request)
         except BaseException as exc:
+            _reset_active(token)
             if scope.has_work:
                 await sync_to_async(scope.finish)(commit=False, exc=exc)
             raise
-        finally:
-            _reset_active(token)
+        _reset_active(token)
         if response.streaming:
             return self._defer_to_close(scope, request, response)
         if scope.has_work:

@@ -244,7 +244,9 @@ def _end_session(
     a rollback the caller decided on, such as a 4xx response). Returns the
     callbacks to run now that the transaction committed: the caller runs them
     once the scope is no longer the active one, so that a callback opening a
-    scope of its own gets a transaction of its own.
+    scope of its own gets a transaction of its own. After a rollback, that is
+    those of a transaction the scope's code committed itself; if this raises,
+    :func:`after_commit.take` still has them for the caller.
     """
     committed: after_commit.Pending = []
     try:
@@ -260,7 +262,7 @@ def _end_session(
                 flushed = True
                 session.commit()
             except BaseException as commit_exc:
-                after_commit.take(session)
+                after_commit.drop_uncommitted(session)
                 _rollback(session, name)
                 session_stats.failed_sessions += 1
                 error = _translated(name, commit_exc, at_commit=True)
@@ -275,7 +277,7 @@ def _end_session(
             if touched and breaker is not None:
                 breaker.record_success()
         else:
-            after_commit.take(session)
+            after_commit.drop_uncommitted(session)
             _rollback(session, name)
             if exc is not None:
                 session_stats.failed_sessions += 1
@@ -283,10 +285,27 @@ def _end_session(
                 _record_failure(breaker, exc if error is None else error)
                 if error is not None:
                     raise error from exc
+            committed = after_commit.take(session)
     finally:
         _close(session, name)
         session_stats.active_sessions -= 1
     return committed
+
+
+def _run_callbacks(
+    committed: after_commit.Pending, pool: str, failure: BaseException | None
+) -> None:
+    """Run callbacks whose transaction committed, once the scope is no longer active.
+
+    With ``failure``, the scope is failing (after its code committed once):
+    that failure goes on, and a callback's failure becomes a note on it.
+    """
+    if not committed:
+        return
+    if failure is None:
+        after_commit.run(committed, pool)
+    else:
+        after_commit.run_despite(committed, pool, failure)
 
 
 def _connection_lost(exc: BaseException, error: SessionError | None) -> bool:
@@ -506,9 +525,12 @@ class LazyScope(_Frame):
             self._savepoint = None
             _end_savepoint(self.pool, savepoint, commit=commit, exc=exc)
             return
-        committed = _end_session(self.pool, session, self._breaker, commit=commit, exc=exc)
-        if committed:
-            after_commit.run(committed, self.pool)
+        try:
+            committed = _end_session(self.pool, session, self._breaker, commit=commit, exc=exc)
+        except BaseException as failure:
+            _run_callbacks(after_commit.take(session), self.pool, failure)
+            raise
+        _run_callbacks(committed, self.pool, exc)
 
 
 class _Scope:
@@ -585,12 +607,14 @@ class _Scope:
             committed = _end_session(
                 self._name, self._session, self._breaker, commit=exc is None, exc=exc
             )
-        finally:
+        except BaseException as failure:
             _active.reset(self._token)
-        if committed:
-            # After close and out of the scope: a slow publish must not hold
-            # the connection, and a callback's own scope must be a new one.
-            after_commit.run(committed, self._name)
+            _run_callbacks(after_commit.take(self._session), self._name, failure)
+            raise
+        _active.reset(self._token)
+        # After close and out of the scope: a slow publish must not hold the
+        # connection, and a callback's own scope must be a new one.
+        _run_callbacks(committed, self._name, exc)
 
     def _exit_savepoint(self, exc: BaseException | None) -> None:
         assert self._savepoint is not None

@@ -97,7 +97,13 @@ def titles_from_a_raw_connection() -> list[str]:
 
 
 def checked_out(pool: str = "main") -> int:
-    return int(get_engine(pool).pool.checkedout())  # type: ignore[attr-defined]
+    """Connections of ``pool`` checked out now.
+
+    0 for a StaticPool, which counts nothing: the engine of a plain in-memory
+    SQLite database that this test did not ask pytest-django to set up.
+    """
+    counted = getattr(get_engine(pool).pool, "checkedout", None)
+    return int(counted()) if counted is not None else 0
 
 
 def published(queue: str = QUEUE) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
@@ -1327,6 +1333,21 @@ def test_delay_on_commit_inside_a_task_call() -> None:
     assert publishes.apply(args=("fails",)).failed()
     assert published() == []
     assert titles() == ["ok"]
+
+
+@DB
+def test_delay_on_commit_before_a_calls_own_commit_publishes_when_the_call_then_fails() -> None:
+    """The call committed its write itself: the publish that waited for it is not lost."""
+
+    def commit_then_fail() -> None:
+        current_session().commit()
+        raise ValueError("fails after its own commit")
+
+    ACTIONS.append(commit_then_fail)
+    assert publishes.apply(args=("committed-by-the-call",)).failed()
+    assert published() == [(target.name, ("committed-by-the-call",), {})]
+    assert titles() == ["committed-by-the-call"]
+    assert_closed()
 
 
 @DB

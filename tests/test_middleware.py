@@ -367,6 +367,20 @@ def test_on_commit_in_a_request_that_never_used_the_database(client: Client) -> 
     assert test_views.callbacks_run == [200]
 
 
+@pytest.mark.parametrize("outcome", ["raise", "400"])
+def test_callbacks_of_a_views_own_commit_run_when_the_request_then_fails(outcome: str) -> None:
+    """What the view committed itself stays, and so does the callback that waited for it."""
+    from tests import views as test_views
+
+    test_views.callbacks_run.clear()
+    client = Client(raise_request_exception=False)
+    expected = 500 if outcome == "raise" else 400
+    assert client.get(f"/commit-midway/{outcome}/").status_code == expected
+    assert test_views.callbacks_run == ["midway"]
+    assert titles() == ["midway"]
+    assert checked_out() == 0
+
+
 # -- request.db_session stands in for the session, lazily ---------------------------------------
 
 

@@ -1251,6 +1251,74 @@ def test_callbacks_of_a_transaction_rolled_back_inside_the_scope_are_dropped(how
 
 
 @db
+def test_callbacks_wait_for_the_scopes_end_after_a_commit_of_its_own() -> None:
+    """The scope's code commits and goes on: every callback runs once the scope ends, in order."""
+    ran: list[str] = []
+    with session_scope() as session:
+        insert(session, "first")
+        on_commit(lambda: ran.append("before the commit"))
+        session.commit()
+        assert ran == []
+        insert(session, "second")
+        on_commit(lambda: ran.append("after the commit"))
+    assert ran == ["before the commit", "after the commit"]
+    assert titles() == ["first", "second"]
+
+
+@db
+@pytest.mark.parametrize("how", ["an exception", "a failed commit"])
+def test_callbacks_of_a_commit_of_its_own_run_when_the_scope_then_fails(how: str) -> None:
+    """What the scope's code committed stays, and so do the callbacks that waited for it.
+
+    They run once the scope is over, not inside it: a callback that opens a
+    scope gets a transaction of its own. The scope's failure goes on.
+    """
+    ran: list[str] = []
+
+    def follow_up() -> None:
+        with session_scope() as session:
+            ran.append(f"nested: {session.in_nested_transaction()}")
+            insert(session, "follow-up")
+
+    expected: type[BaseException] = ValueError if how == "an exception" else sa_exc.IntegrityError
+    with pytest.raises(expected), session_scope() as session:
+        insert(session, "taken")
+        on_commit(follow_up)
+        session.commit()
+        on_commit(lambda: ran.append("rolled back"))
+        insert(session, "lost")
+        if how == "an exception":
+            raise ValueError("the scope fails after its own commit")
+        session.add(NoteRow(title="taken"))  # the scope's flush at its end fails
+    assert ran == ["nested: False"]
+    assert titles() == ["follow-up", "taken"]
+    assert checked_out() == 0
+
+
+@db
+def test_a_failing_callback_of_a_failing_scope_is_noted_on_the_scopes_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The scope's own failure is raised; the callback's is logged and added to it as a note."""
+
+    def broken() -> None:
+        raise RuntimeError("broker down")
+
+    with pytest.raises(ValueError, match="the scope fails") as raised, session_scope() as session:
+        insert(session, "taken")
+        on_commit(broken)
+        session.commit()
+        raise ValueError("the scope fails")
+    notes = getattr(raised.value, "__notes__", [])
+    assert len(notes) == 1
+    assert "committed, but" in notes[0]
+    assert "broken" in notes[0]
+    assert "RuntimeError" in notes[0]
+    assert "broker down" in caplog.text
+    assert titles() == ["taken"]
+
+
+@db
 def test_inner_scope_that_caught_its_failed_flush_rolls_back_and_says_so() -> None:
     """The flush's error was caught inside the inner scope, which then exits normally.
 

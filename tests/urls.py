@@ -22,6 +22,7 @@ urlpatterns = [
     path("write-raise/<str:title>/", views.write_then_raise),
     path("no-database/", views.no_database),
     path("on-commit/<int:status>/", views.on_commit_only),
+    path("commit-midway/<str:outcome>/", views.commit_midway),
     path("orphan/", views.orphan_child),
     path("stream/<str:title>/", views.stream_titles),
     path("concurrent/<str:marker>/", views.concurrent),

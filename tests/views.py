@@ -117,13 +117,30 @@ async def async_stream(request: HttpRequest, title: str) -> StreamingHttpRespons
     return StreamingHttpResponse(rows())
 
 
-callbacks_run: list[int] = []
+callbacks_run: list[int | str] = []
 
 
 def on_commit_only(request: HttpRequest, status: int) -> HttpResponse:
     """Register an after-commit callback without touching the database."""
     on_commit(lambda: callbacks_run.append(status))
     return HttpResponse("registered", status=status)
+
+
+def commit_midway(request: HttpRequest, outcome: str) -> HttpResponse:
+    """Commit by hand, then go on and end as ``outcome`` asks: "raise" or a status code.
+
+    The callback registered before the view's own commit belongs to it; the
+    one registered after waits for the request's end, which rolls back.
+    """
+    session = request.db_session  # type: ignore[attr-defined]
+    _insert(session, "midway")
+    on_commit(lambda: callbacks_run.append("midway"))
+    session.commit()
+    _insert(session, "lost")
+    on_commit(lambda: callbacks_run.append("lost"))
+    if outcome == "raise":
+        raise ValueError("the view fails after its own commit")
+    return HttpResponse("refused", status=int(outcome))
 
 
 def commit_when_asked(request: HttpRequest, response: HttpResponse) -> bool:
