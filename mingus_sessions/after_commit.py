@@ -199,6 +199,8 @@ def take(session: Session) -> Pending:
     Those whose transaction the scope's code committed earlier come first.
     """
     info = session.info
+    if _WATCHED not in info:
+        return []  # no callback was ever registered on it (nearly every session)
     committed: Pending = info.pop(_COMMITTED, None) or []
     return committed + (info.pop(_KEY, None) or [])
 

@@ -530,7 +530,8 @@ class LazyScope(_Frame):
         except BaseException as failure:
             _run_callbacks(after_commit.take(session), self.pool, failure)
             raise
-        _run_callbacks(committed, self.pool, exc)
+        if committed:
+            _run_callbacks(committed, self.pool, exc)
 
 
 class _Scope:
@@ -612,9 +613,10 @@ class _Scope:
             _run_callbacks(after_commit.take(self._session), self._name, failure)
             raise
         _active.reset(self._token)
-        # After close and out of the scope: a slow publish must not hold the
-        # connection, and a callback's own scope must be a new one.
-        _run_callbacks(committed, self._name, exc)
+        if committed:
+            # After close and out of the scope: a slow publish must not hold
+            # the connection, and a callback's own scope must be a new one.
+            _run_callbacks(committed, self._name, exc)
 
     def _exit_savepoint(self, exc: BaseException | None) -> None:
         assert self._savepoint is not None
