@@ -136,7 +136,11 @@ def _watch(session: Session) -> None:
     if _WATCHED not in info:
         info[_WATCHED] = True
         event.listen(session, "after_soft_rollback", _after_soft_rollback)
-        event.listen(session, "after_commit", _after_commit)
+        # First among the session's own listeners: one of them that raises
+        # after the COMMIT went through must not keep the callbacks of what
+        # committed from being set apart. (Listeners on the Session class or
+        # a sessionmaker still run before it.)
+        event.listen(session, "after_commit", _after_commit, insert=True)
 
 
 def _after_commit(session: Session) -> None:

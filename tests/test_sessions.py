@@ -1296,6 +1296,23 @@ def test_callbacks_of_a_commit_of_its_own_run_when_the_scope_then_fails(how: str
 
 
 @db
+def test_callbacks_of_a_commit_survive_another_after_commit_listener_that_raises() -> None:
+    """The COMMIT went through; a listener of the session's then failed: the callback still runs."""
+    ran: list[str] = []
+
+    def broken_listener(session: Session) -> None:
+        raise RuntimeError("a listener of the application fails after the commit")
+
+    with pytest.raises(RuntimeError, match="listener"), session_scope() as session:
+        event.listen(session, "after_commit", broken_listener)
+        insert(session, "committed")
+        on_commit(lambda: ran.append("committed"))
+        session.commit()
+    assert titles() == ["committed"]
+    assert ran == ["committed"]
+
+
+@db
 def test_a_failing_callback_of_a_failing_scope_is_noted_on_the_scopes_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
