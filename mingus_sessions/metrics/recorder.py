@@ -51,6 +51,21 @@ _LIBRARY_PATHS = tuple(
 )
 
 
+class _LibraryFiles(dict[str, bool]):
+    """Whether a source file is in SQLAlchemy or this package, by path, learnt as frames come.
+
+    The stack walks below look each frame's file up here: a dict hit, where
+    ``str.startswith`` would be a call per frame on every checkout.
+    """
+
+    def __missing__(self, filename: str) -> bool:
+        inside = self[filename] = filename.startswith(_LIBRARY_PATHS)
+        return inside
+
+
+_in_library = _LibraryFiles()
+
+
 class SlowQuery:
     """One slow statement: duration (ms), statement, wall-clock time, parameters if allowed."""
 
@@ -98,7 +113,7 @@ def note_opening(frame: FrameType | None) -> Opened | None:
     """
     while frame is not None:
         code = frame.f_code
-        if not code.co_filename.startswith(_LIBRARY_PATHS):
+        if not _in_library[code.co_filename]:
             # f_lineno would decode the line table on every call; the offset
             # is free, and is turned into a line only if a leak is reported.
             return (code, frame.f_lasti, get_ident())
@@ -116,7 +131,7 @@ def capture_stack(frame: FrameType | None) -> Stack:
     left = STACK_FRAMES  # counted here: len(found) per frame would be a call per frame
     while frame is not None:
         code = frame.f_code
-        if not code.co_filename.startswith(_LIBRARY_PATHS):
+        if not _in_library[code.co_filename]:
             found.append((code, frame.f_lasti))
             left -= 1
             if not left:
@@ -159,7 +174,7 @@ def describe_site(site: Site | None) -> str:
     # were when it opened the session.
     caller = running.f_back
     while caller is not None and len(frames) < STACK_FRAMES:
-        if not caller.f_code.co_filename.startswith(_LIBRARY_PATHS):
+        if not _in_library[caller.f_code.co_filename]:
             frames.append((caller.f_code, caller.f_lasti))
         caller = caller.f_back
     return _format_frames(tuple(frames))
