@@ -381,6 +381,24 @@ def test_callbacks_of_a_views_own_commit_run_when_the_request_then_fails(outcome
     assert checked_out() == 0
 
 
+@pytest.mark.parametrize("outcome", ["raise", "400"])
+def test_async_callbacks_of_a_views_own_commit_run_when_the_request_then_fails(
+    outcome: str,
+) -> None:
+    """Under ASGI too, the callback of what the view committed itself runs."""
+    from tests import views as test_views
+
+    async def scenario(async_client: AsyncClient) -> None:
+        response = await async_client.get(f"/commit-midway/{outcome}/")
+        assert response.status_code == (500 if outcome == "raise" else 400)
+        assert await _titles_async() == ["midway"]
+        assert await sync_to_async(checked_out)() == 0
+
+    test_views.callbacks_run.clear()
+    asyncio.run(scenario(AsyncClient(raise_request_exception=False)))
+    assert test_views.callbacks_run == ["midway"]
+
+
 # -- request.db_session stands in for the session, lazily ---------------------------------------
 
 
