@@ -94,10 +94,19 @@ class CircuitBreaker:
         return self._failures
 
     def retry_in(self) -> float:
-        """Seconds until the breaker lets a trial through (0 when it is not open)."""
+        """Seconds until the breaker lets a trial through (0 when it is not open).
+
+        While a half-open trial is out, that is when the trial expires: until
+        it reports back, nobody else gets through.
+        """
         if not self._open:
             return 0.0
-        return max(self.recovery_timeout - (self._clock() - self._opened_at), 0.0)
+        with self._lock:
+            return self._wait_left(self._clock())
+
+    def _wait_left(self, now: float) -> float:
+        """Seconds from ``now`` until a trial may go: the recovery timeout, then the trial out."""
+        return max(self._opened_at + self.recovery_timeout - now, self._trial_until - now, 0.0)
 
     def before_call(self) -> bool:
         """Admit a call: ``False`` for a normal call, ``True`` for the half-open trial.
@@ -111,13 +120,12 @@ class CircuitBreaker:
             if not self._open:
                 return False
             now = self._clock()
-            waited = now - self._opened_at
-            if waited >= self.recovery_timeout and now >= self._trial_until:
+            if now - self._opened_at >= self.recovery_timeout and now >= self._trial_until:
                 # A trial that never reports back expires after another
                 # recovery timeout, so a lost caller cannot wedge the breaker.
                 self._trial_until = now + self.recovery_timeout
                 return True
-        retry_in = max(self.recovery_timeout - waited, 0.0)
+            retry_in = self._wait_left(now)
         raise CircuitOpenError(
             f"Circuit breaker of pool {self._label()} is open after {self._failures} consecutive "
             f"connection failures; failing fast without connecting (next trial in "

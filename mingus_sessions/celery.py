@@ -281,11 +281,12 @@ class DatabaseTask(Task):  # type: ignore[misc]
         if attempt >= max_retries:
             raise error
         countdown = get_retry_delay(error, attempt)
-        if circuit_open:
+        if isinstance(error, CircuitOpenError):
             # The database is known to be down: come back once the breaker
-            # lets a trial through, not sooner.
-            breaker = get_circuit_breaker(self.db_pool or conf.get_config().celery_pool)
-            countdown = max(countdown, breaker.retry_in())
+            # lets a trial through, not sooner. That is the breaker that
+            # refused the call, which may be another pool's than the task's.
+            pool = error.pool or self.db_pool or conf.get_config().celery_pool
+            countdown = max(countdown, get_circuit_breaker(pool).retry_in())
         session_stats.retries += 1
         # retry(max_retries=...) stores the limit on the task instance, which
         # every call in this process shares; put Celery's own limit back.

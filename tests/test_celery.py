@@ -757,6 +757,33 @@ def test_open_circuit_breaker_is_retried_after_its_recovery(
     assert_closed()
 
 
+@DB_OTHER
+def test_open_breaker_of_another_pool_is_retried_after_that_breakers_recovery(
+    retry_spy: list[dict[str, Any]],
+) -> None:
+    """A task on its own pool whose scope of another pool meets that pool's open breaker."""
+    from mingus_sessions import get_circuit_breaker
+
+    other = get_circuit_breaker("other")
+    for _ in range(other.failure_threshold):
+        other.record_failure()
+    assert get_circuit_breaker("main").state == "closed"
+
+    def use_the_other_pool() -> None:
+        with session_scope("other"):
+            pass
+
+    ACTIONS.extend([use_the_other_pool] * 4)
+    result = scripted.apply(args=("other-pool-down",))
+    assert result.failed()
+    assert isinstance(result.result, CircuitOpenError)
+    assert result.result.pool == "other"
+    assert [spy["attempt"] for spy in retry_spy] == [0, 1, 2]
+    for spy in retry_spy:
+        assert spy["countdown"] >= 55.0  # the other pool's RECOVERY_TIMEOUT is 60 s
+    assert titles() == []
+
+
 @DB
 def test_integrity_error_is_never_retried() -> None:
     assert scripted.apply(args=("taken",)).successful()

@@ -938,6 +938,23 @@ def test_breaker_trial_failure_reopens() -> None:
     assert breaker.state == "half_open"
 
 
+def test_while_a_trial_is_out_others_are_told_to_wait_for_it() -> None:
+    """retry_in() and the refusal's message count down to the trial's expiry, not to zero."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 10.0, name="main", clock=clock)
+    trip(breaker, 1)
+    assert breaker.retry_in() == pytest.approx(10.0)
+    clock.now += 10.0
+    assert breaker.before_call() is True  # the trial goes; it expires at +20 s
+    clock.now += 1.0
+    assert breaker.retry_in() == pytest.approx(9.0)
+    with pytest.raises(CircuitOpenError, match=r"next trial in 9\.0 s"):
+        breaker.before_call()
+    breaker.release_trial()
+    assert breaker.retry_in() == 0.0
+    assert breaker.before_call() is True
+
+
 @db
 def test_a_trial_that_fails_without_proving_anything_hands_the_trial_to_the_next_caller(
     settings: Any,
