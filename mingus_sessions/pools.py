@@ -88,6 +88,7 @@ class WaitAwareQueuePool(QueuePool):
 
     def __init__(self, creator: Any, *, probe: PoolProbe | None = None, **kw: Any) -> None:
         super().__init__(creator, **kw)
+        self._disposed = False
         self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")
 
     def _do_get(self) -> ConnectionPoolEntry:
@@ -110,12 +111,29 @@ class WaitAwareQueuePool(QueuePool):
                     entry = super()._do_get()
                 finally:
                     probe.leave_wait()
-        except sa_exc.TimeoutError:
-            probe.timeouts += 1
+        except sa_exc.TimeoutError as exc:
+            # QueuePool._do_get calls itself (this method) when it loses a race
+            # for an overflow slot: count the timeout once, where it ends.
+            if not getattr(exc, "_mingus_sessions_counted", False):
+                exc._mingus_sessions_counted = True  # type: ignore[attr-defined]
+                probe.timeouts += 1
             raise
         if started is not None:
             entry.__dict__[ACQUIRE_STARTED] = started
         return entry
+
+    def dispose(self) -> None:
+        """Close the idle connections; those still checked out close when they come back."""
+        self._disposed = True
+        super().dispose()
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._disposed:
+            # Out when the pool was disposed: the engine checks out from a new
+            # pool now, and nobody would ever take this one from the old pool.
+            record.close()
+            return
+        super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:
         fresh = super().recreate()

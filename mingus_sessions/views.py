@@ -42,15 +42,14 @@ def _now() -> str:
 
 def _credentials(request: HttpRequest) -> bool | None:
     """True: staff or a valid token; False: credentials that do not allow it; None: none."""
-    header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, token = header.partition(" ")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
         expected = conf.get_config().metrics_token
-        return (
-            scheme.lower() == "bearer"
-            and expected is not None
-            and hmac.compare_digest(token.strip().encode(), expected.encode())
+        return expected is not None and hmac.compare_digest(
+            token.strip().encode(), expected.encode()
         )
+    # Any other scheme (Basic auth a proxy passes on, say) is not ours to judge:
+    # the logged-in user decides.
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None

@@ -37,7 +37,7 @@ from mingus_sessions.metrics import (
     start_monitoring,
     stop_monitoring,
 )
-from tests.helpers import Holder
+from tests.helpers import Holder, add_unreachable_alias
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 EXPECTED_BACKEND = {
@@ -389,6 +389,20 @@ def test_pool_check_answers_within_the_timeout_when_the_database_hangs(
     assert 0.4 <= elapsed < 2.0
     assert error.returncode == 2
     assert out == "dead: unhealthy (no answer within 0.5 s)\noverall: unhealthy\n"
+
+
+@db
+def test_pool_check_of_a_pool_whose_settings_cannot_build_an_engine_exits_3(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that is not a number is the settings' fault, not the database's: exit 3."""
+    add_unreachable_alias(monkeypatch, "misconfigured")
+    monkeypatch.setitem(django_settings.DATABASES["misconfigured"], "PORT", "not-a-port")
+    configure(settings, {"misconfigured": {"DATABASE": "misconfigured"}})
+    error, out = run_failing("pool_check", "--pool", "misconfigured")
+    assert error.returncode == USAGE_ERROR
+    assert "PORT" in str(error)
+    assert out == ""
 
 
 @db

@@ -504,6 +504,86 @@ def test_timeouts_are_counted_on_pool_exhausted(settings: Any) -> None:
 
 
 @db
+def test_a_timeout_after_a_lost_race_for_overflow_is_counted_once(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QueuePool retries its own _do_get when another thread takes the last overflow slot.
+
+    The retry goes through WaitAwareQueuePool._do_get again; its timeout is one timeout.
+    """
+    configure(
+        settings,
+        {"tight": {"DATABASE": "default", "POOL_SIZE": 1, "MAX_OVERFLOW": 1, "POOL_TIMEOUT": 0.2}},
+    )
+    holder = Holder("tight")
+    try:
+        pool = get_engine("tight").pool
+
+        def overflow_taken_meanwhile() -> bool:
+            pool._overflow = pool._max_overflow  # type: ignore[attr-defined]
+            return False
+
+        monkeypatch.setattr(pool, "_inc_overflow", overflow_taken_meanwhile)
+        with pytest.raises(PoolExhaustedError):
+            select_one("tight")
+        metrics = get_pool_metrics("tight")
+        assert metrics.timeouts == 1
+        assert metrics.waiting == 0
+    finally:
+        holder.stop()
+
+
+@db
+def test_dispose_closes_a_connection_in_use_when_it_comes_back(settings: Any) -> None:
+    """Disposed while in use: still counted as checked out, and closed, not pooled, on return."""
+    configure(settings, {"disposable": {"DATABASE": "default", "POOL_SIZE": 2}})
+    engine = get_engine("disposable")
+    connection = engine.connect()
+    connection.execute(text("SELECT 1"))
+    driver_connection = connection.connection.dbapi_connection
+    old_pool = engine.pool
+    engine.dispose()
+    assert engine.pool is not old_pool
+    assert get_pool_metrics("disposable").checked_out == 1  # the old pool's, still held
+    recorder = get_entry("disposable").probe
+    assert isinstance(recorder, PoolRecorder)
+    closed_before = recorder.closed
+    connection.close()
+    assert get_pool_metrics("disposable").checked_out == 0
+    assert old_pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert recorder.closed == closed_before + 1
+    if hasattr(driver_connection, "closed"):  # psycopg, psycopg2: a closed flag
+        assert driver_connection.closed
+
+
+@db
+def test_pools_without_a_limit_report_no_capacity_and_stay_healthy(settings: Any) -> None:
+    """A NullPool (PgBouncer in front) has no size to saturate: capacity 0, never degraded."""
+    from mingus_sessions.metrics.prometheus import render_prometheus
+
+    configure(
+        settings,
+        {
+            "direct": {
+                "DATABASE": "default",
+                "POOL_CLASS": "null",
+                "POOL_SIZE": 1,
+                "MAX_OVERFLOW": 0,
+            }
+        },
+    )
+    with session_scope("direct") as session:
+        session.execute(text("SELECT 1"))
+        metrics = get_pool_metrics("direct")
+        assert metrics.checked_out == 1
+        assert (metrics.capacity, metrics.utilization) == (0, 0.0)
+        assert check_pool("direct")["status"] == "healthy"
+        exposition = render_prometheus()
+    assert 'db_client_connection_max{pool="direct"}' not in exposition
+    assert 'db_client_connection_max{pool="main"}' in exposition
+
+
+@db
 def test_null_pool_reports_connections_in_use(settings: Any) -> None:
     """POOL_CLASS "null": checked_out and total from what the recorder saw; no crash."""
     configure(settings, {"direct": {"DATABASE": "default", "POOL_CLASS": "null"}})

@@ -447,6 +447,70 @@ def test_time_series_grows_per_tick_and_stays_bounded(
 
 
 @db
+def test_interval_p99_after_a_reset_is_of_what_came_after_it(settings: Any) -> None:
+    """A reset zeroes the histogram: the next point is of the new counts, never of differences."""
+    from mingus_sessions.metrics import reset_metrics
+
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 60})
+    recorder = get_entry("main").probe
+    assert isinstance(recorder, PoolRecorder)
+    assert recorder.acquire is not None
+    sampler = monitor._Monitor("test", 60)
+    for _ in range(900):
+        recorder.acquire.record(5)  # µs
+    sampler.tick()
+    reset_metrics("main")
+    for _ in range(1000):
+        recorder.acquire.record(10)
+    for _ in range(3):
+        recorder.acquire.record(100_000)
+    sampler.tick()
+    # 3 slow waits of 1,003 are under 1%: the p99 is the 10 µs bucket, not 100 ms.
+    assert 0 < sampler.series["main"][-1]["acquire_p99_ms"] < 0.02
+    reset_metrics("main")
+    select_one()
+    sampler.tick()
+    assert sampler.series["main"][-1]["acquire_p99_ms"] > 0  # the one checkout since
+
+
+@db
+def test_the_sampler_starts_even_if_the_fleet_cache_is_down(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leak reports and the time series do not depend on the fleet's cache answering."""
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+
+    def cache_down(self: Any, pools: Any, now: float) -> None:
+        raise ConnectionError("the fleet's cache does not answer")
+
+    monkeypatch.setattr(monitor._Monitor, "publish", cache_down)
+    assert start_monitoring()
+    assert monitor.is_monitoring()
+    assert len(monitor.get_time_series("main")["main"]) == 1
+    assert wait_until(lambda: len(monitor.get_time_series("main")["main"]) >= 2, timeout=3)
+    assert "first sample failed" in caplog.text
+
+
+@db
+def test_a_pool_that_cannot_be_read_does_not_stop_the_others_samples(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 60})
+    real = monitor.get_pool_metrics
+
+    def one_pool_broken(pool: str) -> Any:
+        if pool == "other":
+            raise ImportError("no driver for the other pool")
+        return real(pool)
+
+    monkeypatch.setattr(monitor, "get_pool_metrics", one_pool_broken)
+    sampler = monitor._Monitor("test", 60)
+    sampler.tick()
+    assert set(sampler.series) == {"main"}
+    assert "could not read pool other" in caplog.text
+
+
+@db
 def test_first_points_are_one_interval_apart(settings: Any) -> None:
     """start_monitoring() samples once at once; the next sample comes one interval later."""
     configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.2})

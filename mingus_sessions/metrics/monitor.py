@@ -27,10 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import conf
-from ..engines import get_entry
+from ..engines import get_entry, pool_names
 from .api import get_pool_metrics, get_session_stats
 from .histogram import quantile_of
 from .recorder import PoolRecorder
+from .snapshot import PoolMetrics
 
 __all__ = [
     "ensure_monitoring",
@@ -67,7 +68,8 @@ class _Monitor:
         self.interval = interval
         self.stop = threading.Event()
         self.series: dict[str, deque[dict[str, Any]]] = {}
-        self.previous_buckets: dict[str, list[int]] = {}
+        #: Per pool: the recorder, its ``since`` and its acquire buckets at the last tick.
+        self.previous_buckets: dict[str, tuple[PoolRecorder, float, list[int]]] = {}
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
@@ -86,21 +88,21 @@ class _Monitor:
 
     def tick(self) -> None:
         now = time.time()
-        pools = get_pool_metrics()
+        pools: dict[str, PoolMetrics] = {}
+        for name in pool_names():
+            try:
+                pools[name] = get_pool_metrics(name)
+            except Exception:
+                # One pool that cannot be read (a missing driver) must not stop
+                # the others' samples, leak scans and fleet entry.
+                logger.warning("Monitoring could not read pool %s", name, exc_info=True)
         for name, metrics in pools.items():
             probe = get_entry(name).probe
             interval_p99 = 0.0
             if isinstance(probe, PoolRecorder) and probe.acquire is not None:
                 probe.scan_leaks()
-                buckets = probe.acquire.buckets()
-                previous = self.previous_buckets.get(name)
-                delta = (
-                    buckets
-                    if previous is None
-                    else [a - b for a, b in zip(buckets, previous, strict=True)]
-                )
-                self.previous_buckets[name] = buckets
-                interval_p99 = quantile_of(delta, 0.99) / 1000.0
+                interval_p99 = quantile_of(self._acquired_since_last_tick(name, probe), 0.99)
+                interval_p99 /= 1000.0
             series = self.series.setdefault(name, deque(maxlen=SERIES_POINTS))
             series.append(
                 {
@@ -112,6 +114,21 @@ class _Monitor:
                 }
             )
         self.publish(pools, now)
+
+    def _acquired_since_last_tick(self, name: str, recorder: PoolRecorder) -> list[int]:
+        """The acquire-wait histogram of what happened since the last tick, bucket by bucket.
+
+        After a reset (``reset_metrics()``, or new engines after a settings
+        change) the histogram started again from zero: all of it is new.
+        """
+        assert recorder.acquire is not None
+        buckets = recorder.acquire.buckets()
+        previous = self.previous_buckets.get(name)
+        self.previous_buckets[name] = (recorder, recorder.since, buckets)
+        if previous is None or previous[0] is not recorder or previous[1] != recorder.since:
+            return buckets
+        delta = [count - before for count, before in zip(buckets, previous[2], strict=True)]
+        return buckets if min(delta, default=0) < 0 else delta
 
     def publish(self, pools: dict[str, Any], now: float) -> None:
         from django.core.cache import caches
@@ -221,7 +238,12 @@ def start_monitoring(role: str = "process") -> bool:
         if _monitor is not None:
             return False
         monitor = _Monitor(role, config.fleet.interval)
-        monitor.tick()  # the first point and the fleet entry at once
+        try:
+            monitor.tick()  # the first point and the fleet entry at once
+        except Exception:
+            # The fleet's cache being down, say: the sampler still starts, so
+            # leaks are still reported and the next ticks try again.
+            logger.warning("Monitoring's first sample failed", exc_info=True)
         monitor.thread.start()
         _monitor = monitor
     return True

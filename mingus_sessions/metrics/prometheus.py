@@ -89,7 +89,8 @@ def render_prometheus(
         "Most connections the pool may open (pool size + max overflow).",
     )
     for name, m in ordered:
-        out.sample("db_client_connection_max", m.capacity, pool=name)
+        if m.capacity:  # a pool class without a limit has no maximum to report
+            out.sample("db_client_connection_max", m.capacity, pool=name)
     out.family(
         "db_client_connection_pending_requests",
         "gauge",

@@ -70,7 +70,9 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
     probe = entry.probe
     recorder = probe if isinstance(probe, PoolRecorder) else None
     if isinstance(pool, QueuePool):
-        checked_out = pool.checkedout()
+        # After a dispose, the pool is a new one: connections still out of the
+        # old one are the recorder's only, and still held.
+        checked_out = max(pool.checkedout(), recorder.in_use if recorder is not None else 0)
         checked_in = pool.checkedin()
         overflow = max(pool.overflow(), 0)
         total = checked_in + checked_out
@@ -81,7 +83,9 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
         overflow = 0
     else:
         checked_out = checked_in = overflow = total = 0
-    capacity = config.pool_size + config.max_overflow
+    # Only a queue pool has a limit: a NullPool opens a connection per checkout
+    # (the limit is PgBouncer's), a StaticPool shares one. 0 says "no limit".
+    capacity = config.capacity if isinstance(pool, QueuePool) else 0
     empty = Percentiles()
     return PoolMetrics(
         name=entry.name,

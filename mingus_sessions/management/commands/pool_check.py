@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from ...engines import get_entry
 from ...errors import ConfigurationError
 from ...metrics.api import DEFAULT_HEALTH_TIMEOUT, check_all_pools, overall_status
 from ._base import PoolCommand, positive_seconds
@@ -44,6 +45,17 @@ class Command(PoolCommand):
 
     def run(self, **options: Any) -> None:
         names = self.pool_names(options["pools"])
+        for name in names:
+            # A pool whose settings cannot build an engine is a usage error (exit
+            # 3), which check_all_pools, answering for a health endpoint, would
+            # report as one more unusable pool. Any other failure to build it
+            # (a missing driver) is left for check_all_pools to report so.
+            try:
+                get_entry(name)
+            except ConfigurationError:
+                raise
+            except Exception:  # noqa: BLE001 - reported as unusable below
+                continue
         try:
             results = check_all_pools(timeout=options["timeout"], pools=names)
         except ConfigurationError:
