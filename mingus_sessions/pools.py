@@ -88,7 +88,12 @@ class WaitAwareQueuePool(QueuePool):
 
     def __init__(self, creator: Any, *, probe: PoolProbe | None = None, **kw: Any) -> None:
         super().__init__(creator, **kw)
+        # Engine.dispose(close=True) disposes the pool, then replaces it by its
+        # recreate(): the old one is retired, and closes what comes back to it.
+        # (After a fork, dispose(close=False) only replaces it: the parent's
+        # connections must not be closed from the child.)
         self._disposed = False
+        self._retired = False
         self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")
 
     def _do_get(self) -> ConnectionPoolEntry:
@@ -114,8 +119,8 @@ class WaitAwareQueuePool(QueuePool):
         except sa_exc.TimeoutError as exc:
             # QueuePool._do_get calls itself (this method) when it loses a race
             # for an overflow slot: count the timeout once, where it ends.
-            if not getattr(exc, "_mingus_sessions_counted", False):
-                exc._mingus_sessions_counted = True  # type: ignore[attr-defined]
+            if not getattr(exc, "_mingus_sessions_timeout_counted", False):
+                exc._mingus_sessions_timeout_counted = True  # type: ignore[attr-defined]
                 probe.timeouts += 1
             raise
         if started is not None:
@@ -123,14 +128,13 @@ class WaitAwareQueuePool(QueuePool):
         return entry
 
     def dispose(self) -> None:
-        """Close the idle connections; those still checked out close when they come back."""
         self._disposed = True
         super().dispose()
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        if self._disposed:
-            # Out when the pool was disposed: the engine checks out from a new
-            # pool now, and nobody would ever take this one from the old pool.
+        if self._retired:
+            # Out when the engine replaced this pool: it checks out from the
+            # new one now, and nobody would ever take this one from here.
             record.close()
             return
         super()._do_return_conn(record)
@@ -139,4 +143,7 @@ class WaitAwareQueuePool(QueuePool):
         fresh = super().recreate()
         if isinstance(fresh, WaitAwareQueuePool):
             fresh.probe = self.probe
+        if self._disposed:
+            self._retired = True
+            super().dispose()  # a connection returned while it was being replaced
         return fresh

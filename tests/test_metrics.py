@@ -535,8 +535,11 @@ def test_a_timeout_after_a_lost_race_for_overflow_is_counted_once(
 
 @db
 def test_dispose_closes_a_connection_in_use_when_it_comes_back(settings: Any) -> None:
-    """Disposed while in use: still counted as checked out, and closed, not pooled, on return."""
-    configure(settings, {"disposable": {"DATABASE": "default", "POOL_SIZE": 2}})
+    """Disposed while in use: still counted as checked out, and closed, not pooled, on return.
+
+    The new pool's slot is free meanwhile: the health check does not call it full.
+    """
+    configure(settings, {"disposable": {"DATABASE": "default", "POOL_SIZE": 1, "MAX_OVERFLOW": 0}})
     engine = get_engine("disposable")
     connection = engine.connect()
     connection.execute(text("SELECT 1"))
@@ -545,6 +548,8 @@ def test_dispose_closes_a_connection_in_use_when_it_comes_back(settings: Any) ->
     engine.dispose()
     assert engine.pool is not old_pool
     assert get_pool_metrics("disposable").checked_out == 1  # the old pool's, still held
+    # Busy by count (the connection still out counts), but not full: the check pinged.
+    assert check_pool("disposable")["detail"] != "every connection is in use"
     recorder = get_entry("disposable").probe
     assert isinstance(recorder, PoolRecorder)
     closed_before = recorder.closed
@@ -554,6 +559,22 @@ def test_dispose_closes_a_connection_in_use_when_it_comes_back(settings: Any) ->
     assert recorder.closed == closed_before + 1
     if hasattr(driver_connection, "closed"):  # psycopg, psycopg2: a closed flag
         assert driver_connection.closed
+
+
+@db
+def test_a_pool_disposed_by_hand_and_used_on_keeps_its_connections(settings: Any) -> None:
+    """Pool.dispose() alone, not Engine.dispose(): the pool stays the engine's and keeps working."""
+    configure(
+        settings,
+        {"by-hand": {"DATABASE": "default", "POOL_SIZE": 1, "MAX_OVERFLOW": 0, "POOL_TIMEOUT": 1}},
+    )
+    pool = get_engine("by-hand").pool
+    select_one("by-hand")
+    pool.dispose()
+    for _ in range(4):  # more checkouts than the pool's capacity, one at a time
+        select_one("by-hand")
+    assert pool.checkedin() == 1  # type: ignore[attr-defined]
+    assert get_pool_metrics("by-hand").timeouts == 0
 
 
 @db

@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, overload
 
+from sqlalchemy.pool import QueuePool
+
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
 from ..stats import session_stats, transaction_stats
@@ -204,11 +206,14 @@ def check_all_pools(
                 **base,
             }
             continue
+        pool = entry.engine.pool
         exhausted = (
-            metrics.pool_class.endswith("QueuePool")
+            isinstance(pool, QueuePool)
             and metrics.checked_in == 0
             and metrics.overflow >= metrics.max_overflow
-            and metrics.checked_out >= metrics.pool_size
+            # The pool's own count: connections still out of a pool disposed
+            # since are counted in checked_out, but take no slot of this one.
+            and pool.checkedout() >= metrics.pool_size
         )
         if exhausted:
             results[name] = {"status": DEGRADED, "detail": "every connection is in use", **base}

@@ -41,6 +41,13 @@ def _percent(ratio: float) -> str:
     return f"{ratio * 100:.0f}%"
 
 
+def _use_of(pool: Mapping[str, Any]) -> str:
+    """``3/15 20%``; a pool class without a limit (capacity 0): ``3 in use (no limit)``."""
+    if not pool["capacity"]:
+        return f"{pool['checked_out']} in use (no limit)"
+    return f"{pool['checked_out']}/{pool['capacity']} {_percent(pool['utilization'])}"
+
+
 def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One row per pool (``PoolMetrics.as_dict()`` values)."""
     headers = (
@@ -68,7 +75,7 @@ def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
             m["checked_in"],
             m["overflow"],
             m["waiting"],
-            _percent(m["utilization"]),
+            _percent(m["utilization"]) if m["capacity"] else "-",
             f"{m['acquire_wait_ms']['p99']:.1f}",
             m["timeouts"],
             m["leaks"],
@@ -103,13 +110,7 @@ def fleet_lines(fleet: Sequence[Mapping[str, Any]], now: float) -> list[str]:
     rows = []
     for process in fleet:
         pools = process.get("pools", {})
-        used = [
-            f"{pools[name]['checked_out']}/{pools[name]['capacity']} "
-            f"{_percent(pools[name]['utilization'])}"
-            if name in pools
-            else "-"
-            for name in names
-        ]
+        used = [_use_of(pools[name]) if name in pools else "-" for name in names]
         age = max(now - float(process["updated_at"]), 0.0)
         rows.append((process["host"], process["pid"], process["role"], f"{age:.0f}s", *used))
     headers = ("HOST", "PID", "ROLE", "AGE", *names)
