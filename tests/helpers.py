@@ -33,19 +33,31 @@ class NoteRow(Base):
     body: Mapped[str] = mapped_column(Text, default="")
 
 
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (a connection there is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def add_unreachable_alias(
     monkeypatch: pytest.MonkeyPatch, alias: str, options: dict[str, Any] | None = None
 ) -> None:
-    """A PostgreSQL ``DATABASES`` alias at a closed port of 127.0.0.1 (connection refused).
+    """A PostgreSQL ``DATABASES`` alias at a closed port of 127.0.0.1 (connection refused)."""
+    add_postgresql_alias(monkeypatch, alias, closed_port(), options)
+
+
+def add_postgresql_alias(
+    monkeypatch: pytest.MonkeyPatch,
+    alias: str,
+    port: int,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """A PostgreSQL ``DATABASES`` alias on 127.0.0.1:``port``, for this test only.
 
     Django's connection handler holds ``settings.DATABASES`` itself, and
-    replacing it wholesale warns, so the alias is added to that dict in place,
-    for the test only.
+    replacing it wholesale warns, so the alias is added to that dict in place.
     """
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
     monkeypatch.setitem(
         django_settings.DATABASES,
         alias,

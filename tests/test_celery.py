@@ -733,17 +733,22 @@ def test_max_retries_default_to_the_retry_setting(settings: Any) -> None:
     assert_closed()
 
 
+def open_breaker(pool: str) -> None:
+    """Count enough connection failures against ``pool``'s breaker to open it."""
+    from mingus_sessions import get_circuit_breaker
+
+    breaker = get_circuit_breaker(pool)
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure()
+    assert breaker.state == "open"
+
+
 @DB
 def test_open_circuit_breaker_is_retried_after_its_recovery(
     retry_spy: list[dict[str, Any]],
 ) -> None:
     """CircuitOpenError: not worth an early retry, but worth one once the breaker recovers."""
-    from mingus_sessions import get_circuit_breaker
-
-    breaker = get_circuit_breaker("main")
-    for _ in range(breaker.failure_threshold):
-        breaker.record_failure()
-    assert breaker.state == "open"
+    open_breaker("main")
     result = scripted.apply(args=("breaker",))
     assert result.failed()
     assert isinstance(result.result, CircuitOpenError)
@@ -764,9 +769,7 @@ def test_open_breaker_of_another_pool_is_retried_after_that_breakers_recovery(
     """A task on its own pool whose scope of another pool meets that pool's open breaker."""
     from mingus_sessions import get_circuit_breaker
 
-    other = get_circuit_breaker("other")
-    for _ in range(other.failure_threshold):
-        other.record_failure()
+    open_breaker("other")
     assert get_circuit_breaker("main").state == "closed"
 
     def use_the_other_pool() -> None:

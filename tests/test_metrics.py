@@ -45,7 +45,7 @@ from mingus_sessions.metrics import (
 from mingus_sessions.metrics.api import check_pool, overall_status
 from mingus_sessions.metrics.histogram import Histogram
 from mingus_sessions.metrics.recorder import PoolRecorder
-from tests.helpers import Holder
+from tests.helpers import Holder, add_postgresql_alias, closed_port
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 EXPECTED_BACKEND = {
@@ -920,34 +920,6 @@ def test_monitoring_off_uses_a_plain_probe(settings: Any) -> None:
 # -- health ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
-
-
-def add_postgresql_alias(monkeypatch: pytest.MonkeyPatch, alias: str, port: int) -> None:
-    """A PostgreSQL DATABASES alias on 127.0.0.1:``port``, for this test only."""
-    pytest.importorskip("psycopg")
-    # Django's ConnectionHandler holds settings.DATABASES itself (the same dict),
-    # and reassigning DATABASES warns: add the alias to it in place.
-    monkeypatch.setitem(
-        django_settings.DATABASES,
-        alias,
-        {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": alias,
-            "USER": "postgres",
-            "PASSWORD": "s3cret-health-check-password",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "OPTIONS": {"connect_timeout": 5},
-        },
-    )
-
-
 @db
 def test_check_all_pools_healthy() -> None:
     """Working pools are healthy; each result has status, detail, utilization, breaker."""
@@ -1029,7 +1001,7 @@ def test_nearly_saturated_pool_is_degraded(settings: Any) -> None:
 @db
 def test_dead_database_is_unhealthy_fast(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database nobody listens for: "unhealthy" within the deadline, no secret shown."""
-    add_postgresql_alias(monkeypatch, "dead", free_port())
+    add_postgresql_alias(monkeypatch, "dead", closed_port(), {"connect_timeout": 5})
     configure(
         settings,
         {"dead": {"DATABASE": "dead", "POOL_SIZE": 1, "MAX_OVERFLOW": 0, "POOL_TIMEOUT": 10}},
@@ -1068,7 +1040,7 @@ def test_silent_database_is_unhealthy_at_the_deadline(
     settings: Any, monkeypatch: pytest.MonkeyPatch, silent_port: int
 ) -> None:
     """A server that accepts but never answers: "unhealthy" when the deadline passes."""
-    add_postgresql_alias(monkeypatch, "silent", silent_port)
+    add_postgresql_alias(monkeypatch, "silent", silent_port, {"connect_timeout": 5})
     configure(settings, {"silent": {"DATABASE": "silent", "POOL_SIZE": 3, "MAX_OVERFLOW": 0}})
     started = time.monotonic()
     result = check_pool("silent", timeout=0.3)
@@ -1088,7 +1060,7 @@ def test_silent_database_stays_unhealthy_on_a_pool_of_one(
     settings: Any, monkeypatch: pytest.MonkeyPatch, silent_port: int
 ) -> None:
     """The second check of a silent database is still "unhealthy", whatever the pool size."""
-    add_postgresql_alias(monkeypatch, "silent", silent_port)
+    add_postgresql_alias(monkeypatch, "silent", silent_port, {"connect_timeout": 5})
     configure(settings, {"silent": {"DATABASE": "silent", "POOL_SIZE": 1, "MAX_OVERFLOW": 0}})
     assert check_pool("silent", timeout=0.3)["status"] == "unhealthy"
     assert check_pool("silent", timeout=0.3)["status"] == "unhealthy"

@@ -12,7 +12,6 @@ environment variables fail with a ``ConfigurationError`` naming the key.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 import traceback
 import uuid
@@ -36,13 +35,8 @@ from mingus_sessions import (
 )
 from mingus_sessions import conf as mingus_conf
 from mingus_sessions.engines import get_entry
+from tests.helpers import closed_port
 from tests.settings import PASSWORD_SENTINEL
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _secret_database(port: int | str) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def secret(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     original dict, which is where engines read a database's settings from.
     """
     pytest.importorskip("psycopg")
-    database = _secret_database(_free_port())
+    database = _secret_database(closed_port())
     monkeypatch.setitem(django_settings.DATABASES, "secret", database)
     _with_pool(
         settings,
