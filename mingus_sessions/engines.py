@@ -26,10 +26,10 @@ from sqlalchemy.pool import Pool
 from . import conf
 from .config import Config, PoolConfig, key_path
 from .engine_args import EngineSpec, build_engine_spec
-from .errors import ConfigurationError
+from .errors import ConfigurationError, TransactionTimeoutError
 from .metrics.recorder import PoolRecorder
 from .pools import PoolProbe, WaitAwareQueuePool
-from .translate import connect_option_error, summary
+from .translate import classify, connect_option_error, summary
 
 __all__ = ["PoolEntry", "dispose_engines", "get_engine", "get_entry", "pool_names"]
 
@@ -187,7 +187,14 @@ def _install_listeners(
                     # (SQLAlchemy raises this from the driver's error).
                     raise _bad_connect_option(pool_config, option, original)
                 probe.connect_failed(original)
-        elif aborts_transaction and not context.is_disconnect:
+        elif context.is_disconnect:
+            wrapped = context.sqlalchemy_exception
+            if wrapped is not None and classify(wrapped) is TransactionTimeoutError:
+                # The server ended this one connection for the transaction's own
+                # slowness: the pool's other connections are sound, so do not
+                # make every one of them reconnect (SQLAlchemy's default).
+                context.invalidate_pool_on_disconnect = False
+        elif aborts_transaction:
             # PostgreSQL has aborted the whole transaction: if the caller
             # catches this and commits, the server answers COMMIT with ROLLBACK.
             aborted_connections.add(context.connection)

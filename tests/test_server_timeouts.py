@@ -100,6 +100,27 @@ def test_r19_idle_transaction_ended_by_the_server_is_not_a_database_outage(
 
 
 @pytest.mark.postgresql
+def test_r19_idle_transaction_ended_by_the_server_recycles_only_its_own_connection(
+    idle_limited: str,
+) -> None:
+    """The pool's other idle connections keep their backends: one slow transaction is no reason
+    to reconnect them all (SQLAlchemy invalidates the whole pool on a disconnect)."""
+    with session_scope(idle_limited) as first, session_scope(idle_limited, independent=True) as s:
+        pids = {_backend_pid(first), _backend_pid(s)}
+    with pytest.raises(TransactionTimeoutError), session_scope(idle_limited) as session:
+        ended = _backend_pid(session)
+        time.sleep(IDLE_PAUSE)
+        session.execute(text("SELECT 1"))
+    (kept,) = pids - {ended}
+    with session_scope(idle_limited) as session:
+        assert _backend_pid(session) == kept
+
+
+def _backend_pid(session: Any) -> int:
+    return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.postgresql
 def test_r19_idle_transaction_ended_before_commit_is_a_known_rollback(idle_limited: str) -> None:
     """A scope whose transaction the server ended while its code ran raises TransactionTimeoutError
     at commit, not CommitOutcomeUnknownError: nothing was committed."""
