@@ -78,8 +78,7 @@ def execute_with_retry(
         # otherwise raise OverflowError in place of the failure being retried.
         if not 0 <= value <= MAX_SECONDS:
             raise ValueError(
-                f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, "
-                f"not {value!r}"
+                f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, not {value!r}"
             )
     attempt = 0
     while True:
