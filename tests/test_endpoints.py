@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from mingus_sessions import get_circuit_breaker, session_scope
 from mingus_sessions import views as endpoint_views
+from tests.helpers import add_alias
 from tests.settings import PASSWORD_SENTINEL
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
@@ -118,8 +119,8 @@ def hung_database(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "hung",
         {
             **django_settings.DATABASES["default"],
@@ -251,8 +252,8 @@ def test_no_password_in_any_endpoint(
     client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S1: a database password appears in no endpoint, even for staff."""
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "secret",
         {
             **django_settings.DATABASES["default"],
