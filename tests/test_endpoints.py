@@ -305,6 +305,22 @@ def test_another_authorization_scheme_leaves_it_to_the_logged_in_user(
     assert client.get(url, HTTP_AUTHORIZATION=basic).status_code == 200
 
 
+def test_a_non_ascii_token_works_nowhere(client: Client, settings: Any) -> None:
+    """A METRICS_TOKEN that gunicorn could never match is refused in the test client too.
+
+    The test client passes the header's text as it is, where a WSGI server
+    decodes the client's bytes as Latin-1: the settings' error, not a token
+    that works only in tests.
+    """
+    token = "jeton-sécurité-ß"
+    settings.MINGUS_SESSIONS = {
+        **copy.deepcopy(django_settings.MINGUS_SESSIONS),
+        "METRICS_TOKEN": token,
+    }
+    with pytest.raises(ConfigurationError, match=re.escape("[mingus_sessions.E016]")):
+        client.get("/metrics/database", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
 def test_token_refused_when_none_is_configured(client: Client) -> None:
     """Without METRICS_TOKEN no bearer token is accepted."""
     response = client.get("/metrics/database", HTTP_AUTHORIZATION="Bearer anything")
