@@ -114,6 +114,9 @@ _PRIMARY_POOL = "main"
 #: otherwise raise OverflowError in the middle of a checkout or a retry.
 MAX_SECONDS = 86400
 
+#: What a METRICS_TOKEN may be made of: the visible ASCII characters.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -645,6 +648,20 @@ def parse_settings(
             16,
             f"{key_path('METRICS_TOKEN')} must be a non-empty string or None.",
             f"Set {key_path('METRICS_TOKEN')} to a long random string, or None.",
+        )
+        token = None
+    elif token is not None and not _VISIBLE_ASCII.fullmatch(token):
+        # WSGI servers hand request headers over decoded as Latin-1: a token
+        # that clients send as UTF-8 would never match (Django's test client
+        # passes the text itself, so tests would not notice), and spaces
+        # around it are stripped from the header.
+        out.add(
+            16,
+            f"{key_path('METRICS_TOKEN')} has characters other than visible ASCII (letters, "
+            "digits and punctuation, no spaces): servers such as gunicorn read request "
+            "headers as Latin-1, so a client sending it would be refused.",
+            f"Set {key_path('METRICS_TOKEN')} to a long random ASCII string, e.g. the output "
+            'of python -c "import secrets; print(secrets.token_urlsafe(32))".',
         )
         token = None
     hook = raw.get("REQUEST_COMMIT_HOOK")

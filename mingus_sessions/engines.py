@@ -14,14 +14,16 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, PoolProxiedConnection
 
 from . import conf
 from .config import Config, PoolConfig, key_path
@@ -64,6 +66,11 @@ aborted_connections: weakref.WeakSet[Any] = weakref.WeakSet()
 # Pools a forked child stopped using: kept referenced so that their DB-API
 # connections are never garbage-collected (and closed) in the child.
 _orphaned_pools: list[Pool] = []
+# Set by the pytest plugin (mingus_sessions.testing) while it is active: called
+# with a pool's DATABASES alias before the pool is asked for a connection, it
+# raises when the running test may not use that database. None in production,
+# where engines are built without the wrapper that calls it.
+_connect_guard: Callable[[str], None] | None = None
 
 
 def pool_names() -> tuple[str, ...]:
@@ -109,6 +116,8 @@ def _build(name: str) -> PoolEntry:
         if isinstance(engine.pool, WaitAwareQueuePool):
             engine.pool.probe = probe
         _install_listeners(engine, spec, probe, pool_config)
+        if _connect_guard is not None:
+            _guard(engine, pool_config.database)
         if isinstance(probe, PoolRecorder):
             probe.install(engine)
         entry = PoolEntry(
@@ -124,6 +133,57 @@ def _build(name: str) -> PoolEntry:
         )
         _entries[name] = entry
         return entry
+
+
+def _set_connect_guard(guard: Callable[[str], None] | None) -> None:
+    """Install ``guard`` on every engine, built or to be built; ``None`` switches it off.
+
+    For the pytest plugin only. Engines built before it are guarded in place,
+    so that code holding one (a module-level ``get_engine()``) is guarded too.
+    """
+    global _connect_guard
+    with _lock:
+        _connect_guard = guard
+        entries = list(_entries.values())
+    if guard is not None:
+        for entry in entries:
+            _guard(entry.engine, entry.config.database)
+
+
+def _guard(engine: Engine, alias: str) -> None:
+    """Make ``engine`` call the connect guard before each checkout from its pool.
+
+    The guard runs before the pool is asked, so that a refusal leaves the pool
+    as it was: raising from a pool ``checkout`` listener would leak the
+    connection it had already checked out. Every checkout of an engine goes
+    through ``raw_connection()`` (a new ``Connection``, and one revalidating
+    after an invalidation); engines made by ``execution_options()`` reach the
+    pool through their own class, so they get one that asks their parent.
+    """
+    target: Any = engine
+    if "raw_connection" in vars(target):
+        return  # already guarded
+    unguarded = engine.raw_connection
+
+    def raw_connection() -> PoolProxiedConnection:
+        guard = _connect_guard
+        if guard is not None:
+            guard(alias)
+        return unguarded()
+
+    # Instance attributes shadow the class's methods for this engine only.
+    target.raw_connection = raw_connection
+    target._option_cls = _GuardedOptionEngine
+
+
+class _GuardedOptionEngine(OptionEngine):
+    """An ``execution_options()`` engine of a guarded engine: checkouts go through the guard."""
+
+    def raw_connection(self) -> PoolProxiedConnection:
+        return self._proxied.raw_connection()
+
+
+_GuardedOptionEngine._option_cls = _GuardedOptionEngine
 
 
 def _probe_for(name: str, config: Config) -> PoolProbe:

@@ -10,7 +10,8 @@ a class (or dotted path) and its keyword arguments::
 
 The check answers within its ``timeout`` even when the database hangs or the
 pool is exhausted (it never queues for a connection): ``degraded`` raises
-``ServiceWarning``, ``unhealthy`` raises ``ServiceUnavailable``. Needs the
+``ServiceWarning``, ``unhealthy`` raises ``ServiceUnavailable``, and so does a
+check that cannot run (invalid settings, named by their check ids). Needs the
 ``health`` extra (``django-health-check>=4,<5``).
 """
 
@@ -18,13 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from .metrics.api import DEGRADED, UNHEALTHY, check_pool
+from .errors import ConfigurationError
+from .metrics.api import DEGRADED, UNHEALTHY, _failure_summary, check_pool
 
 __all__ = ["PoolHealthCheck"]
+
+logger = logging.getLogger("mingus_sessions")
 
 
 @dataclasses.dataclass
@@ -37,7 +42,16 @@ class PoolHealthCheck(HealthCheck):  # type: ignore[misc]
     )
 
     def run(self) -> None:
-        result = check_pool(self.pool, timeout=self.timeout.total_seconds())
+        try:
+            result = check_pool(self.pool, timeout=self.timeout.total_seconds())
+        except Exception as exc:
+            # django-health-check would answer "unknown error"; say what it is
+            # (without the error's text, which may quote a secret setting).
+            if isinstance(exc, ConfigurationError):
+                logger.error("PoolHealthCheck(%r): the settings are invalid: %s", self.pool, exc)
+            else:
+                logger.exception("PoolHealthCheck(%r) failed", self.pool)
+            raise ServiceUnavailable(f"pool {self.pool}: {_failure_summary(exc)}") from exc
         if result["status"] == UNHEALTHY:
             raise ServiceUnavailable(f"pool {self.pool}: {result['detail']}")
         if result["status"] == DEGRADED:

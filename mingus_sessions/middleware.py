@@ -39,7 +39,7 @@ from django.utils.module_loading import import_string
 from sqlalchemy.orm import Session
 
 from . import conf
-from .errors import SessionError
+from .errors import ConfigurationError, SessionError
 from .metrics import monitor
 from .scope_context import active_scope as _active
 from .sessions import LazyScope
@@ -249,9 +249,21 @@ _request_type: type[RequestSession] | None = None
 _monitoring = False
 
 
+#: The pool of request scopes while the settings are invalid: no pool has this
+#: name, so opening such a scope's session reads the settings, and raises.
+_UNCONFIGURED = "(invalid settings)"
+
+
 def _read_settings() -> type[RequestSession]:
     global _request_type, _monitoring
-    config = conf.get_config()
+    try:
+        config = conf.get_config()
+    except ConfigurationError:
+        # A request that never uses its session still gets an answer (the
+        # health endpoint's JSON, say); one that does gets this error when its
+        # session opens. Read again at the next request, nothing is kept.
+        _monitoring = False
+        return request_session_type(_UNCONFIGURED)
     scope_type = request_session_type(config.default_pool)
     _monitoring = config.monitoring
     _request_type = scope_type

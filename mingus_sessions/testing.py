@@ -20,6 +20,11 @@ When on, it provides:
 - ``make_sa_session``: the same for any pool, ``make_sa_session("other")``.
 - ``reset_mingus_sessions``: closed breakers and zeroed session counters before
   the test, engines disposed after it.
+
+And it makes every pool honour pytest-django's database blocker as the ORM
+does: before a pool is asked for a connection, a test without database access
+gets pytest-django's error, and a test using a database it did not declare
+gets Django's ``DatabaseOperationForbidden``; no connection is made.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -80,6 +85,54 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if is_active(config) or not _pytest_django_loaded(config) or not _app_installed():
         return
     config.pluginmanager.register(_fixtures_plugin(), PLUGIN_NAME)
+    from .engines import _set_connect_guard
+
+    _set_connect_guard(_refuse_like_django)
+
+
+class _WouldConnect(Exception):
+    """Raised by the stand-in ``connect()`` of :func:`_refuse_like_django`'s probe."""
+
+
+def _would_connect() -> None:
+    raise _WouldConnect
+
+
+def _refuse_like_django(alias: str) -> None:
+    """Raise what the ORM would raise on opening a connection to ``alias`` now, if anything.
+
+    Called before a pool is asked for a connection (see ``engines._guard``).
+    Two guards stand in the ORM's way, and neither sees SQLAlchemy's own
+    connections, so they are asked here:
+
+    - Django's test cases replace ``connect`` and ``cursor`` of this thread's
+      connection to each database the test did not declare with failures that
+      raise ``DatabaseOperationForbidden``: call the one for ``connect``.
+    - pytest-django blocks a test without database access by replacing
+      ``ensure_connection`` on Django's connection class; Django's test cases
+      wrap it too (refusing undeclared databases in other threads). Whatever
+      is in place is called on a throwaway connection object whose own
+      ``connect`` only reports that the call got through, so the chain raises
+      its error, or reaches that ``connect`` and nothing is opened.
+    """
+    from django.core.exceptions import SynchronousOnlyOperation
+    from django.db import connections
+    from django.test.testcases import _DatabaseFailure
+
+    for name in ("connect", "cursor"):
+        failure = vars(connections[alias]).get(name)
+        if isinstance(failure, _DatabaseFailure):
+            failure()
+    probe: Any = connections.create_connection(alias)
+    probe.connect = _would_connect
+    try:
+        probe.ensure_connection()
+    except _WouldConnect:
+        return
+    except SynchronousOnlyOperation:
+        # Django's ensure_connection refuses to run in an event loop's thread
+        # before it connects: the guards before it let the call through.
+        return
 
 
 def _require_test_transaction(pool: str | None) -> None:
@@ -179,7 +232,19 @@ def _fixtures_plugin() -> ModuleType:
         stop_monitoring()
         dispose_engines()
 
+    def pytest_unconfigure(config: pytest.Config) -> None:
+        """Engines built in this run stop asking the test's permission."""
+        from .engines import _set_connect_guard
+
+        _set_connect_guard(None)
+
     plugin = ModuleType(PLUGIN_NAME, "Fixtures of the mingus_sessions pytest plugin.")
-    for fixture in (django_db_setup, make_sa_session, sa_session, reset_mingus_sessions):
-        setattr(plugin, fixture.__name__, fixture)
+    for attribute in (
+        django_db_setup,
+        make_sa_session,
+        sa_session,
+        reset_mingus_sessions,
+        pytest_unconfigure,
+    ):
+        setattr(plugin, attribute.__name__, attribute)
     return plugin

@@ -2,7 +2,10 @@
 
 ``health/database`` is public and coarse: an overall status and one status per
 pool, nothing that helps an attacker (no counts, no hosts, no error texts);
-staff users and bearers of ``METRICS_TOKEN`` also get the detail. The metrics
+staff users and bearers of ``METRICS_TOKEN`` also get the detail. It answers
+JSON whatever happens: invalid settings, or any other failure inside it, make
+a 503 that names the problem (check ids, or the error's class). ``HEAD``
+answers as ``GET`` does, without the body (load balancers probe with it). The metrics
 and dashboard endpoints answer only staff users and token bearers: 401 without
 credentials, 403 with wrong ones or for a user who is not staff. Nothing here
 is cached, and no response carries a password or a bound parameter.
@@ -12,15 +15,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from . import conf
+from .errors import ConfigurationError
 from .metrics.api import (
     HEALTHY,
+    UNHEALTHY,
+    _failure_summary,
     check_all_pools,
     get_performance_metrics,
     get_pool_metrics,
@@ -31,6 +38,8 @@ from .metrics.api import (
 from .metrics.prometheus import CONTENT_TYPE, render_prometheus
 
 __all__ = ["dashboard", "health", "metrics", "prometheus"]
+
+logger = logging.getLogger("mingus_sessions")
 
 #: Seconds the health endpoint waits for the databases before answering "unhealthy".
 HEALTH_TIMEOUT = 3.0
@@ -67,9 +76,27 @@ def _refused(allowed: bool | None) -> HttpResponse | None:
 
 
 @never_cache
-@require_GET
+@require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when every pool is healthy, else 503; detail only for staff and token bearers."""
+    """200 when every pool is healthy, else 503; detail only for staff and token bearers.
+
+    JSON whatever fails inside; ``HEAD`` gets GET's status and headers, no body.
+    """
+    try:
+        body, status = _health(request)
+    except Exception as exc:  # noqa: BLE001 - logged, and answered as unhealthy
+        body, status = _health_failed(exc), 503
+    response = JsonResponse(body, status=status)
+    # The same header on GET and HEAD: the length of GET's body (RFC 9110
+    # lets HEAD carry it), so a probe sees exactly what GET would send.
+    response["Content-Length"] = str(len(response.content))
+    if request.method == "HEAD":
+        # Servers drop HEAD bodies too, but not every one: send none.
+        response.content = b""
+    return response
+
+
+def _health(request: HttpRequest) -> tuple[dict[str, Any], int]:
     results = check_all_pools(timeout=HEALTH_TIMEOUT)
     status = overall_status(results)
     detailed = bool(_credentials(request))
@@ -86,7 +113,26 @@ def health(request: HttpRequest) -> JsonResponse:
         "connection_pools": pools,
         "timestamp": _now(),
     }
-    return JsonResponse(body, status=200 if status == HEALTHY else 503)
+    return body, 200 if status == HEALTHY else 503
+
+
+def _health_failed(exc: Exception) -> dict[str, Any]:
+    """The seeds' shape for a check that could not run, with ``error`` naming why.
+
+    The same for everyone: with the settings broken, a token cannot be checked.
+    The full text goes to the log.
+    """
+    if isinstance(exc, ConfigurationError):
+        logger.error("health/database: the settings are invalid: %s", exc)
+    else:
+        logger.exception("health/database: the health check failed")
+    return {
+        "status": UNHEALTHY,
+        "session_manager": {"status": UNHEALTHY},
+        "connection_pools": {},
+        "error": _failure_summary(exc),
+        "timestamp": _now(),
+    }
 
 
 @never_cache

@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from sqlalchemy import String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mingus_sessions import session_scope
+from mingus_sessions import engines, session_scope
 
 
 class Base(DeclarativeBase):
@@ -53,13 +53,9 @@ def add_postgresql_alias(
     port: int,
     options: dict[str, Any] | None = None,
 ) -> None:
-    """A PostgreSQL ``DATABASES`` alias on 127.0.0.1:``port``, for this test only.
-
-    Django's connection handler holds ``settings.DATABASES`` itself, and
-    replacing it wholesale warns, so the alias is added to that dict in place.
-    """
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    """A PostgreSQL ``DATABASES`` alias on 127.0.0.1:``port``, for this test only."""
+    add_alias(
+        monkeypatch,
         alias,
         {
             "ENGINE": "django.db.backends.postgresql",
@@ -73,6 +69,28 @@ def add_postgresql_alias(
             "ATOMIC_REQUESTS": False,
         },
     )
+
+
+def add_alias(monkeypatch: pytest.MonkeyPatch, alias: str, database: dict[str, Any]) -> None:
+    """The ``DATABASES`` alias ``alias``, for this test only, which the test may use.
+
+    Django's connection handler holds ``settings.DATABASES`` itself, and
+    replacing it wholesale warns, so the alias is added to that dict in place.
+    A test can only declare aliases that existed when it started
+    (``django_db(databases=[...])``), and Django, like the pytest plugin's
+    guard on the pools, refuses the others; so the guard is told that this
+    test declared this one.
+    """
+    monkeypatch.setitem(django_settings.DATABASES, alias, database)
+    guard = engines._connect_guard
+    if guard is None:
+        return
+
+    def declared(name: str) -> None:
+        if name != alias:
+            guard(name)
+
+    monkeypatch.setattr(engines, "_connect_guard", declared)
 
 
 #: How long a forked child may take before it counts as deadlocked.

@@ -28,6 +28,7 @@ from mingus_sessions import get_circuit_breaker, get_engine, session_scope
 from mingus_sessions.admin.charts import Line, format_ms, line_chart, utilization_bar
 from mingus_sessions.metrics import get_pool_metrics, monitor, start_monitoring, stop_monitoring
 from mingus_sessions.models import ConnectionPool
+from tests.helpers import add_alias
 from tests.settings import PASSWORD_SENTINEL
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -508,7 +509,7 @@ def secret_pool(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         # request handler reads it for every alias.
         "ATOMIC_REQUESTS": False,
     }
-    monkeypatch.setitem(django_settings.DATABASES, "secret", database)
+    add_alias(monkeypatch, "secret", database)
     configure(settings, {"secret": {"DATABASE": "secret", "POOL_SIZE": 1, "MAX_OVERFLOW": 0}})
 
 

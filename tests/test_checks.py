@@ -152,6 +152,18 @@ def test_checks_have_no_database_tag() -> None:
             ),
             id="E016-not-importable",
         ),
+        pytest.param(
+            {"METRICS_TOKEN": "jeton-sécurité"},
+            checks.Error(
+                'MINGUS_SESSIONS["METRICS_TOKEN"] has characters other than visible ASCII '
+                "(letters, digits and punctuation, no spaces): servers such as gunicorn read "
+                "request headers as Latin-1, so a client sending it would be refused.",
+                hint='Set MINGUS_SESSIONS["METRICS_TOKEN"] to a long random ASCII string, e.g. '
+                'the output of python -c "import secrets; print(secrets.token_urlsafe(32))".',
+                id="mingus_sessions.E016",
+            ),
+            id="E016-non-ascii-token",
+        ),
     ],
 )
 def test_broken_setting_is_reported(settings: Settings, value: Any, expected: checks.Error) -> None:

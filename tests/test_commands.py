@@ -37,7 +37,7 @@ from mingus_sessions.metrics import (
     start_monitoring,
     stop_monitoring,
 )
-from tests.helpers import Holder, add_unreachable_alias
+from tests.helpers import Holder, add_alias, add_unreachable_alias
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 EXPECTED_BACKEND = {
@@ -116,9 +116,8 @@ def closed_port() -> int:
 def add_dead_pool(settings: Any, monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     """A pool "dead" on a PostgreSQL alias at 127.0.0.1:``port``, with a secret password."""
     pytest.importorskip("psycopg")
-    # Django's connection handler holds this very dict: add the alias in place.
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "dead",
         {
             "ENGINE": "django.db.backends.postgresql",

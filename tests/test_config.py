@@ -272,6 +272,16 @@ def test_valid_token_and_hook(importable: Callable[[str], bool] | None) -> None:
     assert config.request_commit_hook == "app.hooks.commit"
 
 
+@pytest.mark.parametrize(
+    "token",
+    ["kHq2N-8_vxT0aZ", "".join(map(chr, range(0x21, 0x7F)))],
+    ids=["urlsafe", "every-visible-ascii-character"],
+)
+def test_visible_ascii_tokens_are_kept(token: str) -> None:
+    """Any token of visible ASCII characters, punctuation included, is accepted as given."""
+    assert config_of({"METRICS_TOKEN": token}).metrics_token == token
+
+
 # -- CELERY_POOL ---------------------------------------------------------------------------
 
 
@@ -995,6 +1005,27 @@ PROBLEM_CASES = [
             'Set MINGUS_SESSIONS["METRICS_TOKEN"] to a long random string, or None.',
         ),
         id="E016-int-token",
+    ),
+    *(
+        case(
+            {"METRICS_TOKEN": token},
+            E(
+                16,
+                'MINGUS_SESSIONS["METRICS_TOKEN"] has characters other than visible ASCII '
+                "(letters, digits and punctuation, no spaces): servers such as gunicorn read "
+                "request headers as Latin-1, so a client sending it would be refused.",
+                'Set MINGUS_SESSIONS["METRICS_TOKEN"] to a long random ASCII string, e.g. the '
+                'output of python -c "import secrets; print(secrets.token_urlsafe(32))".',
+            ),
+            id=f"E016-{name}-token",
+        )
+        for name, token in [
+            ("accented", "jeton-sécurité-ß"),
+            ("emoji", "token-\N{KEY}"),
+            ("padded", " token "),
+            ("spaced", "two words"),
+            ("control", "token\x7f"),
+        ]
     ),
     case(
         {"REQUEST_COMMIT_HOOK": "app.hooks.nope"},

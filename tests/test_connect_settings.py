@@ -28,7 +28,7 @@ from mingus_sessions import (
     session_scope,
 )
 from mingus_sessions.metrics import check_all_pools
-from tests.helpers import add_unreachable_alias, closed_port
+from tests.helpers import add_alias, add_unreachable_alias, closed_port
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -128,8 +128,8 @@ def test_mysqlclient_refusing_its_arguments_is_misconfigured(
     unreachable."""
     pytest.importorskip("MySQLdb")
     for alias, connect_args in (("badmysql", {"ssl_mode": "BOGUS"}), ("oddmysql", {"foo": 1})):
-        monkeypatch.setitem(
-            django_settings.DATABASES,
+        add_alias(
+            monkeypatch,
             alias,
             {
                 "ENGINE": "django.db.backends.mysql",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import re
 import socket
 import threading
 import time
@@ -12,12 +14,14 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import AsyncClient, Client
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from mingus_sessions import get_circuit_breaker, session_scope
 from mingus_sessions import views as endpoint_views
+from mingus_sessions.errors import ConfigurationError
+from tests.helpers import add_alias
 from tests.settings import PASSWORD_SENTINEL
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
@@ -118,8 +122,8 @@ def hung_database(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "hung",
         {
             **django_settings.DATABASES["default"],
@@ -139,6 +143,126 @@ def hung_database(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     monkeypatch.setattr(endpoint_views, "HEALTH_TIMEOUT", 1.0)
     yield
     listener.close()
+
+
+#: Settings that cannot be parsed, and the check id that names what is wrong. The first
+#: puts a database URL, password included, where a dict of pools belongs.
+BROKEN_SETTINGS = [
+    pytest.param(
+        {"POOLS": f"postgresql://app:{PASSWORD_SENTINEL}@db.internal/app"},
+        "mingus_sessions.E003",
+        id="pools-not-a-dict",
+    ),
+    pytest.param(
+        {"POOLS": {"main": {"DATABASE": "nowhere"}}},
+        "mingus_sessions.E005",
+        id="pool-on-a-missing-alias",
+    ),
+]
+
+
+@pytest.fixture
+def server() -> Client:
+    """A test client that answers as a server would, an error page for an exception."""
+    return Client(raise_request_exception=False)
+
+
+@pytest.mark.parametrize(("broken", "check_id"), BROKEN_SETTINGS)
+def test_health_answers_json_503_naming_broken_settings(
+    server: Client, settings: Any, broken: dict[str, Any], check_id: str
+) -> None:
+    """Invalid settings: a JSON 503 naming their check id, never an HTML 500, and no secret."""
+    settings.MINGUS_SESSIONS = {**copy.deepcopy(django_settings.MINGUS_SESSIONS), **broken}
+    response = server.get("/health/database")
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body.pop("timestamp")
+    assert body == {
+        "status": "unhealthy",
+        "session_manager": {"status": "unhealthy"},
+        "connection_pools": {},
+        "error": f"invalid settings ({check_id}): run manage.py check",
+    }
+    assert PASSWORD_SENTINEL not in response.content.decode()
+    assert "no-cache" in response["Cache-Control"]
+
+
+def test_with_broken_settings_only_requests_using_their_session_fail(
+    client: Client, settings: Any
+) -> None:
+    """SessionMiddleware serves requests that never open their session, sync and async alike.
+
+    A request that opens it gets the settings' error, as before.
+    """
+    settings.MINGUS_SESSIONS = {"POOLS": "not a dict"}
+    assert client.get("/no-database/").status_code == 200
+
+    async def served_async() -> tuple[int, int]:
+        async_client = AsyncClient()
+        plain = await async_client.get("/async/no-database/")
+        health = await async_client.get("/health/database")
+        return plain.status_code, health.status_code
+
+    assert asyncio.run(served_async()) == (200, 503)
+    with pytest.raises(ConfigurationError, match=re.escape("[mingus_sessions.E003]")):
+        client.get("/write/refused/")
+
+
+def test_health_answers_json_503_when_the_check_itself_fails(
+    server: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure anywhere in the health view: a JSON 503 naming the error's class, logged."""
+
+    def broken(timeout: float) -> dict[str, Any]:
+        raise TypeError(f"a bug that knows {PASSWORD_SENTINEL}")
+
+    monkeypatch.setattr(endpoint_views, "check_all_pools", broken)
+    response = server.get("/health/database")
+    assert response.status_code == 503
+    assert response.json()["error"] == "the health check failed (TypeError)"
+    assert PASSWORD_SENTINEL not in response.content.decode()
+    assert "health/database: the health check failed" in caplog.text
+
+
+def _head_and_get(client: Client) -> tuple[Any, Any]:
+    return client.head("/health/database"), client.get("/health/database")
+
+
+def _same_headers(head: Any, get: Any) -> None:
+    # Expires is "now" to the second (never_cache): the two may straddle one.
+    assert head.headers.keys() == get.headers.keys()
+    assert {k: v for k, v in head.headers.items() if k != "Expires"} == {
+        k: v for k, v in get.headers.items() if k != "Expires"
+    }
+
+
+def test_head_answers_like_get_without_a_body(client: Client, rf: Any, settings: Any) -> None:
+    """HEAD gets GET's status and headers, Content-Length included, and no body.
+
+    Healthy, unhealthy and with broken settings alike; the view itself sends
+    no body (the test client, like most servers, would drop one).
+    """
+    head, get = _head_and_get(client)
+    assert (head.status_code, get.status_code) == (200, 200)
+    _same_headers(head, get)
+    assert head["Content-Length"] == str(len(get.content))
+    assert head.content == b""
+
+    breaker = get_circuit_breaker("other")
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure()
+    head, get = _head_and_get(client)
+    assert (head.status_code, get.status_code) == (503, 503)
+    _same_headers(head, get)
+    assert head.content == b""
+
+    settings.MINGUS_SESSIONS = {"POOLS": "not a dict"}
+    head, get = _head_and_get(client)
+    assert (head.status_code, get.status_code) == (503, 503)
+    _same_headers(head, get)
+    assert head.content == b""
+    assert endpoint_views.health(rf.head("/health/database")).content == b""
 
 
 @pytest.mark.usefixtures("hung_database")
@@ -179,6 +303,22 @@ def test_another_authorization_scheme_leaves_it_to_the_logged_in_user(
     assert client.get(url, HTTP_AUTHORIZATION=basic).status_code == 401
     _staff(client)
     assert client.get(url, HTTP_AUTHORIZATION=basic).status_code == 200
+
+
+def test_a_non_ascii_token_works_nowhere(client: Client, settings: Any) -> None:
+    """A METRICS_TOKEN that gunicorn could never match is refused in the test client too.
+
+    The test client passes the header's text as it is, where a WSGI server
+    decodes the client's bytes as Latin-1: the settings' error, not a token
+    that works only in tests.
+    """
+    token = "jeton-sécurité-ß"
+    settings.MINGUS_SESSIONS = {
+        **copy.deepcopy(django_settings.MINGUS_SESSIONS),
+        "METRICS_TOKEN": token,
+    }
+    with pytest.raises(ConfigurationError, match=re.escape("[mingus_sessions.E016]")):
+        client.get("/metrics/database", HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
 def test_token_refused_when_none_is_configured(client: Client) -> None:
@@ -251,8 +391,8 @@ def test_no_password_in_any_endpoint(
     client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S1: a database password appears in no endpoint, even for staff."""
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "secret",
         {
             **django_settings.DATABASES["default"],
@@ -275,7 +415,7 @@ def test_no_password_in_any_endpoint(
 
 
 def test_methods_other_than_get_are_refused(client: Client) -> None:
-    """The endpoints only answer GET."""
+    """The endpoints only answer GET (and HEAD)."""
     assert client.post("/health/database").status_code == 405
 
 
@@ -295,3 +435,18 @@ def test_health_check_plugin_unavailable_when_breaker_open(client: Client) -> No
     response = client.get("/ht/", HTTP_ACCEPT="application/json")
     assert response.status_code == 500
     assert "circuit breaker open" in response.content.decode()
+
+
+def test_health_check_plugin_names_broken_settings(server: Client, settings: Any) -> None:
+    """With invalid settings PoolHealthCheck is unavailable naming their check id, not 'unknown'."""
+    settings.MINGUS_SESSIONS = {
+        **copy.deepcopy(django_settings.MINGUS_SESSIONS),
+        "POOLS": f"postgresql://app:{PASSWORD_SENTINEL}@db.internal/app",
+    }
+    response = server.get("/ht/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 500
+    assert response.json() == {
+        f"PoolHealthCheck(pool='{pool}')": f"Unavailable: pool {pool}: invalid settings "
+        "(mingus_sessions.E003): run manage.py check"
+        for pool in ("main", "other")
+    }

@@ -35,7 +35,7 @@ from mingus_sessions import (
 )
 from mingus_sessions import conf as mingus_conf
 from mingus_sessions.engines import get_entry
-from tests.helpers import closed_port
+from tests.helpers import add_alias, closed_port
 from tests.settings import PASSWORD_SENTINEL
 
 
@@ -60,14 +60,15 @@ def _with_pool(settings: Any, name: str, pool: dict[str, Any], **top: Any) -> No
 def secret(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The alias and pool "secret": a PostgreSQL server on a closed port, the sentinel password.
 
-    The alias is added to the live ``DATABASES`` dict (and removed in teardown)
-    rather than by assigning ``settings.DATABASES``: Django warns that overriding
-    ``DATABASES`` is unsupported, and its connection handler keeps serving the
-    original dict, which is where engines read a database's settings from.
+    The alias is added to the live ``DATABASES`` dict (and removed in teardown;
+    see ``add_alias``) rather than by assigning ``settings.DATABASES``: Django
+    warns that overriding ``DATABASES`` is unsupported, and its connection
+    handler keeps serving the original dict, which is where engines read a
+    database's settings from.
     """
     pytest.importorskip("psycopg")
     database = _secret_database(closed_port())
-    monkeypatch.setitem(django_settings.DATABASES, "secret", database)
+    add_alias(monkeypatch, "secret", database)
     _with_pool(
         settings,
         "secret",
@@ -360,7 +361,7 @@ def test_s7_unknown_pool_names_the_pool() -> None:
 def test_s7_malformed_port_names_the_database_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """A DATABASES PORT that is not a number raises ConfigurationError naming that key."""
     pytest.importorskip("psycopg")
-    monkeypatch.setitem(django_settings.DATABASES, "secret", _secret_database("fifty"))
+    add_alias(monkeypatch, "secret", _secret_database("fifty"))
     monkeypatch.setitem(django_settings.MINGUS_SESSIONS["POOLS"], "secret", {"DATABASE": "secret"})
     mingus_conf.invalidate()
     try:

@@ -103,10 +103,11 @@ EXAMPLE_SUITE = '''
 
 
     @pytest.fixture(scope="session")
-    def warm_pool(django_db_setup):
+    def warm_pool(django_db_setup, django_db_blocker):
         """Three connections used once and checked in: open in the pool until the end."""
         engine = get_engine()
-        with ExitStack() as stack:
+        # As for the ORM, a fixture wider than a test unblocks the database itself.
+        with django_db_blocker.unblock(), ExitStack() as stack:
             for conn in [stack.enter_context(engine.connect()) for _ in range(3)]:
                 conn.execute(text("SELECT 1"))
         return engine
@@ -241,6 +242,214 @@ def test_a_database_error_fails_the_test_and_nothing_else(
         ["E * sqlalchemy.exc.IntegrityError: *", "FAILED *::test_fails_on_a_database_error - *"]
     )
     result.stdout.no_fnmatch_line("*InFailedSqlTransaction*")
+
+
+BLOCKER_SUITE = '''
+    """A users' suite: the pools honour pytest-django's database blocker as the ORM does."""
+
+    import asyncio
+    import threading
+
+    import pytest
+    from django.test.testcases import DatabaseOperationForbidden
+    from sqlalchemy import event, text
+
+    from conftest import EARLY_ENGINES
+    from mingus_sessions import get_engine, session_scope
+    from tests.testapp.models import Note
+
+    BLOCKED = 'Database access not allowed, use the "django_db" mark'
+    POOLS = ("main", "other")
+
+
+    class Watch:
+        """Counts, from now on, every connect and every checkout of a pool's engine."""
+
+        def __init__(self, pool):
+            self.engine = get_engine(pool)
+            self.pooled = self.engine.pool.checkedin()
+            self.connects = self.checkouts = 0
+            event.listen(self.engine, "do_connect", self.connected)
+            event.listen(self.engine, "checkout", self.checked_out)
+
+        def connected(self, *args):
+            self.connects += 1
+
+        def checked_out(self, *args):
+            self.checkouts += 1
+
+        def untouched(self):
+            pool = self.engine.pool
+            return (self.connects, self.checkouts, pool.checkedout(), pool.checkedin()) == (
+                0, 0, 0, self.pooled
+            )
+
+
+    def select_one(pool="main", **kwargs):
+        with session_scope(pool, **kwargs) as session:
+            return session.execute(text("SELECT 1")).scalar_one()
+
+
+    def connect(engine):
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1")).scalar_one()
+
+
+    def in_a_thread(call):
+        """What ``call()`` raised in another thread (None if nothing)."""
+        raised = []
+
+        def run():
+            try:
+                call()
+            except BaseException as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        return raised[0] if raised else None
+
+
+    def every_way_in(pool):
+        """Each way code opens a connection of ``pool``: scopes, engines, old engines."""
+        engine = get_engine(pool)
+        return [
+            lambda: select_one(pool),
+            lambda: connect(engine),
+            lambda: connect(engine.execution_options(isolation_level="AUTOCOMMIT")),
+            lambda: select_one(pool, independent=True),
+            lambda: connect(EARLY_ENGINES[pool]),
+        ]
+
+
+    def test_without_access_no_database_is_reached():
+        watches = [Watch(pool) for pool in POOLS]
+        for pool in POOLS:
+            for attempt in every_way_in(pool):
+                with pytest.raises(RuntimeError, match=BLOCKED):
+                    attempt()
+            with pytest.raises(RuntimeError, match=BLOCKED):
+                select_one(pool, join_django=True)
+            failure = in_a_thread(lambda: select_one(pool))
+            assert isinstance(failure, RuntimeError) and BLOCKED in str(failure)
+        assert all(watch.untouched() for watch in watches)
+
+
+    def test_without_access_after_tests_left_pooled_connections(django_db_blocker):
+        watches = [Watch(pool) for pool in POOLS]
+        assert all(watch.pooled for watch in watches), "the tests with access ran first"
+        for pool in POOLS:
+            for attempt in every_way_in(pool):
+                with pytest.raises(RuntimeError, match=BLOCKED):
+                    attempt()
+        assert all(watch.untouched() for watch in watches)
+        # What decides is the blocker, not the mark: unblocked, the pools serve.
+        with django_db_blocker.unblock():
+            assert select_one() == select_one("other") == 1
+
+
+    @pytest.mark.django_db(transaction=True, databases=["default", "other"])
+    def test_with_access_the_pools_serve_and_commit():
+        with session_scope() as session:
+            session.execute(text("INSERT INTO testapp_note (title, body) VALUES ('sa', '')"))
+        assert list(Note.objects.values_list("title", flat=True)) == ["sa"]
+        assert select_one("other") == 1
+        assert in_a_thread(lambda: select_one("other")) is None
+
+        async def in_an_event_loop():
+            return select_one()
+
+        assert asyncio.run(in_an_event_loop()) == 1
+        assert all(get_engine(pool).pool.checkedin() for pool in POOLS)
+
+
+    def undeclared_other_is_forbidden():
+        watch = Watch("other")
+        forbidden = "Database connections to 'other' are not allowed in this test"
+        for attempt in every_way_in("other"):
+            with pytest.raises(DatabaseOperationForbidden, match=forbidden):
+                attempt()
+        failure = in_a_thread(lambda: select_one("other"))
+        assert isinstance(failure, DatabaseOperationForbidden), failure
+        assert "'other'" in str(failure)
+        assert watch.untouched()
+        assert select_one() == 1  # the database it declared
+
+
+    @pytest.mark.django_db(databases=["default"])
+    def test_an_undeclared_database_is_forbidden():
+        undeclared_other_is_forbidden()
+
+
+    @pytest.mark.django_db(transaction=True, databases=["default"])
+    def test_an_undeclared_database_is_forbidden_with_pooled_connections():
+        assert get_engine("other").pool.checkedin(), "the test using it ran first"
+        undeclared_other_is_forbidden()
+
+
+    def test_sa_session_still_joins_the_test(sa_session):
+        Note.objects.create(title="orm")
+        assert sa_session.scalar(text("SELECT count(*) FROM testapp_note")) == 1
+'''
+
+BLOCKER_CONFTEST = """
+    from mingus_sessions import get_engine
+
+    #: Built when pytest imports this file, before the plugin switches on, and kept.
+    EARLY_ENGINES = {pool: get_engine(pool) for pool in ("main", "other")}
+"""
+
+BLOCKER_SETTINGS = """
+    import os
+
+    from tests.settings import *  # noqa: F403
+    from tests.settings import DATABASES, TEST_DATABASE
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    if TEST_DATABASE == "sqlite":
+        # Real databases in files: connecting to one creates its file. The test
+        # databases stay in memory, as Django makes them for SQLite.
+        DATABASES = {
+            alias: {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(HERE, f"real_{alias}.sqlite3"),
+            }
+            for alias in DATABASES
+        }
+"""
+
+
+def test_pools_honour_the_database_blocker(pytester: pytest.Pytester, users_suite: str) -> None:
+    """R22: a test without access, or using a database it did not declare, gets Django's error.
+
+    pytest-django's for a test without access, Django's DatabaseOperationForbidden
+    for an undeclared database, before any pool is asked for a connection: no
+    connect and no checkout, whether or not earlier tests left connections in
+    the pools; tests with access, transaction=True and sa_session work as before.
+    """
+    pytester.makepyfile(test_blocker=BLOCKER_SUITE)
+    pytester.makeconftest(BLOCKER_CONFTEST)
+    _run(pytester, "test_blocker.py").assert_outcomes(passed=6)
+
+
+def test_without_access_the_real_database_is_never_reached(
+    pytester: pytest.Pytester, users_suite: str
+) -> None:
+    """R22: in a run where no test set up the test databases, the real ones stay untouched.
+
+    On SQLite the real databases are files, which a connection would create;
+    the suite's conftest.py holds engines built on them before the plugin
+    switched on.
+    """
+    pytester.makepyfile(test_blocker=BLOCKER_SUITE, blocker_settings=BLOCKER_SETTINGS)
+    pytester.makeconftest(BLOCKER_CONFTEST)
+    result = _run(
+        pytester, "test_blocker.py", "--ds=blocker_settings", "-k", "no_database_is_reached"
+    )
+    result.assert_outcomes(passed=1, deselected=5)
+    assert list(pytester.path.glob("real_*")) == []
 
 
 @pytest.mark.postgresql

@@ -10,6 +10,7 @@ from typing import Any, overload
 
 from sqlalchemy.pool import QueuePool
 
+from .. import conf
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
 from ..errors import ConfigurationError
@@ -264,3 +265,21 @@ def overall_status(results: dict[str, dict[str, Any]]) -> str:
     order = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
     worst = max((order[r["status"]] for r in results.values()), default=0)
     return [HEALTHY, DEGRADED, UNHEALTHY][worst]
+
+
+def _failure_summary(exc: BaseException) -> str:
+    """What made a health check fail, fit for a public answer.
+
+    Invalid settings are named by their system-check ids; anything else by the
+    error's class. Never the error's text: a settings message quotes the value
+    it refuses, and a misplaced value may be a secret.
+    """
+    if not isinstance(exc, ConfigurationError):
+        return f"the health check failed ({type(exc).__name__})"
+    try:
+        ids = sorted({problem.id for problem in conf.problems()})
+    except Exception:  # noqa: BLE001 - settings too broken to list: the class says enough
+        ids = []
+    if not ids:
+        return f"invalid settings ({type(exc).__name__})"
+    return f"invalid settings ({', '.join(ids)}): run manage.py check"
