@@ -174,19 +174,3 @@ def test_a_read_only_pool_on_a_standby_reads_and_is_refused_writes(
     assert get_circuit_breaker("writes").failures == 0
     assert len(opened) == 1
     assert not opened[0].closed
-
-
-def test_a_read_only_transaction_on_the_primary_is_not_a_failover(
-    monkeypatch: pytest.MonkeyPatch, settings: Any, primary: Cluster
-) -> None:
-    """A write pool's own READ ONLY transaction on a primary (in_hot_standby off) gets the
-    plain refusal: no retry, no breaker count, the connection kept."""
-    on_server(monkeypatch, settings, primary)
-    opened = connections_opened()
-    with pytest.raises(sa_exc.DBAPIError) as info, session_scope("writes") as session:
-        session.execute(text("SET TRANSACTION READ ONLY"))
-        session.execute(text("INSERT INTO notes (title) VALUES ('never')"))
-    assert getattr(info.value.orig, "sqlstate", None) == "25006"
-    assert not is_transient(info.value)
-    assert get_circuit_breaker("writes").failures == 0
-    assert not opened[0].closed
