@@ -24,7 +24,9 @@ from .errors import (
     PoolExhaustedError,
     SerializationError,
     SessionError,
+    StatementTimeoutError,
     TransactionError,
+    TransactionTimeoutError,
 )
 from .retry import execute_with_retry, retry_on_transient
 from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
@@ -47,7 +49,9 @@ __all__ = [
     "PoolExhaustedError",
     "SerializationError",
     "SessionError",
+    "StatementTimeoutError",
     "TransactionError",
+    "TransactionTimeoutError",
     "current_session",
     "dispose_engines",
     "execute_with_retry",

@@ -119,6 +119,12 @@ _ENV_POOL_KEYS = {
 ENV_MONITORING = "DB_ENABLE_MONITORING"
 _PRIMARY_POOL = "main"
 
+#: The longest duration any setting may give, in seconds (a day). Far beyond
+#: any sensible timeout or delay, and far below the limits of the clocks and
+#: waits that use them (``threading.TIMEOUT_MAX``, ``time_t``), which would
+#: otherwise raise OverflowError in the middle of a checkout or a retry.
+MAX_SECONDS = 86400
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -280,6 +286,14 @@ class _Collector:
                 f"Set {where} to a positive number such as {default}.",
             )
             return default
+        if value > MAX_SECONDS:
+            self.add(
+                7,
+                f"{where} is {value:g} seconds, above the maximum of {MAX_SECONDS} (a day).",
+                f"Set {where} to a number of seconds no greater than {MAX_SECONDS}"
+                + (", or None to turn it off." if allow_none else "."),
+            )
+            return default
         return float(value)
 
     def boolean(self, value: Any, where: str, *, allow_debug: bool = False) -> bool | str:
@@ -324,10 +338,11 @@ def _parse_env_float(raw: str, var: str, out: _Collector) -> float | None:
         value = float(raw.strip())
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
         out.add(
             10,
-            f"The environment variable {var}={raw!r} is not a positive number of seconds.",
+            f"The environment variable {var}={raw!r} is not a positive number of seconds "
+            f"up to {MAX_SECONDS} (a day).",
             f"Set {var} to a positive number such as 30, or unset it.",
         )
         return None
@@ -459,8 +474,13 @@ def _parse_pool(
         values["POOL_CLASS"] = "null"
 
     pool_class = values["POOL_CLASS"]
+    found_class = (
+        _import_pool_class(pool_class)
+        if isinstance(pool_class, str) and pool_class not in BUILTIN_POOL_CLASSES
+        else None
+    )
     if not isinstance(pool_class, str) or (
-        pool_class not in BUILTIN_POOL_CLASSES and _import_pool_class(pool_class) is None
+        pool_class not in BUILTIN_POOL_CLASSES and found_class is None
     ):
         out.add(
             6,
@@ -468,6 +488,17 @@ def _parse_pool(
             '"null" nor the dotted path of a sqlalchemy.pool.Pool subclass.',
             f'Set {at("POOL_CLASS")} to "queue" (the default), "null" (for PgBouncer in '
             'transaction mode) or a path such as "sqlalchemy.pool.StaticPool".',
+        )
+        pool_class = "queue"
+    elif getattr(found_class, "_is_asyncio", False):
+        # create_engine would refuse it with an ArgumentError only when the
+        # engine is first built, far from the setting.
+        out.add(
+            6,
+            f"{at('POOL_CLASS')} is {_show(pool_class)}, an asyncio pool, which the pool's "
+            "synchronous engine cannot use.",
+            f'Set {at("POOL_CLASS")} to "queue" (the default), "null" or a synchronous pool '
+            'class such as "sqlalchemy.pool.StaticPool".',
         )
         pool_class = "queue"
 

@@ -24,10 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 from . import conf
-from .config import Config, PoolConfig
+from .config import Config, PoolConfig, key_path
 from .engine_args import EngineSpec, build_engine_spec
+from .errors import ConfigurationError, TransactionTimeoutError
 from .metrics.recorder import PoolRecorder
 from .pools import PoolProbe, WaitAwareQueuePool
+from .translate import classify, connect_option_error, summary
 
 __all__ = ["PoolEntry", "dispose_engines", "get_engine", "get_entry", "pool_names"]
 
@@ -106,7 +108,7 @@ def _build(name: str) -> PoolEntry:
         probe = _probe_for(name, config)
         if isinstance(engine.pool, WaitAwareQueuePool):
             engine.pool.probe = probe
-        _install_listeners(engine, spec, probe)
+        _install_listeners(engine, spec, probe, pool_config)
         if isinstance(probe, PoolRecorder):
             probe.install(engine)
         entry = PoolEntry(
@@ -136,7 +138,9 @@ def _probe_for(name: str, config: Config) -> PoolProbe:
     )
 
 
-def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> None:
+def _install_listeners(
+    engine: Engine, spec: EngineSpec, probe: PoolProbe, pool_config: PoolConfig
+) -> None:
     # Listeners sit on the Engine, so they survive dispose() and the pool
     # that dispose() recreates.
     statements = spec.on_connect
@@ -181,10 +185,16 @@ def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> No
     @event.listens_for(engine, "handle_error")
     def _on_error(context: ExceptionContext) -> None:
         if context.connection is None:
-            if context.original_exception is not None:
-                probe.connect_failed(context.original_exception)
+            original = context.original_exception
+            if original is not None:
                 if password:
-                    _drop_frames_holding(context.original_exception.__traceback__, str(password))
+                    _drop_frames_holding(original.__traceback__, str(password))
+                option = connect_option_error(original)
+                if option is not None:
+                    # The pool's own settings, not the database: say which to fix
+                    # (SQLAlchemy raises this from the driver's error).
+                    raise _bad_connect_option(pool_config, option, original)
+                probe.connect_failed(original)
         elif standby_is_unavailable and not context.is_disconnect and _refused_by_standby(context):
             # The server this pool knew as its primary is (now) a hot standby:
             # a failover happened, or is under way. Treated as a disconnect, the
@@ -193,10 +203,36 @@ def _install_listeners(engine: Engine, spec: EngineSpec, probe: PoolProbe) -> No
             # failure is classified as DatabaseUnavailableError: transient,
             # retried, counted by the breaker.
             context.is_disconnect = True
-        elif aborts_transaction and not context.is_disconnect:
+        elif context.is_disconnect:
+            wrapped = context.sqlalchemy_exception
+            if wrapped is not None and classify(wrapped) is TransactionTimeoutError:
+                # The server ended this one connection for the transaction's own
+                # slowness: the pool's other connections are sound, so do not
+                # make every one of them reconnect (SQLAlchemy's default).
+                context.invalidate_pool_on_disconnect = False
+        elif aborts_transaction:
             # PostgreSQL has aborted the whole transaction: if the caller
             # catches this and commits, the server answers COMMIT with ROLLBACK.
             aborted_connections.add(context.connection)
+
+
+def _bad_connect_option(
+    pool_config: PoolConfig, option: str, exc: BaseException
+) -> ConfigurationError:
+    """The error for a connect that the pool's connection settings made fail."""
+    options = f'DATABASES["{pool_config.database}"]["OPTIONS"]'
+    connect_args = key_path("POOLS", pool_config.name, "CONNECT_ARGS")
+    if option and option in pool_config.connect_args:
+        fix = f'Fix {connect_args}["{option}"].'
+    elif option:
+        fix = f'Fix "{option}" in {options} (or add it to {connect_args} to override it).'
+    else:
+        fix = f"Check {options} and {connect_args}."
+    return ConfigurationError(
+        f'Pool "{pool_config.name}" cannot connect with its connection settings: '
+        f"{summary(exc)}. {fix}",
+        pool=pool_config.name,
+    )
 
 
 #: SQLSTATE read_only_sql_transaction: "cannot execute ... in a read-only transaction".

@@ -27,7 +27,9 @@ __all__ = [
     "PoolExhaustedError",
     "SerializationError",
     "SessionError",
+    "StatementTimeoutError",
     "TransactionError",
+    "TransactionTimeoutError",
 ]
 
 
@@ -93,6 +95,27 @@ class LockTimeoutError(TransactionError):
     """A lock could not be taken in time (or the database file is locked)."""
 
     transient = True
+
+
+class StatementTimeoutError(TransactionError):
+    """The server cancelled a statement that ran longer than its time limit.
+
+    PostgreSQL's ``statement_timeout``, MariaDB's ``max_statement_time``,
+    MySQL's ``max_execution_time``. The database is healthy: the statement was
+    too slow, so the circuit breaker does not count it, and it is not
+    transient (the same statement would run as long again).
+    """
+
+
+class TransactionTimeoutError(TransactionError):
+    """The server ended the transaction, and its connection, after one of its timeouts.
+
+    PostgreSQL's ``idle_in_transaction_session_timeout`` (the scope's code kept
+    the transaction open without using it for too long) or ``transaction_timeout``.
+    Nothing of the transaction was committed. The failure is the application's,
+    not the database's: the circuit breaker does not count it, and it is not
+    transient.
+    """
 
 
 class DatabaseConnectionError(SessionError):

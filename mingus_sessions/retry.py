@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar, overload
 
+from .config import MAX_SECONDS
 from .stats import session_stats
 from .translate import is_transient
 
@@ -72,6 +73,13 @@ def execute_with_retry(
     cap = default_max if max_delay is None else max_delay
     if retries < 0:
         raise ValueError("max_retries must be 0 or more")
+    for name, value in (("base_delay", base), ("max_delay", cap)):
+        # Checked before the first call: a delay the clock cannot sleep would
+        # otherwise raise OverflowError in place of the failure being retried.
+        if not 0 <= value <= MAX_SECONDS:
+            raise ValueError(
+                f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, not {value!r}"
+            )
     attempt = 0
     while True:
         try:

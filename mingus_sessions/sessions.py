@@ -27,7 +27,12 @@ from . import after_commit, conf
 from .breaker import CircuitBreaker, counts_as_failure
 from .breakers import breaker_for
 from .engines import PoolEntry, aborted_connections, get_entry
-from .errors import DatabaseConnectionError, SessionError, TransactionError
+from .errors import (
+    DatabaseConnectionError,
+    SessionError,
+    TransactionError,
+    TransactionTimeoutError,
+)
 from .metrics.recorder import Opened, note_opening
 from .scope_context import active_scope as _active
 from .stats import session_stats
@@ -309,6 +314,10 @@ def _run_callbacks(
 
 
 def _connection_lost(exc: BaseException, error: SessionError | None) -> bool:
+    if isinstance(error, TransactionTimeoutError):
+        # The server ended the transaction itself before closing the
+        # connection: it did not commit, whatever became of the connection.
+        return False
     return isinstance(error, DatabaseConnectionError) or bool(
         getattr(exc, "connection_invalidated", False)
     )

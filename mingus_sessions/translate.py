@@ -8,6 +8,7 @@ error code, and SQLAlchemy's own disconnect detection. Data errors
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -24,10 +25,20 @@ from .errors import (
     PoolExhaustedError,
     SerializationError,
     SessionError,
+    StatementTimeoutError,
     TransactionError,
+    TransactionTimeoutError,
 )
 
-__all__ = ["classify", "commit_outcome_unknown", "is_transient", "pool_exhausted", "translate"]
+__all__ = [
+    "classify",
+    "commit_outcome_unknown",
+    "connect_option_error",
+    "is_transient",
+    "pool_exhausted",
+    "summary",
+    "translate",
+]
 
 _SQLSTATE: dict[str, type[SessionError]] = {
     "40P01": DeadlockError,
@@ -39,6 +50,9 @@ _SQLSTATE: dict[str, type[SessionError]] = {
     "57P01": DatabaseUnavailableError,  # admin_shutdown (pg_terminate_backend)
     "57P02": DatabaseUnavailableError,  # crash_shutdown
     "57P03": DatabaseUnavailableError,  # cannot_connect_now (starting up)
+    # The server's own time limits: the database is fine, the work was too slow.
+    "25P03": TransactionTimeoutError,  # idle_in_transaction_session_timeout
+    "25P04": TransactionTimeoutError,  # transaction_timeout (PostgreSQL 17)
 }
 
 _MYSQL: dict[int, type[SessionError]] = {
@@ -55,6 +69,8 @@ _MYSQL: dict[int, type[SessionError]] = {
     2006: DatabaseUnavailableError,
     2013: DatabaseUnavailableError,
     4031: DatabaseUnavailableError,  # disconnected by the server (idle timeout)
+    1969: StatementTimeoutError,  # MariaDB's max_statement_time
+    3024: StatementTimeoutError,  # MySQL's max_execution_time
 }
 
 _SQLITE: dict[int, type[SessionError]] = {
@@ -91,20 +107,44 @@ def _driver_error(exc: BaseException) -> BaseException | None:
     return exc
 
 
-def _code_class(orig: BaseException) -> type[SessionError] | None:
+#: The server setting behind each timeout code, named in the error's message.
+_TIMEOUT_SETTINGS: dict[str | int, str] = {
+    "57014": "statement_timeout",
+    "25P03": "idle_in_transaction_session_timeout",
+    "25P04": "transaction_timeout",
+    1969: "max_statement_time",
+    3024: "max_execution_time",
+}
+
+
+def _code(orig: BaseException) -> str | int | None:
+    """The driver's error code: a SQLSTATE string, or MySQL's error number."""
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(sqlstate, str):
-        if sqlstate in _SQLSTATE:
-            return _SQLSTATE[sqlstate]
-        if sqlstate.startswith("08"):  # connection_exception class
+        return sqlstate
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and type(orig).__module__.startswith("MySQLdb"):
+        return args[0]
+    return None
+
+
+def _code_class(orig: BaseException) -> type[SessionError] | None:
+    code = _code(orig)
+    if isinstance(code, str):
+        if code in _SQLSTATE:
+            return _SQLSTATE[code]
+        if code == "57014":
+            # query_canceled: by statement_timeout, or by a cancel request
+            # (pg_cancel_backend, a client's cancel), which is not translated.
+            return StatementTimeoutError if "statement timeout" in str(orig) else None
+        if code.startswith("08"):  # connection_exception class
             return DatabaseUnavailableError
         return None
+    if isinstance(code, int):
+        return _MYSQL.get(code)
     sqlite_code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(sqlite_code, int):
         return _SQLITE.get(sqlite_code & 0xFF)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and type(orig).__module__.startswith("MySQLdb"):
-        return _MYSQL.get(args[0])
     return None
 
 
@@ -136,6 +176,58 @@ def classify(exc: BaseException) -> type[SessionError] | None:
     return None
 
 
+# A connect refused because of the connection's own settings, not the
+# database's state: libpq's and the server's words for a bad option (the name
+# is the first group when the message says which), mysqlclient's.
+_OPTION_ERRORS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r'invalid connection option "([^"]+)"',
+        r'for connection option "([^"]+)"',
+        r"^bad value for (\w+):",
+        r"invalid (\w+) value: ",
+        r"invalid command-line argument for server process",
+        r"unrecognized configuration parameter",
+        r"invalid value for parameter",
+        r"^Unknown (ssl_mode) specification",
+        r"^Can't initialize (character set)",
+    )
+)
+#: The connect() keyword behind a name that a message gives in other words.
+_OPTION_ALIASES = {"character set": "charset"}
+_SERVER_OPTIONS = ("invalid command-line", "unrecognized configuration", "invalid value for param")
+
+
+def connect_option_error(exc: BaseException) -> str | None:
+    """The option a failed connect blames, if the connection's settings caused it.
+
+    Returns the option's name (``"sslmode"``), ``"options"`` for a server
+    parameter given through libpq's ``options``, ``""`` when the message says
+    the settings are wrong but not which one, and ``None`` for failures that
+    are the database's or the network's (refused, unknown host, down).
+    """
+    orig = _driver_error(exc)
+    if orig is None:
+        return None
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    # mysqlclient's errors carry (errno, text); the others' str() is the text.
+    text = (args[1] if len(args) > 1 and isinstance(args[1], str) else str(orig)).strip()
+    if text.startswith("connection is bad: "):
+        text = text[len("connection is bad: ") :]
+    if "failed: " in text and "connection to server" in text:
+        text = text.rsplit("failed: ", 1)[1]
+    text = text.removeprefix("FATAL:").strip()
+    for pattern in _OPTION_ERRORS:
+        found = pattern.search(text)
+        if found is None:
+            continue
+        if text.startswith(_SERVER_OPTIONS):
+            return "options"
+        name = found.group(1) if found.groups() else ""
+        return _OPTION_ALIASES.get(name, name)
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures where retrying the whole transaction may succeed."""
     if isinstance(exc, SessionError):
@@ -159,17 +251,17 @@ def translate(
     if found is None:
         if at_commit and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return TransactionError(
-                f"Commit failed on pool {_name(pool)}: {_summary(exc)}", pool=pool
+                f"Commit failed on pool {_name(pool)}: {summary(exc)}", pool=pool
             )
         return None
-    return found(f"{_describe(found)} on pool {_name(pool)}: {_summary(exc)}", pool=pool)
+    return found(f"{_describe(found, exc)} on pool {_name(pool)}: {summary(exc)}", pool=pool)
 
 
 def commit_outcome_unknown(pool: str | None, exc: BaseException) -> CommitOutcomeUnknownError:
     """The error for a connection lost once every statement had run: COMMIT may have landed."""
     return CommitOutcomeUnknownError(
         f"Connection lost while committing on pool {_name(pool)}, so whether the transaction "
-        f"committed is unknown: {_summary(exc)}. It is not retried; check whether the work was "
+        f"committed is unknown: {summary(exc)}. It is not retried; check whether the work was "
         "applied (by an idempotency key, say) before repeating it.",
         pool=pool,
     )
@@ -195,7 +287,7 @@ def pool_exhausted(
     if connect_error is not None:
         message += (
             " The database itself looks unreachable: the last attempt to open a connection "
-            f"failed with: {_summary(connect_error)}"
+            f"failed with: {summary(connect_error)}"
         )
     else:
         message += (
@@ -224,11 +316,21 @@ _DESCRIPTIONS: dict[type[SessionError], str] = {
 }
 
 
-def _describe(cls: type[SessionError]) -> str:
+def _describe(cls: type[SessionError], exc: BaseException) -> str:
+    if issubclass(cls, StatementTimeoutError | TransactionTimeoutError):
+        orig = _driver_error(exc)
+        code = _code(orig) if orig is not None else None
+        setting = _TIMEOUT_SETTINGS.get(code, "timeout") if code is not None else "timeout"
+        if cls is StatementTimeoutError:
+            return f"Statement cancelled by the server's {setting}"
+        return (
+            f"Transaction ended by the server's {setting} (nothing was committed; keep "
+            "slow work that needs no database outside the scope)"
+        )
     return _DESCRIPTIONS.get(cls, "Database error")
 
 
-def _summary(exc: BaseException) -> str:
+def summary(exc: BaseException) -> str:
     """The driver's first line, without SQLAlchemy's statement and parameter echo."""
     orig: Any = _driver_error(exc)
     text = str(orig if orig is not None else exc).strip()

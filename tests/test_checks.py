@@ -264,7 +264,7 @@ def test_fleet_cache_follows_caches_setting() -> None:
             "0",
             checks.Error(
                 "The environment variable OTHER_DB_POOL_TIMEOUT='0' is not a positive number of "
-                "seconds.",
+                "seconds up to 86400 (a day).",
                 hint="Set OTHER_DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
                 id="mingus_sessions.E010",
             ),

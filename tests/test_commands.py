@@ -406,6 +406,18 @@ def test_pool_check_of_a_pool_whose_settings_cannot_build_an_engine_exits_3(
 
 
 @db
+def test_pool_check_of_an_asyncio_pool_class_exits_3(settings: Any) -> None:
+    """POOL_CLASS naming an asyncio pool is a settings error naming the key (exit 3), not a raw
+    ArgumentError read as an unhealthy pool."""
+    configure(settings, {"asyncpool": {"POOL_CLASS": "sqlalchemy.pool.AsyncAdaptedQueuePool"}})
+    error, out = run_failing("pool_check")
+    assert error.returncode == USAGE_ERROR
+    assert 'MINGUS_SESSIONS["POOLS"]["asyncpool"]["POOL_CLASS"]' in str(error)
+    assert "an asyncio pool" in str(error)
+    assert out == ""
+
+
+@db
 def test_pool_check_failure_of_the_check_itself_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Anything that stops the check (a missing driver, say) reads as unhealthy, not degraded."""
     from mingus_sessions.management.commands import pool_check

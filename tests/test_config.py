@@ -480,6 +480,15 @@ def _e007_positive(key: str, value: float, default: float) -> Problem:
     )
 
 
+def _e007_above(key: str, shown: str, *, none: bool = False) -> Problem:
+    return E(
+        7,
+        f"{key} is {shown} seconds, above the maximum of 86400 (a day).",
+        f"Set {key} to a number of seconds no greater than 86400"
+        + (", or None to turn it off." if none else "."),
+    )
+
+
 def _e011(key: str, shown: str, *, debug: bool = False) -> Problem:
     choices = 'True, False or "debug"' if debug else "True or False"
     return E(11, f"{key} must be {choices}, not {shown}.", f"Set {key} to {choices}.")
@@ -672,6 +681,17 @@ PROBLEM_CASES = [
         id="E006-missing-module",
     ),
     case(_pool(POOL_CLASS=3), _e006("3"), id="E006-not-str"),
+    case(
+        _pool(POOL_CLASS="sqlalchemy.pool.AsyncAdaptedQueuePool"),
+        E(
+            6,
+            f"{MAIN}[\"POOL_CLASS\"] is 'sqlalchemy.pool.AsyncAdaptedQueuePool', an asyncio "
+            "pool, which the pool's synchronous engine cannot use.",
+            f'Set {MAIN}["POOL_CLASS"] to "queue" (the default), "null" or a synchronous pool '
+            'class such as "sqlalchemy.pool.StaticPool".',
+        ),
+        id="E006-asyncio-pool",
+    ),
     # E007: numbers
     case(_pool(POOL_SIZE=-1), _e007_below(f'{MAIN}["POOL_SIZE"]', -1, 0), id="E007-negative"),
     case(
@@ -698,6 +718,21 @@ PROBLEM_CASES = [
         _pool(POOL_TIMEOUT=False),
         _e007_number(f'{MAIN}["POOL_TIMEOUT"]', "False", 30.0),
         id="E007-timeout-bool",
+    ),
+    case(
+        _pool(POOL_TIMEOUT=1e12),
+        _e007_above(f'{MAIN}["POOL_TIMEOUT"]', "1e+12"),
+        id="E007-timeout-too-long",
+    ),
+    case(
+        {"RETRY": {"BASE_DELAY": 1e12}},
+        _e007_above('MINGUS_SESSIONS["RETRY"]["BASE_DELAY"]', "1e+12"),
+        id="E007-delay-too-long",
+    ),
+    case(
+        {"LEAK_THRESHOLD": 86401},
+        _e007_above('MINGUS_SESSIONS["LEAK_THRESHOLD"]', "86401", none=True),
+        id="E007-leak-threshold-too-long",
     ),
     case(
         {"SLOW_QUERY_THRESHOLD": 0},
@@ -816,7 +851,7 @@ PROBLEM_CASES = [
         _e010(
             "DB_POOL_TIMEOUT",
             "soon",
-            "is not a positive number of seconds",
+            "is not a positive number of seconds up to 86400 (a day)",
             "Set DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
         ),
         env={"DB_POOL_TIMEOUT": "soon"},
@@ -827,7 +862,7 @@ PROBLEM_CASES = [
         _e010(
             "DB_POOL_TIMEOUT",
             "0",
-            "is not a positive number of seconds",
+            "is not a positive number of seconds up to 86400 (a day)",
             "Set DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
         ),
         env={"DB_POOL_TIMEOUT": "0"},
@@ -838,11 +873,22 @@ PROBLEM_CASES = [
         _e010(
             "DB_POOL_TIMEOUT",
             "nan",
-            "is not a positive number of seconds",
+            "is not a positive number of seconds up to 86400 (a day)",
             "Set DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
         ),
         env={"DB_POOL_TIMEOUT": "nan"},
         id="E010-float-nan",
+    ),
+    case(
+        None,
+        _e010(
+            "DB_POOL_TIMEOUT",
+            "1e12",
+            "is not a positive number of seconds up to 86400 (a day)",
+            "Set DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
+        ),
+        env={"DB_POOL_TIMEOUT": "1e12"},
+        id="E010-float-too-long",
     ),
     case(
         None,
@@ -893,7 +939,7 @@ PROBLEM_CASES = [
         _e010(
             "ANALYTICS_DB_POOL_TIMEOUT",
             "-3",
-            "is not a positive number of seconds",
+            "is not a positive number of seconds up to 86400 (a day)",
             "Set ANALYTICS_DB_POOL_TIMEOUT to a positive number such as 30, or unset it.",
         ),
         env={"ANALYTICS_DB_POOL_TIMEOUT": "-3"},

@@ -206,6 +206,43 @@ def test_stream_abandoned_by_the_client_rolls_back(client: Client) -> None:
     assert titles() == []
 
 
+@pytest.mark.postgresql
+def test_documented_streaming_export_fetches_in_batches(client: Client) -> None:
+    """docs/web.md's export reads its rows through a server-side cursor, a batch at a time, so
+    memory stays flat however many rows there are (the earlier example loaded them all)."""
+    import psycopg
+    from django.db import connection
+
+    with session_scope() as session:
+        session.execute(
+            text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"),
+            [{"title": f"row-{n:04d}"} for n in range(1000)],
+        )
+    params = connection.settings_dict
+    response = client.get("/export/")
+    try:
+        chunks = iter(response.streaming_content)  # type: ignore[attr-defined]
+        assert next(chunks) == b"row-0000\n"
+        with psycopg.connect(
+            host=params["HOST"],
+            port=params["PORT"],
+            user=params["USER"],
+            password=params["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+        ) as admin:
+            (query,) = admin.execute(
+                "SELECT query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                (params["NAME"], "mingus_sessions:main"),
+            ).fetchone()
+        # The rest of the rows are still on the server, behind a named cursor.
+        assert query.startswith("FETCH FORWARD "), query
+        assert b"".join(chunks).count(b"\n") == 999
+    finally:
+        response.close()
+    assert checked_out() == 0
+
+
 def test_concurrent_requests_get_their_own_sessions(settings: Any) -> None:
     """R13: 16 requests in threads on a pool of 4 each get a distinct session, all served."""
     config = copy.deepcopy(django_settings.MINGUS_SESSIONS)

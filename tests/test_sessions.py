@@ -825,6 +825,21 @@ def test_retry_raises_last_error_after_max_retries() -> None:
     assert session_stats.retries == 2
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("base_delay", 1e12), ("max_delay", 1e12), ("base_delay", -1), ("max_delay", float("nan"))],
+)
+def test_execute_with_retry_refuses_a_delay_the_clock_cannot_sleep(
+    keyword: str, value: float
+) -> None:
+    """A delay argument out of range is refused before the first call, naming the argument,
+    instead of an OverflowError replacing the failure being retried."""
+    calls: list[int] = []
+    with pytest.raises(ValueError, match=f"^{keyword} must be a number of seconds from 0 to 86400"):
+        execute_with_retry(lambda: calls.append(1), **{keyword: value})  # type: ignore[arg-type]
+    assert calls == []
+
+
 def test_backoff_delay_exponential_capped_and_jittered() -> None:
     """backoff_delay doubles per attempt, stops at max_delay, and jitter stays in [0, ceiling]."""
     plain = [backoff_delay(n, base_delay=0.1, max_delay=1.0, jitter=False) for n in range(6)]

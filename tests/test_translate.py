@@ -38,7 +38,9 @@ from mingus_sessions.errors import (
     PoolExhaustedError,
     SerializationError,
     SessionError,
+    StatementTimeoutError,
     TransactionError,
+    TransactionTimeoutError,
 )
 from mingus_sessions.translate import classify, is_transient, pool_exhausted, translate
 
@@ -113,6 +115,40 @@ def test_psycopg3_sqlstate_maps_to_its_error(sqlstate: str, expected: type[Sessi
     wrapped = _wrap(orig, psycopg.Error)
     assert isinstance(wrapped, sa_exc.OperationalError)
     _assert_translated(wrapped, expected)
+
+
+@needs_psycopg
+@pytest.mark.parametrize(
+    ("sqlstate", "text", "setting"),
+    [
+        ("57014", "canceling statement due to statement timeout", "statement_timeout"),
+        (
+            "25P03",
+            "terminating connection due to idle-in-transaction timeout",
+            "idle_in_transaction_session_timeout",
+        ),
+        ("25P04", "terminating connection due to transaction timeout", "transaction_timeout"),
+    ],
+)
+def test_server_timeouts_name_the_setting_that_ended_the_work(
+    sqlstate: str, text: str, setting: str
+) -> None:
+    """A statement or transaction the server ended by a timeout says which setting did it."""
+    orig = psycopg.errors.lookup(sqlstate)(text)
+    # 25P03/25P04 end the connection too: SQLAlchemy reports them invalidated.
+    wrapped = _wrap(orig, psycopg.Error, invalidated=sqlstate != "57014")
+    expected = StatementTimeoutError if sqlstate == "57014" else TransactionTimeoutError
+    error = _assert_translated(wrapped, expected)
+    assert f"server's {setting}" in str(error)
+    assert text in str(error)
+    assert error.transient is False
+
+
+@needs_psycopg
+def test_a_cancel_request_is_not_a_statement_timeout() -> None:
+    """57014 from pg_cancel_backend or a client's cancel stays untranslated."""
+    orig = psycopg.errors.lookup("57014")("canceling statement due to user request")
+    _assert_untranslated(_wrap(orig, psycopg.Error))
 
 
 @needs_psycopg
@@ -337,6 +373,16 @@ class _MySQLdb:
         (2006, "MySQL server has gone away", DatabaseUnavailableError),
         (2013, "Lost connection to MySQL server during query", DatabaseUnavailableError),
         (1040, "Too many connections", DatabaseUnavailableError),
+        (
+            1969,
+            "Query execution was interrupted (max_statement_time exceeded)",
+            StatementTimeoutError,
+        ),
+        (
+            3024,
+            "Query execution was interrupted, maximum statement execution time exceeded",
+            StatementTimeoutError,
+        ),
         (
             1045,
             "Access denied for user 'app'@'localhost' (using password: YES)",
@@ -571,6 +617,8 @@ def test_our_own_errors_pass_through_untranslated() -> None:
         (DeadlockError, TransactionError),
         (SerializationError, TransactionError),
         (LockTimeoutError, TransactionError),
+        (StatementTimeoutError, TransactionError),
+        (TransactionTimeoutError, TransactionError),
         (DatabaseConnectionError, SessionError),
         (PoolExhaustedError, DatabaseConnectionError),
         (ConnectionTimeoutError, DatabaseConnectionError),
@@ -588,6 +636,8 @@ def test_error_tree_matches_the_design(child: type[Exception], parent: type[Exce
 def test_error_tree_has_no_cross_links() -> None:
     """Transaction errors are not connection errors, and neither branch is a configuration error."""
     assert not issubclass(DeadlockError, DatabaseConnectionError)
+    assert not issubclass(StatementTimeoutError, DatabaseConnectionError)
+    assert not issubclass(TransactionTimeoutError, DatabaseConnectionError)
     assert not issubclass(DatabaseUnavailableError, TransactionError)
     assert not issubclass(TransactionError, ImproperlyConfigured)
     assert not issubclass(DatabaseConnectionError, ImproperlyConfigured)
@@ -611,6 +661,8 @@ def test_connection_error_alias_and_public_names() -> None:
         (DeadlockError, True),
         (SerializationError, True),
         (LockTimeoutError, True),
+        (StatementTimeoutError, False),
+        (TransactionTimeoutError, False),
         (DatabaseConnectionError, True),
         (PoolExhaustedError, True),
         (ConnectionTimeoutError, True),

@@ -25,6 +25,7 @@ urlpatterns = [
     path("commit-midway/<str:outcome>/", views.commit_midway),
     path("orphan/", views.orphan_child),
     path("stream/<str:title>/", views.stream_titles),
+    path("export/", views.export_titles),
     path("concurrent/<str:marker>/", views.concurrent),
     path("async/write/<str:title>/", views.async_write),
     path("async/write-current/<str:title>/", views.async_write_with_current),

@@ -14,9 +14,11 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
-from sqlalchemy import text
+from sqlalchemy import column, select, table, text
 
 from mingus_sessions import current_session, on_commit
+
+NOTES = table("testapp_note", column("title"))
 
 #: Sessions seen by the concurrent view, keyed by the request's marker.
 seen_sessions: dict[str, int] = {}
@@ -67,6 +69,19 @@ def stream_titles(request: HttpRequest, title: str) -> StreamingHttpResponse:
         result = session.execute(text("SELECT title FROM testapp_note ORDER BY title"))
         for (found,) in result:
             yield found.encode() + b"\n"
+
+    return StreamingHttpResponse(rows())
+
+
+def export_titles(request: HttpRequest) -> StreamingHttpResponse:
+    """docs/web.md's streaming export: the rows are fetched in batches while the body is sent."""
+    session = request.db_session  # type: ignore[attr-defined]
+
+    def rows() -> Iterator[bytes]:
+        statement = select(NOTES.c.title).order_by(NOTES.c.title)
+        result = session.execute(statement.execution_options(yield_per=100))
+        for (title,) in result:
+            yield title.encode() + b"\n"
 
     return StreamingHttpResponse(rows())
 

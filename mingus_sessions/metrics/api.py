@@ -12,6 +12,7 @@ from sqlalchemy.pool import QueuePool
 
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
+from ..errors import ConfigurationError
 from ..stats import session_stats, transaction_stats
 from .recorder import PoolRecorder
 from .snapshot import PoolMetrics, snapshot
@@ -34,6 +35,8 @@ UNHEALTHY = "unhealthy"
 SATURATION = 0.9
 #: Seconds a health check waits for a database answer by default.
 DEFAULT_HEALTH_TIMEOUT = 5.0
+#: How the detail of a pool whose own connection settings fail to connect begins.
+MISCONFIGURED = "misconfigured"
 
 
 @overload
@@ -125,7 +128,17 @@ class _Ping:
         try:
             with get_entry(name).engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        except ConfigurationError as exc:
+            # The pool's connection settings, not the database: its message
+            # names the setting to fix (and never a password).
+            self.error = f"{MISCONFIGURED}: {exc}"
+        except (TypeError, ValueError) as exc:
+            # A driver refusing the connect() arguments themselves.
+            self.error = (
+                f"{MISCONFIGURED} ({type(exc).__name__} from the driver's connect()): check the "
+                "pool's DATABASES OPTIONS and CONNECT_ARGS"
+            )
+        except Exception as exc:  # noqa: BLE001 - any other failure means unreachable
             self.error = f"unreachable ({type(exc).__name__})"
         finally:
             self.done.set()

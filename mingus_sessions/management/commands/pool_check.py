@@ -8,8 +8,13 @@ from django.core.management.base import CommandError, CommandParser
 
 from ...engines import get_entry
 from ...errors import ConfigurationError
-from ...metrics.api import DEFAULT_HEALTH_TIMEOUT, check_all_pools, overall_status
-from ._base import PoolCommand, positive_seconds
+from ...metrics.api import (
+    DEFAULT_HEALTH_TIMEOUT,
+    MISCONFIGURED,
+    check_all_pools,
+    overall_status,
+)
+from ._base import USAGE_ERROR, PoolCommand, positive_seconds
 
 #: Exit code per overall status; 3 (a usage error) is the _base's.
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -69,6 +74,15 @@ class Command(PoolCommand):
             ) from exc
         # check_all_pools lists the pools decided without a ping first; show the pools' order.
         results = {name: results[name] for name in names}
+        misconfigured = [
+            f"{name}: {r['detail']}"
+            for name, r in results.items()
+            if r["detail"].startswith(MISCONFIGURED)
+        ]
+        if misconfigured:
+            # The settings' fault, not the database's: a usage error, as for
+            # settings that cannot build an engine.
+            raise CommandError("; ".join(misconfigured), returncode=USAGE_ERROR)
         status = overall_status(results)
         if options["json"]:
             self.write_json(
