@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum 
 DEMO_HOST ?= 127.0.0.1:8000
 
 .PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 \
-	test-faults test-load bench clean
+	test-faults test-topology test-load bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
@@ -42,6 +42,12 @@ test-py312:
 ## (stopped, hung and restarted by the tests), with real Celery workers.
 test-faults: $(STAMP)
 	PY=$(PY) bash scripts/test_faults.sh
+
+## make test-topology: PgBouncer, a standby promoted mid-test and a silent network
+## partition, each on servers the tests start (as root: the partition test makes a
+## network namespace; needs pgbouncer, iproute2 and iptables).
+test-topology: $(STAMP)
+	PY=$(PY) bash scripts/test_topology.sh
 
 ## make test-load: the demo under gunicorn (4 workers) driven by wrk, with a
 ## PostgreSQL restart in the middle; needs wrk and Redis (docs/reliability.md).

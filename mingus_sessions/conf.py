@@ -66,6 +66,7 @@ def _parse() -> tuple[Config | None, list[Problem]]:
         databases=databases,
         caches=tuple(getattr(settings, "CACHES", {}) or ("default",)),
         importable=_importable,
+        database_settings=settings.DATABASES,
     )
 
 

@@ -63,6 +63,9 @@ POOL_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "READ_ONLY": False,
         "ISOLATION_LEVEL": None,
         "CONNECT_ARGS": {},
+        "SOCKET_TIMEOUT": 30,
+        "PGBOUNCER": None,
+        "PGBOUNCER_PREPARED": False,
     }
 )
 
@@ -94,6 +97,14 @@ ISOLATION_LEVELS = (
 )
 
 BUILTIN_POOL_CLASSES = ("queue", "null")
+
+#: PgBouncer's ``pool_mode`` values that ``PGBOUNCER`` accepts (``statement`` mode
+#: allows no multi-statement transaction, so no session scope could work there).
+PGBOUNCER_MODES = ("transaction", "session")
+
+#: The smallest ``SOCKET_TIMEOUT`` (seconds): libpq will not time a connect
+#: attempt out in under 2 s, and a lost peer needs a few keepalive probes.
+MIN_SOCKET_TIMEOUT = 5
 
 # Environment variables per pool, as the seeds named them: ``DB_POOL_SIZE`` for
 # the pool ``main``, ``CELERY_DB_POOL_SIZE`` for the pool ``celery``.
@@ -151,6 +162,12 @@ class PoolConfig:
     connect_args: Mapping[str, Any] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
+    #: Seconds a dead peer may cost a socket (PostgreSQL: keepalives, tcp_user_timeout).
+    socket_timeout: float | None = 30.0
+    #: PgBouncer's pool_mode in front of the database: "transaction", "session" or None.
+    pgbouncer: str | None = None
+    #: PgBouncer tracks prepared statements (1.21+ with max_prepared_statements).
+    pgbouncer_prepared: bool = False
 
     @property
     def capacity(self) -> int:
@@ -412,6 +429,7 @@ def _parse_pool(
     environ: Mapping[str, str],
     databases: Mapping[str, str],
     out: _Collector,
+    database_settings: Mapping[str, Any] | None = None,
 ) -> PoolConfig | None:
     where = key_path("POOLS", name)
     if not isinstance(given, Mapping):
@@ -451,6 +469,12 @@ def _parse_pool(
             f"({at('DATABASE')}) cannot build a SQLAlchemy engine for it.",
             SUPPORTED_SUMMARY,
         )
+
+    pgbouncer = _pgbouncer_mode(name, values, databases, out)
+    if pgbouncer == "transaction" and "POOL_CLASS" not in given:
+        # PgBouncer pools the server connections; a second pool in front of it
+        # would only hold PgBouncer's client slots idle.
+        values["POOL_CLASS"] = "null"
 
     pool_class = values["POOL_CLASS"]
     found_class = (
@@ -502,7 +526,7 @@ def _parse_pool(
         connect_args = {}
 
     recycle = values["POOL_RECYCLE"]
-    return PoolConfig(
+    pool = PoolConfig(
         name=name,
         database=database if isinstance(database, str) else "default",
         pool_class=pool_class,
@@ -519,7 +543,146 @@ def _parse_pool(
         read_only=bool(out.boolean(values["READ_ONLY"], at("READ_ONLY"))),
         isolation_level=isolation.upper() if isinstance(isolation, str) else None,
         connect_args=MappingProxyType(dict(connect_args)),
+        socket_timeout=_socket_timeout(values["SOCKET_TIMEOUT"], at("SOCKET_TIMEOUT"), out),
+        pgbouncer=pgbouncer,
+        pgbouncer_prepared=bool(
+            out.boolean(values["PGBOUNCER_PREPARED"], at("PGBOUNCER_PREPARED"))
+        ),
     )
+    if pool.pgbouncer_prepared and pgbouncer != "transaction":
+        out.add(
+            17,
+            f"{at('PGBOUNCER_PREPARED')} is True, but {at('PGBOUNCER')} is "
+            f"{_show(pgbouncer)}: it only applies to PgBouncer in transaction mode.",
+            f'Set {at("PGBOUNCER")} to "transaction" if the pool goes through PgBouncer in '
+            f"transaction mode, or remove {at('PGBOUNCER_PREPARED')}.",
+        )
+    if pgbouncer == "transaction":
+        entry = (database_settings or {}).get(pool.database)
+        _check_transaction_pooling(pool, entry if isinstance(entry, Mapping) else None, out)
+    return pool
+
+
+def _socket_timeout(value: Any, where: str, out: _Collector) -> float | None:
+    """``SOCKET_TIMEOUT``: None (off) or a number of seconds of at least the minimum."""
+    seconds = out.number(value, where, allow_none=True, default=30.0)
+    if seconds is not None and seconds < MIN_SOCKET_TIMEOUT:
+        out.add(
+            7,
+            f"{where} is {value}, below the minimum of {MIN_SOCKET_TIMEOUT}.",
+            f"Set {where} to {MIN_SOCKET_TIMEOUT} or more (seconds), or to None to leave dead "
+            "connections to the operating system's TCP timeouts.",
+        )
+        return 30.0
+    return seconds
+
+
+def _pgbouncer_mode(
+    name: str, values: Mapping[str, Any], databases: Mapping[str, str], out: _Collector
+) -> str | None:
+    """``PGBOUNCER``: None or PgBouncer's pool mode, on a PostgreSQL database only."""
+    where = key_path("POOLS", name, "PGBOUNCER")
+    mode = values["PGBOUNCER"]
+    if mode is None:
+        return None
+    if mode not in PGBOUNCER_MODES:
+        out.add(
+            17,
+            f"{where} is {_show(mode)}, not a PgBouncer pool mode this pool can use.",
+            f'Set {where} to "transaction" or "session" (PgBouncer\'s pool_mode for this '
+            "database), or to None when the pool connects to PostgreSQL directly.",
+        )
+        return None
+    database = values["DATABASE"]
+    engine = databases.get(database) if isinstance(database, str) else None
+    vendor = SUPPORTED_ENGINES.get(engine) if engine is not None else None
+    if vendor is not None and vendor != "postgresql":
+        out.add(
+            17,
+            f'{where} is "{mode}", but the pool\'s database DATABASES["{database}"] is not '
+            "PostgreSQL: PgBouncer only fronts PostgreSQL.",
+            f"Remove {where}, or set {key_path('POOLS', name, 'DATABASE')} to a PostgreSQL "
+            "database.",
+        )
+        return None
+    return str(mode)
+
+
+def _check_transaction_pooling(
+    pool: PoolConfig, entry: Mapping[str, Any] | None, out: _Collector
+) -> None:
+    """Report the settings that break once PgBouncer hands each transaction another server.
+
+    In transaction mode a client keeps a server connection for one
+    transaction only, so anything that lives in the server session (a
+    prepared statement, ``SET``, a role, a cursor ``WITH HOLD``) is lost, or
+    worse, reaches another client.
+    """
+
+    def at(key: str) -> str:
+        return key_path("POOLS", pool.name, key)
+
+    mode = f'{at("PGBOUNCER")} is "transaction"'
+    alias = f'DATABASES["{pool.database}"]'
+    options = entry.get("OPTIONS") if entry is not None else None
+    options = options if isinstance(options, Mapping) else {}
+
+    def given(key: str) -> tuple[str, Any] | None:
+        """Where the driver argument ``key`` is set (CONNECT_ARGS wins), and its value."""
+        if key in pool.connect_args:
+            return f'{at("CONNECT_ARGS")}["{key}"]', pool.connect_args[key]
+        if key in options:
+            return f'{alias}["OPTIONS"]["{key}"]', options[key]
+        return None
+
+    threshold = given("prepare_threshold")
+    if threshold is not None and threshold[1] is not None and not pool.pgbouncer_prepared:
+        out.add(
+            18,
+            f"{threshold[0]} is {_show(threshold[1])}, but {mode}: the driver's prepared "
+            "statements live in one server session and fail on the next one PgBouncer hands "
+            "out.",
+            f"Remove {threshold[0]} (the pool turns prepared statements off), or set "
+            f"{at('PGBOUNCER_PREPARED')} to True if PgBouncer (1.21 or later) tracks them "
+            "(max_prepared_statements).",
+        )
+    startup = given("options")
+    if startup is not None and startup[1]:
+        out.add(
+            18,
+            f'{startup[0]} sends the startup parameter "options", but {mode}: PgBouncer '
+            'refuses it ("unsupported startup parameter") or, with ignore_startup_parameters, '
+            "drops it silently.",
+            "Set those parameters on the server instead (ALTER ROLE ... SET, ALTER DATABASE "
+            "... SET), or per transaction with SET LOCAL.",
+        )
+    if options.get("assume_role"):
+        out.add(
+            18,
+            f'{alias}["OPTIONS"]["assume_role"] runs SET ROLE on each new connection, but '
+            f"{mode}: the role would reach other clients' transactions, and be missing from "
+            "this pool's.",
+            f'Connect as that role ({alias}["USER"]), or set {at("PGBOUNCER")} to "session" '
+            "if PgBouncer runs this database in session mode.",
+        )
+    if pool.read_only and pool.isolation_level == "AUTOCOMMIT":
+        out.add(
+            18,
+            f'{at("READ_ONLY")} is True with {at("ISOLATION_LEVEL")} "AUTOCOMMIT", but {mode}: '
+            "statements run outside any transaction, and a session-wide read-only setting "
+            "would reach other clients.",
+            f"Remove {at('ISOLATION_LEVEL')} from this pool, or connect with a role that "
+            "may only read.",
+        )
+    if entry is not None and entry.get("DISABLE_SERVER_SIDE_CURSORS") is not True:
+        out.add(
+            19,
+            f'{alias}["DISABLE_SERVER_SIDE_CURSORS"] is not True, but {mode} on that '
+            "database: the Django ORM's server-side cursors (QuerySet.iterator()) are "
+            "declared WITH HOLD and fail under transaction pooling.",
+            f'Set {alias}["DISABLE_SERVER_SIDE_CURSORS"] = True, as Django\'s documentation '
+            "asks for transaction pooling.",
+        )
 
 
 def parse_settings(
@@ -529,12 +692,15 @@ def parse_settings(
     databases: Mapping[str, str],
     caches: Collection[str] = ("default",),
     importable: Callable[[str], bool] | None = None,
+    database_settings: Mapping[str, Any] | None = None,
 ) -> tuple[Config | None, list[Problem]]:
     """Validate ``MINGUS_SESSIONS`` and return ``(config, problems)``.
 
     ``raw`` is the user's setting (``None`` when absent), ``databases`` maps each
     ``DATABASES`` alias to its ``ENGINE``, ``caches`` lists the ``CACHES``
-    aliases. ``config`` is ``None`` whenever ``problems`` is not empty. The user's
+    aliases. ``database_settings``, the ``DATABASES`` entries themselves, lets the
+    transaction-pooling checks read ``OPTIONS`` and ``DISABLE_SERVER_SIDE_CURSORS``.
+    ``config`` is ``None`` whenever ``problems`` is not empty. The user's
     dict is never modified.
     """
     out = _Collector()
@@ -575,7 +741,7 @@ def parse_settings(
                 'Rename the pool, e.g. "main" or "analytics".',
             )
             continue
-        parsed = _parse_pool(name, given, environ, databases, out)
+        parsed = _parse_pool(name, given, environ, databases, out, database_settings)
         if parsed is not None:
             pools[name] = parsed
 

@@ -15,7 +15,11 @@ The rules, backend by backend:
   ``server_side_binding``, SQLite's ``init_command`` and
   ``transaction_mode``), which are translated into their SQLAlchemy
   equivalents or dropped;
-* a connect timeout is set unless the project chose one.
+* a connect timeout is set unless the project chose one;
+* on PostgreSQL, ``SOCKET_TIMEOUT`` becomes libpq's TCP keepalive and
+  ``tcp_user_timeout`` parameters, and ``PGBOUNCER`` adapts the connection to
+  the pooler (no prepared statements in transaction mode, read-only mode
+  without a startup parameter).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class EngineSpec:
     on_connect: tuple[str, ...] = ()
     #: SQLite only: SQLAlchemy emits this instead of letting sqlite3 decide when to BEGIN.
     sqlite_begin: str | None = None
+    #: PostgreSQL READ_ONLY: set the driver's read-only flag on every new connection,
+    #: so that each transaction begins READ ONLY (this works through any pooler).
+    driver_read_only: bool = False
 
     @property
     def vendor(self) -> str:
@@ -126,6 +133,39 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _socket_timeout_args(seconds: float) -> dict[str, int]:
+    """libpq parameters under which a dead peer costs a socket at most ``seconds``.
+
+    Three ways a connection meets a silent partition, each bounded:
+
+    * data sent and never acknowledged (a statement or a pre-ping sent into
+      the void): ``tcp_user_timeout`` drops the connection;
+    * a statement acknowledged, its answer never coming: keepalive probes
+      start after ``keepalives_idle`` and, with a user timeout set, Linux
+      drops the connection at the first probe past ``tcp_user_timeout``
+      (other systems after ``keepalives_count`` probes);
+    * a connect attempt: ``connect_timeout``.
+
+    A checkout whose pre-ping fails opens a new connection, so the user
+    timeout and the connect timeout together stay within 80% of ``seconds``,
+    less half a second for the retransmission timer's slack (about 0.4 s
+    measured on Linux 6). A healthy server's kernel answers the probes, so a
+    long statement is never cut.
+    """
+    budget = seconds * 0.8
+    connect = min(DEFAULT_CONNECT_TIMEOUT, max(2, int(seconds // 3)))  # libpq's minimum is 2
+    interval = max(1, int(seconds // 10))
+    idle = max(1, int(seconds // 3))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": max(1, int((budget - idle) // interval)),
+        "tcp_user_timeout": int((budget - connect - 0.5) * 1000),
+        "connect_timeout": connect,
+    }
+
+
 def build_engine_spec(
     settings_dict: Mapping[str, Any],
     pool: PoolConfig,
@@ -157,6 +197,10 @@ def build_engine_spec(
             database=settings_dict.get("NAME")
             or ("postgres" if "service" not in options else None),
         )
+        if pool.socket_timeout is not None:
+            # Key by key, so a keepalive parameter of the project's own wins.
+            for key, value in _socket_timeout_args(pool.socket_timeout).items():
+                options.setdefault(key, value)
         options.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         # Names the backend in pg_stat_activity, so operators (and the fault
         # tests) can tell which pool a server process belongs to.
@@ -164,6 +208,11 @@ def build_engine_spec(
         isolation = isolation or _isolation_from_django(django_only.get("isolation_level"), driver)
         if django_only.get("assume_role"):
             on_connect.append(f"SET ROLE {_quote_ident(str(django_only['assume_role']))}")
+        if pool.read_only and pool.pgbouncer == "session":
+            # PgBouncer refuses the startup parameter below, but in session
+            # mode this server session is ours until we disconnect (and
+            # PgBouncer's DISCARD ALL resets it then).
+            on_connect.append("SET default_transaction_read_only = on")
     elif vendor == "sqlite":
         driver = "pysqlite"
         name = str(settings_dict.get("NAME") or ":memory:")
@@ -243,11 +292,15 @@ def build_engine_spec(
             )
 
     connect_args = {**options, **pool.connect_args}
-    if vendor == "postgresql" and pool.read_only:
-        # Added last, so that CONNECT_ARGS["options"] cannot drop it.
-        flag = "-c default_transaction_read_only=on"
-        given = connect_args.get("options")
-        connect_args["options"] = f"{given} {flag}" if given else flag
+    if vendor == "postgresql":
+        _adapt_to_pgbouncer(connect_args, pool, driver)
+        if pool.read_only and pool.pgbouncer is None:
+            # Straight to PostgreSQL, the session itself is read-only too, which
+            # also covers AUTOCOMMIT. Added last, so that CONNECT_ARGS["options"]
+            # cannot drop it.
+            flag = "-c default_transaction_read_only=on"
+            given = connect_args.get("options")
+            connect_args["options"] = f"{given} {flag}" if given else flag
     kwargs: dict[str, Any] = {
         "pool_pre_ping": pool.pre_ping,
         "pool_logging_name": pool.name,
@@ -284,7 +337,20 @@ def build_engine_spec(
         backend=f"{vendor}+{driver}",
         on_connect=tuple(on_connect),
         sqlite_begin=sqlite_begin,
+        driver_read_only=vendor == "postgresql" and pool.read_only,
     )
+
+
+def _adapt_to_pgbouncer(connect_args: dict[str, Any], pool: PoolConfig, driver: str) -> None:
+    """Turn off what PgBouncer in transaction mode cannot carry from one transaction to the next.
+
+    psycopg 3 prepares a statement on the server once it has run a few times;
+    the next transaction may get another server connection, where that
+    statement does not exist (or another client's of the same name does).
+    psycopg2 never prepares statements.
+    """
+    if pool.pgbouncer == "transaction" and not pool.pgbouncer_prepared and driver == "psycopg":
+        connect_args.setdefault("prepare_threshold", None)
 
 
 def _key(pool: PoolConfig, key: str) -> str:

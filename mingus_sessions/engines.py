@@ -206,10 +206,16 @@ def _install_listeners(
     statements = spec.on_connect
     sqlite = spec.vendor == "sqlite"
     commit_after = bool(statements) and not sqlite
+    driver_read_only = spec.driver_read_only
+    dialect = engine.dialect
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
         probe.connected()
+        if driver_read_only:
+            # The driver then begins every transaction READ ONLY: nothing for a
+            # pooler to refuse (a startup parameter) or to pass on (a session SET).
+            dialect.set_readonly(dbapi_connection, True)  # type: ignore[attr-defined]
         if sqlite:
             # Let SQLAlchemy, not sqlite3, decide when a transaction begins, so
             # that SAVEPOINT and transactional DDL behave (see _on_begin).
@@ -232,6 +238,8 @@ def _install_listeners(
             connection.exec_driver_sql(begin)
 
     aborts_transaction = spec.vendor == "postgresql"
+    # A write pool (not READ_ONLY) that reaches a standby was failed over.
+    standby_is_unavailable = aborts_transaction and not driver_read_only
     password = spec.url.password
 
     @event.listens_for(engine, "handle_error")
@@ -247,6 +255,14 @@ def _install_listeners(
                     # (SQLAlchemy raises this from the driver's error).
                     raise _bad_connect_option(pool_config, option, original)
                 probe.connect_failed(original)
+        elif standby_is_unavailable and not context.is_disconnect and _refused_by_standby(context):
+            # The server this pool knew as its primary is (now) a hot standby:
+            # a failover happened, or is under way. Treated as a disconnect, the
+            # connection is discarded, the pool's other connections (to the
+            # same standby) are replaced at their next checkout, and the
+            # failure is classified as DatabaseUnavailableError: transient,
+            # retried, counted by the breaker.
+            context.is_disconnect = True
         elif context.is_disconnect:
             wrapped = context.sqlalchemy_exception
             if wrapped is not None and classify(wrapped) is TransactionTimeoutError:
@@ -277,6 +293,43 @@ def _bad_connect_option(
         f"{summary(exc)}. {fix}",
         pool=pool_config.name,
     )
+
+
+#: SQLSTATE read_only_sql_transaction: "cannot execute ... in a read-only transaction".
+_READ_ONLY_TRANSACTION = "25006"
+
+
+def _refused_by_standby(context: ExceptionContext) -> bool:
+    """Whether the statement failed because the server is a hot standby.
+
+    SQLSTATE 25006 also answers a write in a transaction that was made read-only
+    on purpose on a primary; PostgreSQL 14 and later tell the two apart by
+    reporting ``in_hot_standby`` with every connection. An older server does
+    not, and is taken at its word: read-only because in recovery.
+    """
+    error = context.original_exception
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if sqlstate != _READ_ONLY_TRANSACTION:
+        return False
+    return _parameter_status(context, "in_hot_standby") != "off"
+
+
+def _parameter_status(context: ExceptionContext, name: str) -> str | None:
+    """A parameter the server reported on this connection (psycopg 3 or psycopg2), or None."""
+    try:
+        dbapi_connection: Any = context.connection.connection.dbapi_connection  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - a connection already unusable reports nothing
+        return None
+    info = getattr(dbapi_connection, "info", None)
+    if info is not None and hasattr(info, "parameter_status"):
+        found = info.parameter_status(name)
+    elif hasattr(dbapi_connection, "get_parameter_status"):
+        found = dbapi_connection.get_parameter_status(name)
+    else:
+        return None
+    if isinstance(found, bytes):
+        found = found.decode()
+    return found if isinstance(found, str) else None
 
 
 def _drop_frames_holding(traceback: TracebackType | None, secret: str) -> None:

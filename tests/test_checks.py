@@ -19,6 +19,7 @@ from django.test import override_settings
 
 from mingus_sessions import ConfigurationError, conf, engines, get_engine
 from mingus_sessions.checks import check_settings
+from tests.helpers import add_postgresql_alias
 
 if TYPE_CHECKING:
     from pytest_django.fixtures import Settings
@@ -170,6 +171,55 @@ def test_broken_setting_is_reported(settings: Settings, value: Any, expected: ch
     """run_checks() reports a broken MINGUS_SESSIONS as one Error with its message, hint and id."""
     settings.MINGUS_SESSIONS = value
     assert mingus_errors() == [expected]
+
+
+def test_transaction_pooling_checks_read_databases(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction-pooling checks read the pool's real DATABASES entry (OPTIONS and
+    DISABLE_SERVER_SIDE_CURSORS); run time refuses the same settings with ConfigurationError."""
+    add_postgresql_alias(monkeypatch, "bouncer", 6432, {"assume_role": "reporting"})
+    bounced = 'MINGUS_SESSIONS["POOLS"]["bounced"]'
+    settings.MINGUS_SESSIONS = {
+        "POOLS": {
+            **settings.MINGUS_SESSIONS["POOLS"],
+            "bounced": {"DATABASE": "bouncer", "PGBOUNCER": "transaction"},
+        }
+    }
+    expected = [
+        checks.Error(
+            'DATABASES["bouncer"]["OPTIONS"]["assume_role"] runs SET ROLE on each new '
+            f'connection, but {bounced}["PGBOUNCER"] is "transaction": the role would reach '
+            "other clients' transactions, and be missing from this pool's.",
+            hint='Connect as that role (DATABASES["bouncer"]["USER"]), or set '
+            f'{bounced}["PGBOUNCER"] to "session" if PgBouncer runs this database in session '
+            "mode.",
+            id="mingus_sessions.E018",
+        ),
+        checks.Error(
+            'DATABASES["bouncer"]["DISABLE_SERVER_SIDE_CURSORS"] is not True, but '
+            f'{bounced}["PGBOUNCER"] is "transaction" on that database: the Django ORM\'s '
+            "server-side cursors (QuerySet.iterator()) are declared WITH HOLD and fail under "
+            "transaction pooling.",
+            hint='Set DATABASES["bouncer"]["DISABLE_SERVER_SIDE_CURSORS"] = True, as Django\'s '
+            "documentation asks for transaction pooling.",
+            id="mingus_sessions.E019",
+        ),
+    ]
+    assert mingus_errors() == expected
+    with pytest.raises(ConfigurationError) as info:
+        get_engine("bounced")
+    assert str(info.value) == (
+        f"{expected[0].msg} {expected[0].hint} (1 more problem(s): run manage.py check) "
+        "[mingus_sessions.E018]"
+    )
+
+    # Fixed as the hints say, the same pool passes.
+    monkeypatch.setitem(django_settings.DATABASES["bouncer"], "OPTIONS", {})
+    monkeypatch.setitem(django_settings.DATABASES["bouncer"], "DISABLE_SERVER_SIDE_CURSORS", True)
+    conf.invalidate()
+    assert mingus_errors() == []
+    assert conf.pool_config("bounced").pool_class == "null"
 
 
 def test_importable_hook_passes(settings: Settings) -> None:

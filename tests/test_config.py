@@ -37,7 +37,8 @@ TOP_KEYS = (
 )
 POOL_KEYS = (
     "DATABASE, POOL_CLASS, POOL_SIZE, MAX_OVERFLOW, POOL_RECYCLE, POOL_TIMEOUT, PRE_PING, "
-    "USE_LIFO, ECHO, ECHO_POOL, READ_ONLY, ISOLATION_LEVEL, CONNECT_ARGS"
+    "USE_LIFO, ECHO, ECHO_POOL, READ_ONLY, ISOLATION_LEVEL, CONNECT_ARGS, SOCKET_TIMEOUT, "
+    "PGBOUNCER, PGBOUNCER_PREPARED"
 )
 
 #: The example from DESIGN.md: the seeds' three pools.
@@ -87,9 +88,15 @@ def parse(
     databases: Mapping[str, str] = DATABASES,
     caches: Collection[str] = ("default",),
     importable: Callable[[str], bool] | None = None,
+    database_settings: Mapping[str, Any] | None = None,
 ) -> tuple[Config | None, list[Problem]]:
     return parse_settings(
-        raw, environ=env or {}, databases=databases, caches=caches, importable=importable
+        raw,
+        environ=env or {},
+        databases=databases,
+        caches=caches,
+        importable=importable,
+        database_settings=database_settings,
     )
 
 
@@ -129,6 +136,9 @@ def test_zero_configuration_is_one_main_pool_on_default() -> None:
         read_only=False,
         isolation_level=None,
         connect_args={},
+        socket_timeout=30.0,
+        pgbouncer=None,
+        pgbouncer_prepared=False,
     )
     assert config.default_pool == "main"
     assert config.celery_pool == "main"
@@ -246,12 +256,66 @@ def test_sections_merge_key_by_key(
         ("ISOLATION_LEVEL", "read committed", "isolation_level", "READ COMMITTED"),
         ("ISOLATION_LEVEL", "AUTOCOMMIT", "isolation_level", "AUTOCOMMIT"),
         ("CONNECT_ARGS", {"sslmode": "require"}, "connect_args", {"sslmode": "require"}),
+        ("SOCKET_TIMEOUT", None, "socket_timeout", None),
+        ("SOCKET_TIMEOUT", 5, "socket_timeout", 5.0),
+        ("SOCKET_TIMEOUT", 12.5, "socket_timeout", 12.5),
+        ("PGBOUNCER", "session", "pgbouncer", "session"),
+        ("PGBOUNCER", "transaction", "pgbouncer", "transaction"),
     ],
 )
 def test_valid_pool_values(key: str, value: Any, attribute: str, expected: Any) -> None:
     """Accepted pool values, normalised where the schema normalises them."""
     pool = config_of({"POOLS": {"main": {key: value}}}).pools["main"]
     assert getattr(pool, attribute) == expected
+
+
+def test_transaction_pooling_defaults_to_the_null_pool() -> None:
+    """PGBOUNCER "transaction" makes POOL_CLASS "null" unless the pool names a class itself."""
+    pools = config_of(
+        {
+            "POOLS": {
+                "bounced": {"PGBOUNCER": "transaction"},
+                "queued": {"PGBOUNCER": "transaction", "POOL_CLASS": "queue"},
+                "session": {"PGBOUNCER": "session"},
+            },
+            "DEFAULT_POOL": "bounced",
+        }
+    ).pools
+    assert pools["bounced"].pool_class == "null"
+    assert pools["queued"].pool_class == "queue"
+    assert pools["session"].pool_class == "queue"
+
+
+def test_pgbouncer_prepared_with_transaction_pooling() -> None:
+    """PGBOUNCER_PREPARED is accepted with "transaction", and then allows a prepare_threshold."""
+    pool = config_of(
+        _pool(
+            PGBOUNCER="transaction",
+            PGBOUNCER_PREPARED=True,
+            CONNECT_ARGS={"prepare_threshold": 5},
+        ),
+        database_settings={"default": {"DISABLE_SERVER_SIDE_CURSORS": True}},
+    ).pools["main"]
+    assert (pool.pgbouncer, pool.pgbouncer_prepared) == ("transaction", True)
+
+
+def test_transaction_pooling_accepts_what_it_can_carry() -> None:
+    """Under transaction pooling, a read-only pool, a prepare_threshold of None, libpq
+    parameters other than "options" and empty Django-only keys raise nothing."""
+    config_of(
+        _pool(
+            PGBOUNCER="transaction",
+            READ_ONLY=True,
+            ISOLATION_LEVEL="REPEATABLE READ",
+            CONNECT_ARGS={"prepare_threshold": None, "sslmode": "prefer"},
+        ),
+        database_settings={
+            "default": {
+                "OPTIONS": {"assume_role": "", "options": "", "application_name": "x"},
+                "DISABLE_SERVER_SIDE_CURSORS": True,
+            }
+        },
+    )
 
 
 def test_optional_thresholds_may_be_none() -> None:
@@ -950,6 +1014,32 @@ PROBLEM_CASES = [
         ),
         id="E013",
     ),
+    # E007: SOCKET_TIMEOUT, a number of seconds of at least 5, or None
+    case(
+        _pool(SOCKET_TIMEOUT=4),
+        E(
+            7,
+            f'{MAIN}["SOCKET_TIMEOUT"] is 4, below the minimum of 5.',
+            f'Set {MAIN}["SOCKET_TIMEOUT"] to 5 or more (seconds), or to None to leave dead '
+            "connections to the operating system's TCP timeouts.",
+        ),
+        id="E007-socket-timeout-below-minimum",
+    ),
+    case(
+        _pool(SOCKET_TIMEOUT=0),
+        _e007_positive(f'{MAIN}["SOCKET_TIMEOUT"]', 0, 30.0),
+        id="E007-socket-timeout-zero",
+    ),
+    case(
+        _pool(SOCKET_TIMEOUT="30"),
+        _e007_number(f'{MAIN}["SOCKET_TIMEOUT"]', "'30'", 30.0, none=True),
+        id="E007-socket-timeout-str",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction", PGBOUNCER_PREPARED="yes"),
+        _e011(f'{MAIN}["PGBOUNCER_PREPARED"]', "'yes'"),
+        id="E011-pgbouncer-prepared",
+    ),
     # E014: unsupported backend
     case(
         None,
@@ -1050,6 +1140,136 @@ PROBLEM_CASES = [
         ),
         id="E016-hook-not-str",
     ),
+    # E017: PGBOUNCER itself
+    case(
+        _pool(PGBOUNCER="statement"),
+        E(
+            17,
+            f"{MAIN}[\"PGBOUNCER\"] is 'statement', not a PgBouncer pool mode this pool can use.",
+            f'Set {MAIN}["PGBOUNCER"] to "transaction" or "session" (PgBouncer\'s pool_mode for '
+            "this database), or to None when the pool connects to PostgreSQL directly.",
+        ),
+        id="E017-mode",
+    ),
+    case(
+        _pool(PGBOUNCER=True),
+        E(
+            17,
+            f'{MAIN}["PGBOUNCER"] is True, not a PgBouncer pool mode this pool can use.',
+            f'Set {MAIN}["PGBOUNCER"] to "transaction" or "session" (PgBouncer\'s pool_mode for '
+            "this database), or to None when the pool connects to PostgreSQL directly.",
+        ),
+        id="E017-bool",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction"),
+        E(
+            17,
+            f'{MAIN}["PGBOUNCER"] is "transaction", but the pool\'s database '
+            'DATABASES["default"] is not PostgreSQL: PgBouncer only fronts PostgreSQL.',
+            f'Remove {MAIN}["PGBOUNCER"], or set {MAIN}["DATABASE"] to a PostgreSQL database.',
+        ),
+        databases={"default": SQLITE},
+        id="E017-not-postgresql",
+    ),
+    case(
+        _pool(PGBOUNCER_PREPARED=True),
+        E(
+            17,
+            f'{MAIN}["PGBOUNCER_PREPARED"] is True, but {MAIN}["PGBOUNCER"] is None: it only '
+            "applies to PgBouncer in transaction mode.",
+            f'Set {MAIN}["PGBOUNCER"] to "transaction" if the pool goes through PgBouncer in '
+            f'transaction mode, or remove {MAIN}["PGBOUNCER_PREPARED"].',
+        ),
+        id="E017-prepared-without-transaction",
+    ),
+    # E018: settings that break under transaction pooling
+    case(
+        _pool(PGBOUNCER="transaction", CONNECT_ARGS={"prepare_threshold": 5}),
+        E(
+            18,
+            f'{MAIN}["CONNECT_ARGS"]["prepare_threshold"] is 5, but {MAIN}["PGBOUNCER"] is '
+            '"transaction": the driver\'s prepared statements live in one server session and '
+            "fail on the next one PgBouncer hands out.",
+            f'Remove {MAIN}["CONNECT_ARGS"]["prepare_threshold"] (the pool turns prepared '
+            f'statements off), or set {MAIN}["PGBOUNCER_PREPARED"] to True if PgBouncer (1.21 '
+            "or later) tracks them (max_prepared_statements).",
+        ),
+        database_settings={"default": {"DISABLE_SERVER_SIDE_CURSORS": True}},
+        id="E018-prepare-threshold-connect-args",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction"),
+        E(
+            18,
+            'DATABASES["default"]["OPTIONS"]["prepare_threshold"] is 0, but '
+            f'{MAIN}["PGBOUNCER"] is "transaction": the driver\'s prepared statements live in '
+            "one server session and fail on the next one PgBouncer hands out.",
+            'Remove DATABASES["default"]["OPTIONS"]["prepare_threshold"] (the pool turns '
+            f'prepared statements off), or set {MAIN}["PGBOUNCER_PREPARED"] to True if '
+            "PgBouncer (1.21 or later) tracks them (max_prepared_statements).",
+        ),
+        database_settings={
+            "default": {"OPTIONS": {"prepare_threshold": 0}, "DISABLE_SERVER_SIDE_CURSORS": True}
+        },
+        id="E018-prepare-threshold-options",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction", CONNECT_ARGS={"options": "-c search_path=app"}),
+        E(
+            18,
+            f'{MAIN}["CONNECT_ARGS"]["options"] sends the startup parameter "options", but '
+            f'{MAIN}["PGBOUNCER"] is "transaction": PgBouncer refuses it ("unsupported startup '
+            'parameter") or, with ignore_startup_parameters, drops it silently.',
+            "Set those parameters on the server instead (ALTER ROLE ... SET, ALTER DATABASE "
+            "... SET), or per transaction with SET LOCAL.",
+        ),
+        database_settings={"default": {"DISABLE_SERVER_SIDE_CURSORS": True}},
+        id="E018-startup-options",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction"),
+        E(
+            18,
+            'DATABASES["default"]["OPTIONS"]["assume_role"] runs SET ROLE on each new '
+            f'connection, but {MAIN}["PGBOUNCER"] is "transaction": the role would reach other '
+            "clients' transactions, and be missing from this pool's.",
+            'Connect as that role (DATABASES["default"]["USER"]), or set '
+            f'{MAIN}["PGBOUNCER"] to "session" if PgBouncer runs this database in session mode.',
+        ),
+        database_settings={
+            "default": {"OPTIONS": {"assume_role": "reader"}, "DISABLE_SERVER_SIDE_CURSORS": True}
+        },
+        id="E018-assume-role",
+    ),
+    case(
+        _pool(PGBOUNCER="transaction", READ_ONLY=True, ISOLATION_LEVEL="autocommit"),
+        E(
+            18,
+            f'{MAIN}["READ_ONLY"] is True with {MAIN}["ISOLATION_LEVEL"] "AUTOCOMMIT", but '
+            f'{MAIN}["PGBOUNCER"] is "transaction": statements run outside any transaction, '
+            "and a session-wide read-only setting would reach other clients.",
+            f'Remove {MAIN}["ISOLATION_LEVEL"] from this pool, or connect with a role that may '
+            "only read.",
+        ),
+        database_settings={"default": {"DISABLE_SERVER_SIDE_CURSORS": True}},
+        id="E018-read-only-autocommit",
+    ),
+    # E019: Django's own server-side cursors behind the same transaction pooler
+    case(
+        _pool(PGBOUNCER="transaction"),
+        E(
+            19,
+            'DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] is not True, but '
+            f'{MAIN}["PGBOUNCER"] is "transaction" on that database: the Django ORM\'s '
+            "server-side cursors (QuerySet.iterator()) are declared WITH HOLD and fail under "
+            "transaction pooling.",
+            'Set DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True, as Django\'s '
+            "documentation asks for transaction pooling.",
+        ),
+        database_settings={"default": {"ENGINE": POSTGRESQL}},
+        id="E019",
+    ),
 ]
 
 
@@ -1062,9 +1282,9 @@ def test_problem(raw: Any, env: dict[str, str], kwargs: dict[str, Any], expected
 
 
 def test_every_check_id_is_covered() -> None:
-    """The cases above exercise every id from E001 to E016."""
+    """The cases above exercise every id from E001 to E019."""
     covered = {param.values[-1].id for param in PROBLEM_CASES}  # type: ignore[attr-defined]
-    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 17)}
+    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 20)}
 
 
 def test_all_problems_are_reported_at_once() -> None:

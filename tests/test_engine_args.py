@@ -128,19 +128,89 @@ def test_bad_port_names_the_key(base: dict[str, Any]) -> None:
     assert isinstance(info.value, ImproperlyConfigured)
 
 
+#: What the default SOCKET_TIMEOUT (30 s) sets: libpq's keepalives and TCP user timeout.
+SOCKET_30 = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 13500,
+    "connect_timeout": 10,
+}
+
+
 def test_postgresql_defaults_in_connect_args() -> None:
-    """connect_timeout defaults to 10 s and application_name names the pool."""
+    """connect_timeout defaults to 10 s, SOCKET_TIMEOUT 30 sets keepalives, and
+    application_name names the pool."""
     spec = spec_for(PG, pool("celery"))
     assert spec.kwargs["connect_args"] == {
-        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        **SOCKET_30,
         "application_name": "mingus_sessions:celery",
     }
     assert DEFAULT_CONNECT_TIMEOUT == 10
 
 
+def test_postgresql_without_socket_timeout() -> None:
+    """SOCKET_TIMEOUT None leaves keepalives to the system; the connect timeout stays 10 s."""
+    spec = spec_for(PG, pool("celery", socket_timeout=None))
+    assert spec.kwargs["connect_args"] == {
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "application_name": "mingus_sessions:celery",
+    }
+
+
+def test_socket_timeout_of_five_seconds() -> None:
+    """The smallest SOCKET_TIMEOUT (5 s) maps onto libpq's smallest useful values."""
+    args = spec_for(PG, pool(socket_timeout=5.0)).kwargs["connect_args"]
+    assert {key: args[key] for key in SOCKET_30} == {
+        "keepalives": 1,
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 1500,
+        "connect_timeout": 2,
+    }
+
+
+@pytest.mark.parametrize("seconds", [5, 5.5, 7, 10, 12.5, 30, 45, 60, 300, 3600])
+def test_socket_timeout_bounds_every_way_a_peer_is_lost(seconds: float) -> None:
+    """Whatever SOCKET_TIMEOUT, a pre-ping then a reconnect, a statement waiting for its
+    answer (the first keepalive probe past the user timeout) and keepalives counted the
+    portable way all end within it, and a connect within 10 s."""
+    args = spec_for(PG, pool(socket_timeout=float(seconds))).kwargs["connect_args"]
+    user_timeout = args["tcp_user_timeout"] / 1000
+    idle, interval = args["keepalives_idle"], args["keepalives_interval"]
+    assert all(isinstance(args[key], int) and args[key] >= 1 for key in SOCKET_30)
+    assert 2 <= args["connect_timeout"] <= DEFAULT_CONNECT_TIMEOUT
+    assert user_timeout + 0.5 + args["connect_timeout"] <= 0.8 * seconds
+    # Linux drops a waiting connection at the first probe timer past the user timeout
+    # with a probe out: by then at most one interval has passed beyond either.
+    assert max(idle, user_timeout) + interval <= 0.9 * seconds
+    assert idle + args["keepalives_count"] * interval <= 0.8 * seconds
+
+
+def test_projects_keepalive_settings_win_key_by_key() -> None:
+    """Keepalive parameters and connect_timeout from OPTIONS or CONNECT_ARGS win over the
+    ones SOCKET_TIMEOUT sets; the others are still set."""
+    spec = spec_for(
+        db(PG, OPTIONS={"keepalives_idle": 60, "connect_timeout": 4}),
+        pool(connect_args={"tcp_user_timeout": 0}),
+    )
+    args = spec.kwargs["connect_args"]
+    assert (args["keepalives_idle"], args["tcp_user_timeout"], args["connect_timeout"]) == (
+        60,
+        0,
+        4,
+    )
+    assert (args["keepalives"], args["keepalives_interval"]) == (1, 3)
+
+
 def test_postgresql_options_keep_their_values() -> None:
     """connect_timeout and application_name from OPTIONS win over the defaults."""
-    spec = spec_for(db(PG, OPTIONS={"connect_timeout": 3, "application_name": "web"}))
+    spec = spec_for(
+        db(PG, OPTIONS={"connect_timeout": 3, "application_name": "web"}),
+        pool(socket_timeout=None),
+    )
     assert spec.kwargs["connect_args"] == {"connect_timeout": 3, "application_name": "web"}
 
 
@@ -165,7 +235,7 @@ def test_libpq_options_pass_through() -> None:
     spec = spec_for(db(PG, OPTIONS=options))
     assert spec.kwargs["connect_args"] == {
         **options,
-        "connect_timeout": 10,
+        **SOCKET_30,
         "application_name": "mingus_sessions:main",
     }
 
@@ -246,7 +316,7 @@ def test_django_only_postgresql_options_are_dropped() -> None:
     """Django's own pool and server_side_binding never reach connect()."""
     spec = spec_for(db(PG, OPTIONS={"pool": {"min_size": 2}, "server_side_binding": True}))
     assert spec.kwargs["connect_args"] == {
-        "connect_timeout": 10,
+        **SOCKET_30,
         "application_name": "mingus_sessions:main",
     }
     assert spec.on_connect == ()
@@ -263,9 +333,74 @@ def test_django_only_postgresql_options_are_dropped() -> None:
     ],
 )
 def test_postgresql_read_only(options: dict[str, str], expected: str) -> None:
-    """READ_ONLY makes every transaction read-only through libpq's options, merged with any."""
+    """READ_ONLY straight to PostgreSQL: the driver begins every transaction READ ONLY, and
+    libpq's options (merged with any) make the session read-only too, AUTOCOMMIT included."""
     spec = spec_for(db(PG, OPTIONS=options), pool(read_only=True))
     assert spec.kwargs["connect_args"]["options"] == expected
+    assert spec.driver_read_only is True
+    assert spec.on_connect == ()
+
+
+def test_postgresql_read_only_behind_pgbouncer_in_session_mode() -> None:
+    """PgBouncer refuses the options startup parameter; in session mode the server session is
+    the pool's own, so READ_ONLY sets it read-only with a SET on connect instead."""
+    spec = spec_for(PG, pool(read_only=True, pgbouncer="session"))
+    assert "options" not in spec.kwargs["connect_args"]
+    assert spec.on_connect == ("SET default_transaction_read_only = on",)
+    assert spec.driver_read_only is True
+
+
+def test_postgresql_read_only_behind_pgbouncer_in_transaction_mode() -> None:
+    """In transaction mode nothing session-wide may be set (it would reach other clients):
+    READ_ONLY is the driver's BEGIN READ ONLY alone."""
+    spec = spec_for(PG, pool(read_only=True, pgbouncer="transaction"))
+    assert "options" not in spec.kwargs["connect_args"]
+    assert spec.on_connect == ()
+    assert spec.driver_read_only is True
+
+
+@pytest.mark.parametrize("pgbouncer", [None, "session", "transaction"])
+def test_postgresql_write_pools_are_not_read_only(pgbouncer: str | None) -> None:
+    """Without READ_ONLY, no read-only flag, option or statement is set."""
+    spec = spec_for(PG, pool(pgbouncer=pgbouncer))
+    assert spec.driver_read_only is False
+    assert "options" not in spec.kwargs["connect_args"]
+    assert spec.on_connect == ()
+
+
+def test_read_only_is_left_to_sqlite_and_mysql_as_before() -> None:
+    """The driver flag is PostgreSQL's: SQLite and MySQL keep their session statements."""
+    assert build_engine_spec(SQLITE, pool(read_only=True)).driver_read_only is False
+    assert build_engine_spec(MYSQL, pool(read_only=True)).driver_read_only is False
+
+
+@pytest.mark.parametrize(
+    ("driver", "values", "expected"),
+    [
+        ("psycopg", {"pgbouncer": "transaction"}, None),
+        ("psycopg", {"pgbouncer": "transaction", "pgbouncer_prepared": True}, "unset"),
+        ("psycopg", {"pgbouncer": "session"}, "unset"),
+        ("psycopg", {}, "unset"),
+        ("psycopg2", {"pgbouncer": "transaction"}, "unset"),
+        (
+            "psycopg",
+            {
+                "pgbouncer": "transaction",
+                "pgbouncer_prepared": True,
+                "connect_args": {"prepare_threshold": 3},
+            },
+            3,
+        ),
+    ],
+    ids=["transaction", "prepared", "session", "direct", "psycopg2", "project-threshold"],
+)
+def test_prepared_statements_behind_pgbouncer(
+    driver: str, values: dict[str, Any], expected: Any
+) -> None:
+    """PGBOUNCER "transaction" turns psycopg 3's prepared statements off (prepare_threshold
+    None) unless PGBOUNCER_PREPARED; psycopg2 never prepares, so it gets no such argument."""
+    spec = spec_for(PG, pool(**values), pg_driver=driver)
+    assert spec.kwargs["connect_args"].get("prepare_threshold", "unset") == expected
 
 
 def test_read_only_survives_connect_args_options() -> None:
