@@ -294,10 +294,12 @@ def build_engine_spec(
     connect_args = {**options, **pool.connect_args}
     if vendor == "postgresql":
         _adapt_to_pgbouncer(connect_args, pool, driver)
-        if pool.read_only and pool.pgbouncer is None:
-            # Straight to PostgreSQL, the session itself is read-only too, which
-            # also covers AUTOCOMMIT. Added last, so that CONNECT_ARGS["options"]
-            # cannot drop it.
+        if pool.read_only and pool.pgbouncer is None and isolation == "AUTOCOMMIT":
+            # In AUTOCOMMIT no transaction begins READ ONLY, so the session itself
+            # must be read-only: a startup parameter, which PgBouncer would refuse
+            # (E018 says so for a declared one). Any other READ_ONLY pool relies
+            # on the driver's BEGIN READ ONLY alone and so also works through an
+            # undeclared pooler. Added last, so CONNECT_ARGS["options"] cannot drop it.
             flag = "-c default_transaction_read_only=on"
             given = connect_args.get("options")
             connect_args["options"] = f"{given} {flag}" if given else flag

@@ -322,6 +322,15 @@ def test_django_only_postgresql_options_are_dropped() -> None:
     assert spec.on_connect == ()
 
 
+def test_postgresql_read_only() -> None:
+    """READ_ONLY: the driver begins every transaction READ ONLY, and nothing is sent that a
+    pooler could refuse or drop (no libpq startup options), so it works through any pooler."""
+    spec = spec_for(PG, pool(read_only=True))
+    assert "options" not in spec.kwargs["connect_args"]
+    assert spec.driver_read_only is True
+    assert spec.on_connect == ()
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
@@ -332,10 +341,10 @@ def test_django_only_postgresql_options_are_dropped() -> None:
         ),
     ],
 )
-def test_postgresql_read_only(options: dict[str, str], expected: str) -> None:
-    """READ_ONLY straight to PostgreSQL: the driver begins every transaction READ ONLY, and
-    libpq's options (merged with any) make the session read-only too, AUTOCOMMIT included."""
-    spec = spec_for(db(PG, OPTIONS=options), pool(read_only=True))
+def test_postgresql_read_only_autocommit(options: dict[str, str], expected: str) -> None:
+    """READ_ONLY in AUTOCOMMIT straight to PostgreSQL, where no transaction begins READ ONLY:
+    libpq's options (merged with any) make the session itself read-only."""
+    spec = spec_for(db(PG, OPTIONS=options), pool(read_only=True, isolation_level="AUTOCOMMIT"))
     assert spec.kwargs["connect_args"]["options"] == expected
     assert spec.driver_read_only is True
     assert spec.on_connect == ()
@@ -404,8 +413,15 @@ def test_prepared_statements_behind_pgbouncer(
 
 
 def test_read_only_survives_connect_args_options() -> None:
-    """READ_ONLY still holds when the pool's CONNECT_ARGS set libpq options of their own."""
-    spec = spec_for(PG, pool(read_only=True, connect_args={"options": "-c statement_timeout=5000"}))
+    """READ_ONLY in AUTOCOMMIT still holds when CONNECT_ARGS set libpq options of their own."""
+    spec = spec_for(
+        PG,
+        pool(
+            read_only=True,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": "-c statement_timeout=5000"},
+        ),
+    )
     assert "default_transaction_read_only=on" in spec.kwargs["connect_args"]["options"]
 
 

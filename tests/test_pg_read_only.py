@@ -2,9 +2,10 @@
 
 PgBouncer itself is in tests/topology; here the same pools run straight
 against the suite's PostgreSQL, to prove what each mode sets on the server:
-the startup option (session-wide, AUTOCOMMIT included) without PGBOUNCER, a
-SET on connect in session mode, and nothing session-wide in transaction mode
-(the driver's BEGIN READ ONLY alone).
+the driver's BEGIN READ ONLY in every mode, plus a session-wide setting only
+where a pool in AUTOCOMMIT needs it (the startup option without PGBOUNCER) or
+where the server session is the pool's own (a SET on connect in session
+mode); nothing session-wide in transaction mode.
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connections
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 
 from mingus_sessions import get_circuit_breaker, get_engine, session_scope
 from mingus_sessions.retry import is_transient
+from tests.helpers import add_alias
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
 
 def with_pool(settings: Any, monkeypatch: pytest.MonkeyPatch, **pool: Any) -> None:
     """Pool "ro" on alias "direct": the test database, as a transaction pooler's alias would be."""
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    add_alias(
+        monkeypatch,
         "direct",
         {**connections["default"].settings_dict, "DISABLE_SERVER_SIDE_CURSORS": True},
     )
@@ -51,14 +52,14 @@ def shown(setting: str) -> str:
 
 @pytest.mark.parametrize(
     ("pgbouncer", "session_wide"),
-    [(None, "on"), ("session", "on"), ("transaction", "off")],
+    [(None, "off"), ("session", "on"), ("transaction", "off")],
     ids=["direct", "session-mode", "transaction-mode"],
 )
 def test_read_only_in_each_pgbouncer_mode(
     settings: Any, monkeypatch: pytest.MonkeyPatch, pgbouncer: str | None, session_wide: str
 ) -> None:
     """Every transaction of a READ_ONLY pool is read-only in each mode; the server session is
-    read-only too except under transaction pooling, where nothing session-wide may be set."""
+    read-only too only in session mode, where it is the pool's own."""
     with_pool(settings, monkeypatch, READ_ONLY=True, PGBOUNCER=pgbouncer)
     assert shown("transaction_read_only") == "on"
     assert shown("default_transaction_read_only") == session_wide

@@ -32,6 +32,8 @@ import psycopg
 import pytest
 from django.conf import settings as django_settings
 
+from tests import helpers
+
 BASE = os.environ.get("MINGUS_TOPOLOGY_BASE", "")
 RUN = os.environ.get("MINGUS_TOPOLOGY_RUN", "")
 HERE = Path(__file__).resolve().parent
@@ -164,9 +166,9 @@ def add_alias(
     name: str = "postgres",
     **extra: Any,
 ) -> None:
-    """A PostgreSQL ``DATABASES`` alias for one test (added in place: Django holds the dict)."""
-    monkeypatch.setitem(
-        django_settings.DATABASES,
+    """A PostgreSQL ``DATABASES`` alias for one test, which the test may use."""
+    helpers.add_alias(
+        monkeypatch,
         alias,
         {
             "ENGINE": "django.db.backends.postgresql",

@@ -137,13 +137,16 @@ def test_read_only_pool_refuses_writes_through_pgbouncer(
     assert_write_refused(backend, f"read-only {database} {id(any_bouncer)}")
 
 
-def test_read_only_pool_refuses_writes_when_pgbouncer_drops_the_startup_option(
-    monkeypatch: pytest.MonkeyPatch, settings: Any, backend: Cluster, lenient_bouncer: Bouncer
+def test_read_only_pool_that_does_not_declare_pgbouncer_works_through_it(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, backend: Cluster, any_bouncer: Bouncer
 ) -> None:
-    """The usual workaround (ignore_startup_parameters = options) silently drops the startup
-    option, yet a READ_ONLY pool that does not even declare PGBOUNCER still refuses writes."""
-    through(monkeypatch, settings, lenient_bouncer, "txn", READ_ONLY=True, POOL_CLASS="null")
-    assert_write_refused(backend, "read-only, undeclared pooler")
+    """A READ_ONLY pool that does not even declare PGBOUNCER connects through PgBouncer (no
+    startup parameter for it to refuse or, with ignore_startup_parameters, to drop) and its
+    writes are refused."""
+    through(monkeypatch, settings, any_bouncer, "txn", READ_ONLY=True, POOL_CLASS="null")
+    with session_scope("bounced") as session:
+        assert session.execute(text("SELECT count(*) FROM notes")).scalar_one() >= 0
+    assert_write_refused(backend, f"read-only, undeclared pooler {id(any_bouncer)}")
 
 
 def test_read_only_session_mode_covers_autocommit(
