@@ -34,6 +34,7 @@ from sqlalchemy import (
     Uuid,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -48,6 +49,7 @@ from tests.testapp.models import (
     Author,
     AuthorProxy,
     Book,
+    Extremes,
     Gadget,
     Profile,
     Tag,
@@ -507,6 +509,14 @@ def test_subclass_of_a_builtin_field_is_mapped_by_internal_type() -> None:
 # -- Against the database ----------------------------------------------------------------------
 
 
+#: Run a test in a plain session (a pool connection) and in a joined one (Django's connection).
+both_sessions = pytest.mark.parametrize("joined", [False, True], ids=["plain", "joined"])
+
+
+def _scope(joined: bool) -> Any:
+    return session_scope(join_django=True) if joined else session_scope()
+
+
 def _make_book(title: str = "Dune", **kwargs: Any) -> Book:
     values: dict[str, Any] = {
         "author": Author.objects.get_or_create(name="Frank Herbert")[0],
@@ -546,13 +556,14 @@ def test_core_join_sees_rows_written_by_the_orm() -> None:
 
 
 @db
-def test_insert_through_the_table_round_trips_through_the_orm() -> None:
+@both_sessions
+def test_insert_through_the_table_round_trips_through_the_orm(joined: bool) -> None:
     """Decimal, UUID, JSON and an aware datetime written by Core read back equal through the ORM."""
     author = Author.objects.create(name="Ursula K. Le Guin", born=datetime.date(1929, 10, 21))
     book = table_for(Book)
     key = uuid.UUID("12345678-1234-5678-1234-567812345678")
     data = {"awards": ["Hugo", "Nebula"], "score": 4.5, "nested": {"ok": True}, "none": None}
-    with session_scope() as session:
+    with _scope(joined) as session:
         new_id = session.execute(
             insert(book)
             .values(
@@ -603,7 +614,8 @@ def test_model_defaults_fill_columns_left_out() -> None:
 
 
 @db
-def test_every_type_reads_and_filters_like_the_orm() -> None:
+@both_sessions
+def test_every_type_reads_and_filters_like_the_orm(joined: bool) -> None:
     """Values written by the ORM read back equal through Core, and Core filters on them match."""
     author = Author.objects.create(name="Octavia E. Butler", born=datetime.date(1947, 6, 22))
     created = Profile.objects.create(
@@ -622,7 +634,7 @@ def test_every_type_reads_and_filters_like_the_orm() -> None:
         views=2**50,
     )
     profile = table_for(Profile)
-    with session_scope() as session:
+    with _scope(joined) as session:
         row = session.execute(select(profile)).one()
         match = session.scalar(
             select(func.count())
@@ -684,13 +696,14 @@ def test_documented_report_and_bulk_insert() -> None:
 
 
 @db
-def test_update_through_the_table_applies_auto_now() -> None:
+@both_sessions
+def test_update_through_the_table_applies_auto_now(joined: bool) -> None:
     """Core updates set auto_now columns, as Model.save() does; the ORM reads Core's values."""
     created = Profile.objects.create(author=Author.objects.create(name="Gene Wolfe"))
     before = created.updated
     time.sleep(0.01)
     profile = table_for(Profile)
-    with session_scope() as session:
+    with _scope(joined) as session:
         session.execute(
             update(profile)
             .where(profile.c.id == created.pk)
@@ -783,3 +796,37 @@ def test_json_in_a_joined_session_is_decoded() -> None:
         connection.ensure_connection()
     assert own == {"isbn": "0441013597", "tags": ["sf"]}
     assert joined == own
+
+
+#: The smallest and the largest value of SmallIntegerField, IntegerField and BigIntegerField.
+INTEGER_EDGES = [(-(2**15), -(2**31), -(2**63)), (2**15 - 1, 2**31 - 1, 2**63 - 1)]
+
+
+@db
+@both_sessions
+def test_integer_edges_round_trip(joined: bool) -> None:
+    """Each integer size's smallest and largest values are written, matched and read back."""
+    extremes = table_for(Extremes)
+    small, regular, big = extremes.c.small, extremes.c.regular, extremes.c.big
+    lowest = INTEGER_EDGES[0]
+    rows = [{"small": s, "regular": r, "big": b} for s, r, b in INTEGER_EDGES]
+    with _scope(joined) as session:
+        session.execute(insert(extremes), rows)
+        read = [tuple(row) for row in session.execute(select(small, regular, big).order_by(small))]
+        matched = session.scalar(
+            select(func.count())
+            .select_from(extremes)
+            .where(small == lowest[0], regular == lowest[1], big == lowest[2])
+        )
+        bound = session.execute(
+            select(
+                literal(lowest[0], SmallInteger()),
+                literal(lowest[1], Integer()),
+                literal(lowest[2], BigInteger()),
+            )
+        ).one()
+    assert read == INTEGER_EDGES
+    assert matched == 1
+    assert tuple(bound) == lowest
+    assert sorted(Extremes.objects.values_list("small", "regular", "big")) == INTEGER_EDGES
+    assert Extremes.objects.filter(small=lowest[0], regular=lowest[1], big=lowest[2]).exists()
