@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -830,3 +831,53 @@ def test_integer_edges_round_trip(joined: bool) -> None:
     assert tuple(bound) == lowest
     assert sorted(Extremes.objects.values_list("small", "regular", "big")) == INTEGER_EDGES
     assert Extremes.objects.filter(small=lowest[0], regular=lowest[1], big=lowest[2]).exists()
+
+
+@contextmanager
+def _django_hstore_adapters(registered: bool) -> Iterator[None]:
+    """Django's connection with its hstore adapters (django.contrib.postgres) or without them."""
+    from django.contrib.postgres.signals import register_type_handlers
+    from django.db.backends.signals import connection_created
+
+    connection.close()  # the next use connects anew, with or without the adapters
+    if not registered:
+        connection_created.disconnect(register_type_handlers)
+    try:
+        yield
+    finally:
+        if not registered:
+            connection_created.connect(register_type_handlers)
+            connection.close()
+
+
+@db
+@pytest.mark.postgresql
+@pytest.mark.parametrize("registered", [True, False], ids=["django-adapters", "no-adapters"])
+def test_hstore_override_in_plain_and_joined_sessions(registered: bool) -> None:
+    """The documented HSTORE override writes and reads dicts in plain and joined sessions alike.
+
+    Whether Django registered its hstore adapters on its connection (values
+    load as dicts) or not (they load as text).
+    """
+    from tests.pgapp.models import Labelled
+
+    labelled = table_for(Labelled, overrides={"labels": pg.HSTORE})
+    Labelled.objects.create(labels={"by": "orm", "size": "L"})
+    with _django_hstore_adapters(registered):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT labels FROM pgapp_labelled")
+            (loaded,) = cursor.fetchone()
+        assert isinstance(loaded, dict if registered else str)
+        with session_scope() as session:
+            session.execute(insert(labelled).values(labels={"by": "plain"}))
+            plain = sorted(session.scalars(select(labelled.c.labels)), key=str)
+        with transaction.atomic(), session_scope(join_django=True) as session:
+            session.execute(insert(labelled).values(labels={"by": "joined", "empty": None}))
+            joined = sorted(session.scalars(select(labelled.c.labels)), key=str)
+            found = session.scalar(
+                select(func.count()).select_from(labelled).where(labelled.c.labels.has_key("empty"))
+            )
+    assert plain == [{"by": "orm", "size": "L"}, {"by": "plain"}]
+    assert joined == [{"by": "joined", "empty": None}, *plain]
+    assert found == 1
+    assert sorted((row.labels for row in Labelled.objects.all()), key=str) == joined
