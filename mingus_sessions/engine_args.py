@@ -75,6 +75,9 @@ class EngineSpec:
     on_connect: tuple[str, ...] = ()
     #: SQLite only: SQLAlchemy emits this instead of letting sqlite3 decide when to BEGIN.
     sqlite_begin: str | None = None
+    #: PostgreSQL only: the session time zone Django gives its own connections,
+    #: set on each new connection whose server reports another one.
+    time_zone: str | None = None
 
     @property
     def vendor(self) -> str:
@@ -132,11 +135,15 @@ def build_engine_spec(
     *,
     log_parameters: bool = False,
     pg_driver: str | None = None,
+    time_zone: str | None = None,
 ) -> EngineSpec:
     """Build the URL and ``create_engine`` keyword arguments for ``pool``.
 
     ``settings_dict`` is the pool's ``DATABASES`` entry as Django's connection
-    sees it (so ``NAME`` is the test database's while tests run).
+    sees it (so ``NAME`` is the test database's while tests run). ``time_zone``
+    is the time zone Django's connection to it runs in (its ``timezone_name``):
+    PostgreSQL returns ``timestamptz`` values in the session's time zone, so
+    the pool's connections use the same one.
     """
     vendor = _vendor(settings_dict, pool)
     options = dict(settings_dict.get("OPTIONS") or {})
@@ -284,6 +291,7 @@ def build_engine_spec(
         backend=f"{vendor}+{driver}",
         on_connect=tuple(on_connect),
         sqlite_begin=sqlite_begin,
+        time_zone=time_zone if vendor == "postgresql" else None,
     )
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -881,3 +882,111 @@ def test_hstore_override_in_plain_and_joined_sessions(registered: bool) -> None:
     assert joined == [{"by": "joined", "empty": None}, *plain]
     assert found == 1
     assert sorted((row.labels for row in Labelled.objects.all()), key=str) == joined
+
+
+# -- Time zones (PostgreSQL returns timestamptz values in the session's time zone) -------------
+
+#: A server default off UTC, as a cluster configured for local time has.
+SERVER_TIME_ZONE = "America/New_York"
+
+
+def _alter_test_database(setting: str) -> None:
+    import psycopg
+
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        admin.execute(f'ALTER DATABASE "{params["NAME"]}" {setting}')
+
+
+@pytest.fixture
+def server_time_zone_off_utc() -> Iterator[None]:
+    """The test database's default time zone is America/New_York for new connections."""
+    from mingus_sessions.engines import dispose_engines
+
+    _alter_test_database(f"SET timezone TO '{SERVER_TIME_ZONE}'")
+    connection.close()
+    dispose_engines()
+    try:
+        yield
+    finally:
+        _alter_test_database("RESET timezone")
+        connection.close()
+        dispose_engines()
+
+
+def _server_default_time_zone() -> str:
+    import psycopg
+
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname=params["NAME"],
+    ) as raw:
+        return str(raw.info.parameter_status("TimeZone"))
+
+
+@pytest.mark.parametrize(("use_tz", "expected"), [(True, "UTC"), (False, "Asia/Kolkata")])
+def test_pools_take_the_time_zone_of_djangos_connection(use_tz: bool, expected: str) -> None:
+    """Engines are built for the time zone Django's own connection runs in."""
+    from mingus_sessions.conf import database_time_zone
+    from mingus_sessions.engines import get_entry
+
+    with override_settings(USE_TZ=use_tz, TIME_ZONE="Asia/Kolkata"):
+        assert database_time_zone("default") == expected == connection.timezone_name
+        expected_in_spec = expected if connection.vendor == "postgresql" else None
+        assert get_entry("main").spec.time_zone == expected_in_spec
+
+
+@db
+@pytest.mark.postgresql
+def test_datetimes_read_in_utc_whatever_the_servers_time_zone(
+    server_time_zone_off_utc: None,
+) -> None:
+    """Plain and joined sessions read the same aware UTC datetimes as the ORM, server zone aside."""
+    assert _server_default_time_zone() == SERVER_TIME_ZONE
+    _make_book("Dune")
+    published = table_for(Book).c.published
+    raw = text("SELECT published FROM testapp_book")
+    with session_scope() as session:
+        plain = [session.scalar(select(published)), session.scalar(raw)]
+        session_zone = session.scalar(text("SHOW TIME ZONE"))
+    with transaction.atomic(), session_scope(join_django=True) as session:
+        joined = [session.scalar(select(published)), session.scalar(raw)]
+    orm = Book.objects.get().published
+    assert session_zone == "UTC"
+    for value in [*plain, *joined, orm]:
+        assert value == PUBLISHED
+        assert value.utcoffset() == datetime.timedelta(0)
+    assert {str(value) for value in [*plain, *joined, orm]} == {str(orm)}
+
+
+@db
+@pytest.mark.postgresql
+def test_without_use_tz_datetimes_read_naive_in_time_zone(server_time_zone_off_utc: None) -> None:
+    """With USE_TZ = False, plain sessions run in TIME_ZONE and read the ORM's naive wall time."""
+    wall_time = datetime.datetime(2024, 3, 1, 9, 15, 30, 123456)
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Kolkata"):
+        connection.close()  # Django sets its adapters up for USE_TZ when it connects
+        _make_book("Dune", published=wall_time)
+        published = table_for(Book).c.published
+        raw = text("SELECT published FROM testapp_book")
+        with session_scope() as session:
+            plain, plain_raw = session.scalar(select(published)), session.scalar(raw)
+        with transaction.atomic(), session_scope(join_django=True) as session:
+            joined, joined_raw = session.scalar(select(published)), session.scalar(raw)
+        orm = Book.objects.get().published
+        connection.close()
+    assert plain == joined == orm == joined_raw == wall_time
+    # psycopg's own loader reads it aware, in the session's time zone: TIME_ZONE.
+    assert plain_raw.replace(tzinfo=None) == wall_time
+    assert plain_raw.utcoffset() == datetime.timedelta(hours=5, minutes=30)
