@@ -181,7 +181,7 @@ def _joined_engine(entry: PoolEntry) -> Engine:
                 **({"use_native_hstore": False} if entry.spec.vendor == "postgresql" else {}),
             )
             _adapt_dialect(engine.dialect)
-            _refuse_in_doomed_transactions(engine, alias, entry.name)
+            _refuse_in_doomed_transactions(engine.dialect, alias, entry.name)
             _engines.clear()  # drop engines of pools that were rebuilt
             _engines[key] = engine
     return engine
@@ -208,37 +208,40 @@ def _adapt_dialect(dialect: Any) -> None:
 _SAVEPOINT_ENDS = (RollbackToSavepointClause, ReleaseSavepointClause)
 
 
-def _refuse_in_doomed_transactions(engine: Engine, alias: str, pool: str) -> None:
-    """Refuse statements in a Django transaction marked for rollback, but one that repairs it."""
+def _refuse_in_doomed_transactions(dialect: Any, alias: str, pool: str) -> None:
+    """Make ``dialect`` refuse statements in a Django transaction marked for rollback.
 
-    @event.listens_for(engine, "before_execute")
-    def _before_execute(
-        conn: Any, statement: Any, multiparams: Any, params: Any, execution_options: Any
-    ) -> None:
-        # Rolling back to a savepoint undoes the failure that marked the
-        # transaction (every savepoint of this engine was begun before it).
-        # A RELEASE does no work, and a refused one could not be rolled back:
-        # sessions refuse to release earlier (_refuse_release_in_doomed_transaction).
-        if not isinstance(statement, _SAVEPOINT_ENDS):
-            refusal = _refusal(alias, pool)
-            if refusal is not None:
-                raise refusal
+    All but those that end a savepoint. Its ``do_execute`` methods are wrapped
+    (instance attributes, as for commit), which costs a function call per
+    statement; engine events would put every statement of the engine on
+    SQLAlchemy's slower event path.
+    """
 
-    @event.listens_for(engine, "after_execute")
-    def _after_execute(
-        conn: Any,
-        statement: Any,
-        multiparams: Any,
-        params: Any,
-        execution_options: Any,
-        result: Any,
-    ) -> None:
-        if isinstance(statement, RollbackToSavepointClause):
+    def checked(execute: Any) -> Any:
+        def do_execute(cursor: Any, statement: Any, *args: Any) -> None:
+            context = args[-1] if args else None
+            clause = getattr(getattr(context, "compiled", None), "statement", None)
             django = connections[alias]
-            if django.needs_rollback and django.in_atomic_block:
+            # Rolling back to a savepoint undoes the failure that marked the
+            # transaction (every savepoint of this engine was begun before
+            # it). A RELEASE does no work, and a refused one could not be
+            # rolled back: sessions refuse to release earlier
+            # (_refuse_release_in_doomed_transaction).
+            if django.needs_rollback and not isinstance(clause, _SAVEPOINT_ENDS):
+                refusal = _refusal(alias, pool)
+                assert refusal is not None
+                raise refusal
+            execute(cursor, statement, *args)
+            if django.needs_rollback and isinstance(clause, RollbackToSavepointClause):
                 # As Django's own atomic() does once it rolled back to its
                 # savepoint: the work that failed is gone, the block goes on.
                 django.set_rollback(False)
+
+        return do_execute
+
+    dialect.do_execute = checked(dialect.do_execute)
+    dialect.do_executemany = checked(dialect.do_executemany)
+    dialect.do_execute_no_params = checked(dialect.do_execute_no_params)
 
 
 def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
