@@ -23,6 +23,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "database_settings",
+    "database_time_zone",
     "get_config",
     "invalidate",
     "on_invalidate",
@@ -33,8 +34,9 @@ __all__ = [
 _lock = threading.Lock()
 _cached: Config | None = None
 
-#: Settings whose change invalidates the cached configuration and the engines.
-_WATCHED = frozenset({SETTING, "DATABASES", "CACHES"})
+#: Settings whose change invalidates the cached configuration and the engines
+#: (the time zone ones: engines set their connections' time zone from them).
+_WATCHED = frozenset({SETTING, "DATABASES", "CACHES", "USE_TZ", "TIME_ZONE"})
 
 #: Called with no argument after the cache is cleared (engines, breakers).
 _invalidation_hooks: list[Callable[[], None]] = []
@@ -122,6 +124,17 @@ def database_settings(alias: str) -> dict[str, Any]:
         return connections.settings[alias]  # type: ignore[no-any-return]
     except KeyError as exc:  # pragma: no cover - the checks report it first
         raise ConfigurationError(f'DATABASES has no alias "{alias}".') from exc
+
+
+def database_time_zone(alias: str) -> str | None:
+    """The time zone Django's connections to ``alias`` run in (as Django sets it on PostgreSQL).
+
+    The rule of Django's ``timezone_name``: with ``USE_TZ``, the alias's own
+    ``TIME_ZONE`` or else UTC; without it, ``TIME_ZONE``.
+    """
+    if not settings.USE_TZ:
+        return str(settings.TIME_ZONE) if settings.TIME_ZONE else None
+    return str(database_settings(alias).get("TIME_ZONE") or "UTC")
 
 
 def on_invalidate(hook: Callable[[], None]) -> Callable[[], None]:

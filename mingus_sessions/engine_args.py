@@ -82,6 +82,9 @@ class EngineSpec:
     #: PostgreSQL READ_ONLY: set the driver's read-only flag on every new connection,
     #: so that each transaction begins READ ONLY (this works through any pooler).
     driver_read_only: bool = False
+    #: PostgreSQL only: the session time zone Django gives its own connections,
+    #: set on each new connection whose server reports another one.
+    time_zone: str | None = None
 
     @property
     def vendor(self) -> str:
@@ -172,11 +175,15 @@ def build_engine_spec(
     *,
     log_parameters: bool = False,
     pg_driver: str | None = None,
+    time_zone: str | None = None,
 ) -> EngineSpec:
     """Build the URL and ``create_engine`` keyword arguments for ``pool``.
 
     ``settings_dict`` is the pool's ``DATABASES`` entry as Django's connection
-    sees it (so ``NAME`` is the test database's while tests run).
+    sees it (so ``NAME`` is the test database's while tests run). ``time_zone``
+    is the time zone Django's connection to it runs in (its ``timezone_name``):
+    PostgreSQL returns ``timestamptz`` values in the session's time zone, so
+    the pool's connections use the same one.
     """
     vendor = _vendor(settings_dict, pool)
     options = dict(settings_dict.get("OPTIONS") or {})
@@ -340,6 +347,7 @@ def build_engine_spec(
         on_connect=tuple(on_connect),
         sqlite_begin=sqlite_begin,
         driver_read_only=vendor == "postgresql" and pool.read_only,
+        time_zone=time_zone if vendor == "postgresql" else None,
     )
 
 

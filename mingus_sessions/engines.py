@@ -109,7 +109,10 @@ def _build(name: str) -> PoolEntry:
             entry.engine.dispose()
         settings_dict = conf.database_settings(pool_config.database)
         spec = build_engine_spec(
-            settings_dict, pool_config, log_parameters=config.log_query_parameters
+            settings_dict,
+            pool_config,
+            log_parameters=config.log_query_parameters,
+            time_zone=conf.database_time_zone(pool_config.database),
         )
         engine = create_engine(spec.url, **spec.kwargs)
         probe = _probe_for(name, config)
@@ -205,9 +208,9 @@ def _install_listeners(
     # that dispose() recreates.
     statements = spec.on_connect
     sqlite = spec.vendor == "sqlite"
-    commit_after = bool(statements) and not sqlite
     driver_read_only = spec.driver_read_only
     dialect = engine.dialect
+    time_zone = spec.time_zone
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -220,14 +223,20 @@ def _install_listeners(
             # Let SQLAlchemy, not sqlite3, decide when a transaction begins, so
             # that SAVEPOINT and transactional DDL behave (see _on_begin).
             dbapi_connection.isolation_level = None
-        if statements:
+        # As Django does on its own connection: SET only when the server's
+        # default differs, which the driver knows without a round trip.
+        zone = time_zone if time_zone and _time_zone(dbapi_connection) != time_zone else None
+        if statements or zone:
             cursor = dbapi_connection.cursor()
             try:
                 for statement in statements:
                     cursor.execute(statement)
+                if zone:
+                    cursor.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
             finally:
                 cursor.close()
-            if commit_after:
+            if not sqlite:
+                # A rollback (the pool's reset on return) would undo the settings.
                 dbapi_connection.commit()
 
     if sqlite and spec.sqlite_begin:
@@ -330,6 +339,13 @@ def _parameter_status(context: ExceptionContext, name: str) -> str | None:
     if isinstance(found, bytes):
         found = found.decode()
     return found if isinstance(found, str) else None
+
+
+def _time_zone(dbapi_connection: Any) -> str | None:
+    """The session time zone a PostgreSQL server reported when the connection opened."""
+    # psycopg 3 and psycopg2 (2.8+) both keep the server's ParameterStatus.
+    zone = dbapi_connection.info.parameter_status("TimeZone")
+    return str(zone) if zone is not None else None
 
 
 def _drop_frames_holding(traceback: TracebackType | None, secret: str) -> None:

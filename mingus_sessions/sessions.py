@@ -444,6 +444,25 @@ def _roll_back_savepoint(savepoint: SessionTransaction, pool: str) -> None:
         _rollback(savepoint, pool)
 
 
+def _begin_savepoint(session: Session) -> SessionTransaction:
+    """Begin a SAVEPOINT on ``session``; on Django's connection, emit it now.
+
+    SQLAlchemy emits SAVEPOINT before its own first statement in it, which is
+    enough where the session has a connection of its own. A joined session
+    shares Django's connection: ORM writes made in the scope before any
+    SQLAlchemy statement must already be inside the savepoint.
+    """
+    savepoint = session.begin_nested()
+    if after_commit.JOINED in session.info:
+        try:
+            session.connection()
+        except BaseException:
+            if _still_open(savepoint):
+                savepoint.rollback()  # never emitted: ends SQLAlchemy's side only
+            raise
+    return savepoint
+
+
 class LazyScope(_Frame):
     """A scope whose session opens on first use: the request's and the task's.
 
@@ -469,7 +488,7 @@ class LazyScope(_Frame):
         outer = self._enclosing()
         if outer is not None:
             session = outer.session
-            self._savepoint = session.begin_nested()
+            self._savepoint = _begin_savepoint(session)
             session_stats.savepoints += 1
         else:
             # Called by the ``session`` property: the opener is three frames up.
@@ -591,7 +610,7 @@ class _Scope:
 
     def _enter_savepoint(self, session: Session) -> Session:
         try:
-            self._savepoint = session.begin_nested()
+            self._savepoint = _begin_savepoint(session)
         except Exception as exc:
             error = _translated(self._name, exc)
             if error is not None:

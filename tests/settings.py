@@ -79,6 +79,9 @@ INSTALLED_APPS = [
     "mingus_sessions",
     "tests.testapp",
 ]
+if TEST_DATABASE == "postgresql":
+    # HStoreField and Django's hstore adapters on its connections.
+    INSTALLED_APPS += ["django.contrib.postgres", "tests.pgapp"]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

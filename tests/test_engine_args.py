@@ -312,6 +312,21 @@ def test_assume_role_runs_on_connect(role: str, statement: str) -> None:
     assert "assume_role" not in spec.kwargs["connect_args"]
 
 
+@pytest.mark.parametrize(("settings_dict", "kept"), [(PG, True), (MYSQL, False), (SQLITE, False)])
+def test_the_time_zone_is_kept_for_postgresql_only(
+    settings_dict: dict[str, Any], kept: bool
+) -> None:
+    """The time zone Django's connection runs in is set on PostgreSQL's connections only.
+
+    It is never passed as the libpq ``options`` startup parameter, which
+    connection poolers such as PgBouncer refuse.
+    """
+    spec = spec_for(settings_dict, time_zone="Asia/Kolkata")
+    assert spec.time_zone == ("Asia/Kolkata" if kept else None)
+    assert "options" not in spec.kwargs["connect_args"]
+    assert spec_for(settings_dict).time_zone is None
+
+
 def test_django_only_postgresql_options_are_dropped() -> None:
     """Django's own pool and server_side_binding never reach connect()."""
     spec = spec_for(db(PG, OPTIONS={"pool": {"min_size": 2}, "server_side_binding": True}))

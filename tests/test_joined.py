@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.transaction import TransactionManagementError
 from sqlalchemy import text
 
-from mingus_sessions import session_scope
+from mingus_sessions import TransactionError, session_scope
+from mingus_sessions.joined import JoinedTransactionError
+from mingus_sessions.sessions import LazyScope
 from tests.helpers import NoteRow
 from tests.testapp.models import Note
 
@@ -132,3 +135,144 @@ def test_joined_scope_whose_flush_failed_rolls_back_its_savepoint() -> None:
             session.add(NoteRow(title="kept"))
         Note.objects.create(title="after")
     assert _titles() == ["after", "kept"]
+
+
+# -- ORM writes belong to the scope's savepoint ------------------------------------------------
+
+
+def test_orm_writes_in_a_failed_joined_scope_are_rolled_back() -> None:
+    """ORM writes made in a failed joined scope, before any SQLAlchemy statement, roll back."""
+    with transaction.atomic():
+        Note.objects.create(title="kept")
+        with pytest.raises(ValueError), session_scope(join_django=True):
+            Note.objects.create(title="dropped")
+            raise ValueError("inner")
+        Note.objects.create(title="after")
+    assert _titles() == ["after", "kept"]
+
+
+def test_orm_writes_in_a_failed_scope_nested_in_a_joined_one_are_rolled_back() -> None:
+    """A failed scope nested in a joined one rolls back the ORM writes made inside it."""
+    with transaction.atomic(), session_scope(join_django=True):
+        Note.objects.create(title="outer")
+        with pytest.raises(ValueError), session_scope():
+            Note.objects.create(title="nested")
+            raise ValueError("nested")
+        with pytest.raises(ValueError), session_scope(join_django=True):
+            Note.objects.create(title="nested-joined")
+            raise ValueError("nested joined")
+    assert _titles() == ["outer"]
+
+
+def test_orm_writes_in_a_failed_lazy_scope_nested_in_a_joined_one_are_rolled_back() -> None:
+    """A request's or task's scope over a joined one covers the ORM writes made once it opened."""
+    with transaction.atomic(), session_scope(join_django=True) as outer:
+        scope = LazyScope()
+        token = scope.activate()
+        try:
+            assert scope.session is outer
+            Note.objects.create(title="in-request")
+            scope.finish(commit=False)
+        finally:
+            LazyScope.deactivate(token)
+        Note.objects.create(title="after")
+    assert _titles() == ["after"]
+
+
+def test_a_joined_scope_failed_by_an_orm_error_leaves_the_atomic_block_usable() -> None:
+    """An ORM error ending a joined scope is undone with its savepoint: the atomic block goes on."""
+    with transaction.atomic():
+        Note.objects.create(title="outer")
+        with pytest.raises(IntegrityError), session_scope(join_django=True):
+            Note.objects.create(title="outer")
+        assert not transaction.get_rollback()
+        Note.objects.create(title="after")
+    assert _titles() == ["after", "outer"]
+
+
+# -- Django's transaction marked for rollback ---------------------------------------------------
+
+
+def test_a_joined_scope_refuses_a_transaction_marked_for_rollback() -> None:
+    """After an IntegrityError caught inside atomic(), a joined scope refuses to open."""
+    with transaction.atomic():
+        Note.objects.create(title="first")
+        with pytest.raises(IntegrityError):
+            Note.objects.create(title="first")
+        assert transaction.get_rollback()
+        with (
+            pytest.raises(TransactionManagementError, match="marked for rollback") as refused,
+            session_scope(join_django=True) as session,
+        ):
+            _insert(session, "would be thrown away")
+        assert isinstance(refused.value, TransactionError)
+        assert refused.value.pool == "main"
+        assert "nested transaction.atomic()" in str(refused.value)
+        assert isinstance(refused.value.__cause__, IntegrityError)
+        assert transaction.get_rollback()  # still Django's to roll back
+    assert _titles() == []
+
+
+def test_an_orm_error_caught_inside_a_joined_scope_fails_the_scope() -> None:
+    """After an ORM error caught inside it, a joined scope refuses statements and its release.
+
+    Its savepoint is rolled back, which undoes the failure, so the atomic block
+    around it goes on without the scope's work.
+    """
+    with transaction.atomic():
+        Note.objects.create(title="outer")
+        with (
+            pytest.raises(JoinedTransactionError, match="marked for rollback"),
+            session_scope(join_django=True) as session,
+        ):
+            _insert(session, "in-scope")
+            with pytest.raises(IntegrityError):
+                Note.objects.create(title="outer")
+            with pytest.raises(TransactionManagementError, match="marked for rollback"):
+                _insert(session, "refused")
+        assert not transaction.get_rollback()
+        Note.objects.create(title="after")
+    assert _titles() == ["after", "outer"]
+
+
+def test_a_nested_scope_over_a_joined_one_fails_after_a_caught_orm_error() -> None:
+    """A scope nested in a joined one whose ORM error was caught raises and rolls back its work."""
+    with transaction.atomic(), session_scope(join_django=True) as session:
+        _insert(session, "outer")
+        with pytest.raises(JoinedTransactionError), session_scope():
+            _insert(session, "nested")
+            with pytest.raises(IntegrityError):
+                Note.objects.create(title="outer")
+        _insert(session, "after")
+    assert _titles() == ["after", "outer"]
+
+
+# -- commit() and rollback() belong to Django ---------------------------------------------------
+
+
+def test_commit_and_rollback_are_refused_in_a_joined_scope() -> None:
+    """commit() and rollback() raise in a joined scope; its failure still undoes all its work."""
+    with transaction.atomic():
+        Note.objects.create(title="outer")
+        with pytest.raises(ValueError), session_scope(join_django=True) as session:
+            _insert(session, "before-commit")
+            with pytest.raises(JoinedTransactionError, match="belongs to Django"):
+                session.commit()
+            with pytest.raises(TransactionManagementError, match="belongs to Django"):
+                session.rollback()
+            with session_scope() as nested, pytest.raises(JoinedTransactionError):
+                nested.commit()
+            _insert(session, "after-commit")
+            raise ValueError("the scope fails")
+    assert _titles() == ["outer"]
+
+
+def test_a_refused_commit_leaves_the_joined_scope_working() -> None:
+    """After a refused commit() the scope goes on, and releases its work when it ends."""
+    with transaction.atomic(), session_scope(join_django=True) as session:
+        _insert(session, "a")
+        with pytest.raises(JoinedTransactionError):
+            session.commit()
+        _insert(session, "b")
+        session.flush()
+    assert _titles() == ["a", "b"]

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +35,9 @@ from sqlalchemy import (
     Uuid,
     func,
     insert,
+    literal,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -48,6 +51,7 @@ from tests.testapp.models import (
     Author,
     AuthorProxy,
     Book,
+    Extremes,
     Gadget,
     Profile,
     Tag,
@@ -507,6 +511,14 @@ def test_subclass_of_a_builtin_field_is_mapped_by_internal_type() -> None:
 # -- Against the database ----------------------------------------------------------------------
 
 
+#: Run a test in a plain session (a pool connection) and in a joined one (Django's connection).
+both_sessions = pytest.mark.parametrize("joined", [False, True], ids=["plain", "joined"])
+
+
+def _scope(joined: bool) -> Any:
+    return session_scope(join_django=True) if joined else session_scope()
+
+
 def _make_book(title: str = "Dune", **kwargs: Any) -> Book:
     values: dict[str, Any] = {
         "author": Author.objects.get_or_create(name="Frank Herbert")[0],
@@ -546,13 +558,14 @@ def test_core_join_sees_rows_written_by_the_orm() -> None:
 
 
 @db
-def test_insert_through_the_table_round_trips_through_the_orm() -> None:
+@both_sessions
+def test_insert_through_the_table_round_trips_through_the_orm(joined: bool) -> None:
     """Decimal, UUID, JSON and an aware datetime written by Core read back equal through the ORM."""
     author = Author.objects.create(name="Ursula K. Le Guin", born=datetime.date(1929, 10, 21))
     book = table_for(Book)
     key = uuid.UUID("12345678-1234-5678-1234-567812345678")
     data = {"awards": ["Hugo", "Nebula"], "score": 4.5, "nested": {"ok": True}, "none": None}
-    with session_scope() as session:
+    with _scope(joined) as session:
         new_id = session.execute(
             insert(book)
             .values(
@@ -603,7 +616,8 @@ def test_model_defaults_fill_columns_left_out() -> None:
 
 
 @db
-def test_every_type_reads_and_filters_like_the_orm() -> None:
+@both_sessions
+def test_every_type_reads_and_filters_like_the_orm(joined: bool) -> None:
     """Values written by the ORM read back equal through Core, and Core filters on them match."""
     author = Author.objects.create(name="Octavia E. Butler", born=datetime.date(1947, 6, 22))
     created = Profile.objects.create(
@@ -622,7 +636,7 @@ def test_every_type_reads_and_filters_like_the_orm() -> None:
         views=2**50,
     )
     profile = table_for(Profile)
-    with session_scope() as session:
+    with _scope(joined) as session:
         row = session.execute(select(profile)).one()
         match = session.scalar(
             select(func.count())
@@ -684,13 +698,14 @@ def test_documented_report_and_bulk_insert() -> None:
 
 
 @db
-def test_update_through_the_table_applies_auto_now() -> None:
+@both_sessions
+def test_update_through_the_table_applies_auto_now(joined: bool) -> None:
     """Core updates set auto_now columns, as Model.save() does; the ORM reads Core's values."""
     created = Profile.objects.create(author=Author.objects.create(name="Gene Wolfe"))
     before = created.updated
     time.sleep(0.01)
     profile = table_for(Profile)
-    with session_scope() as session:
+    with _scope(joined) as session:
         session.execute(
             update(profile)
             .where(profile.c.id == created.pk)
@@ -783,3 +798,195 @@ def test_json_in_a_joined_session_is_decoded() -> None:
         connection.ensure_connection()
     assert own == {"isbn": "0441013597", "tags": ["sf"]}
     assert joined == own
+
+
+#: The smallest and the largest value of SmallIntegerField, IntegerField and BigIntegerField.
+INTEGER_EDGES = [(-(2**15), -(2**31), -(2**63)), (2**15 - 1, 2**31 - 1, 2**63 - 1)]
+
+
+@db
+@both_sessions
+def test_integer_edges_round_trip(joined: bool) -> None:
+    """Each integer size's smallest and largest values are written, matched and read back."""
+    extremes = table_for(Extremes)
+    small, regular, big = extremes.c.small, extremes.c.regular, extremes.c.big
+    lowest = INTEGER_EDGES[0]
+    rows = [{"small": s, "regular": r, "big": b} for s, r, b in INTEGER_EDGES]
+    with _scope(joined) as session:
+        session.execute(insert(extremes), rows)
+        read = [tuple(row) for row in session.execute(select(small, regular, big).order_by(small))]
+        matched = session.scalar(
+            select(func.count())
+            .select_from(extremes)
+            .where(small == lowest[0], regular == lowest[1], big == lowest[2])
+        )
+        bound = session.execute(
+            select(
+                literal(lowest[0], SmallInteger()),
+                literal(lowest[1], Integer()),
+                literal(lowest[2], BigInteger()),
+            )
+        ).one()
+    assert read == INTEGER_EDGES
+    assert matched == 1
+    assert tuple(bound) == lowest
+    assert sorted(Extremes.objects.values_list("small", "regular", "big")) == INTEGER_EDGES
+    assert Extremes.objects.filter(small=lowest[0], regular=lowest[1], big=lowest[2]).exists()
+
+
+@contextmanager
+def _django_hstore_adapters(registered: bool) -> Iterator[None]:
+    """Django's connection with its hstore adapters (django.contrib.postgres) or without them."""
+    from django.contrib.postgres.signals import register_type_handlers
+    from django.db.backends.signals import connection_created
+
+    connection.close()  # the next use connects anew, with or without the adapters
+    if not registered:
+        connection_created.disconnect(register_type_handlers)
+    try:
+        yield
+    finally:
+        if not registered:
+            connection_created.connect(register_type_handlers)
+            connection.close()
+
+
+@db
+@pytest.mark.postgresql
+@pytest.mark.parametrize("registered", [True, False], ids=["django-adapters", "no-adapters"])
+def test_hstore_override_in_plain_and_joined_sessions(registered: bool) -> None:
+    """The documented HSTORE override writes and reads dicts in plain and joined sessions alike.
+
+    Whether Django registered its hstore adapters on its connection (values
+    load as dicts) or not (they load as text).
+    """
+    from tests.pgapp.models import Labelled
+
+    labelled = table_for(Labelled, overrides={"labels": pg.HSTORE})
+    Labelled.objects.create(labels={"by": "orm", "size": "L"})
+    with _django_hstore_adapters(registered):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT labels FROM pgapp_labelled")
+            (loaded,) = cursor.fetchone()
+        assert isinstance(loaded, dict if registered else str)
+        with session_scope() as session:
+            session.execute(insert(labelled).values(labels={"by": "plain"}))
+            plain = sorted(session.scalars(select(labelled.c.labels)), key=str)
+        with transaction.atomic(), session_scope(join_django=True) as session:
+            session.execute(insert(labelled).values(labels={"by": "joined", "empty": None}))
+            joined = sorted(session.scalars(select(labelled.c.labels)), key=str)
+            found = session.scalar(
+                select(func.count()).select_from(labelled).where(labelled.c.labels.has_key("empty"))
+            )
+    assert plain == [{"by": "orm", "size": "L"}, {"by": "plain"}]
+    assert joined == [{"by": "joined", "empty": None}, *plain]
+    assert found == 1
+    assert sorted((row.labels for row in Labelled.objects.all()), key=str) == joined
+
+
+# -- Time zones (PostgreSQL returns timestamptz values in the session's time zone) -------------
+
+#: A server default off UTC, as a cluster configured for local time has.
+SERVER_TIME_ZONE = "America/New_York"
+
+
+def _alter_test_database(setting: str) -> None:
+    import psycopg
+
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        admin.execute(f'ALTER DATABASE "{params["NAME"]}" {setting}')
+
+
+@pytest.fixture
+def server_time_zone_off_utc() -> Iterator[None]:
+    """The test database's default time zone is America/New_York for new connections."""
+    from mingus_sessions.engines import dispose_engines
+
+    _alter_test_database(f"SET timezone TO '{SERVER_TIME_ZONE}'")
+    connection.close()
+    dispose_engines()
+    try:
+        yield
+    finally:
+        _alter_test_database("RESET timezone")
+        connection.close()
+        dispose_engines()
+
+
+def _server_default_time_zone() -> str:
+    import psycopg
+
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname=params["NAME"],
+    ) as raw:
+        return str(raw.info.parameter_status("TimeZone"))
+
+
+@pytest.mark.parametrize(("use_tz", "expected"), [(True, "UTC"), (False, "Asia/Kolkata")])
+def test_pools_take_the_time_zone_of_djangos_connection(use_tz: bool, expected: str) -> None:
+    """Engines are built for the time zone Django's own connection runs in."""
+    from mingus_sessions.conf import database_time_zone
+    from mingus_sessions.engines import get_entry
+
+    with override_settings(USE_TZ=use_tz, TIME_ZONE="Asia/Kolkata"):
+        assert database_time_zone("default") == expected == connection.timezone_name
+        expected_in_spec = expected if connection.vendor == "postgresql" else None
+        assert get_entry("main").spec.time_zone == expected_in_spec
+
+
+@db
+@pytest.mark.postgresql
+def test_datetimes_read_in_utc_whatever_the_servers_time_zone(
+    server_time_zone_off_utc: None,
+) -> None:
+    """Plain and joined sessions read the same aware UTC datetimes as the ORM, server zone aside."""
+    assert _server_default_time_zone() == SERVER_TIME_ZONE
+    _make_book("Dune")
+    published = table_for(Book).c.published
+    raw = text("SELECT published FROM testapp_book")
+    with session_scope() as session:
+        plain = [session.scalar(select(published)), session.scalar(raw)]
+        session_zone = session.scalar(text("SHOW TIME ZONE"))
+    with transaction.atomic(), session_scope(join_django=True) as session:
+        joined = [session.scalar(select(published)), session.scalar(raw)]
+    orm = Book.objects.get().published
+    assert session_zone == "UTC"
+    for value in [*plain, *joined, orm]:
+        assert value == PUBLISHED
+        assert value.utcoffset() == datetime.timedelta(0)
+    assert {str(value) for value in [*plain, *joined, orm]} == {str(orm)}
+
+
+@db
+@pytest.mark.postgresql
+def test_without_use_tz_datetimes_read_naive_in_time_zone(server_time_zone_off_utc: None) -> None:
+    """With USE_TZ = False, plain sessions run in TIME_ZONE and read the ORM's naive wall time."""
+    wall_time = datetime.datetime(2024, 3, 1, 9, 15, 30, 123456)
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Kolkata"):
+        connection.close()  # Django sets its adapters up for USE_TZ when it connects
+        _make_book("Dune", published=wall_time)
+        published = table_for(Book).c.published
+        raw = text("SELECT published FROM testapp_book")
+        with session_scope() as session:
+            plain, plain_raw = session.scalar(select(published)), session.scalar(raw)
+        with transaction.atomic(), session_scope(join_django=True) as session:
+            joined, joined_raw = session.scalar(select(published)), session.scalar(raw)
+        orm = Book.objects.get().published
+        connection.close()
+    assert plain == joined == orm == joined_raw == wall_time
+    # psycopg's own loader reads it aware, in the session's time zone: TIME_ZONE.
+    assert plain_raw.replace(tzinfo=None) == wall_time
+    assert plain_raw.utcoffset() == datetime.timedelta(hours=5, minutes=30)

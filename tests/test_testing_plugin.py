@@ -452,6 +452,35 @@ def test_without_access_the_real_database_is_never_reached(
     assert list(pytester.path.glob("real_*")) == []
 
 
+ORM_IN_A_FAILED_SCOPE = """
+    import pytest
+
+    from mingus_sessions import session_scope
+    from tests.testapp.models import Note
+
+
+    def save_then_fail(title):
+        with session_scope():
+            Note.objects.create(title=title)
+            raise ValueError("the code under test fails")
+
+
+    def test_orm_writes_of_a_failed_scope_roll_back(sa_session):
+        Note.objects.create(title="kept")
+        with pytest.raises(ValueError):
+            save_then_fail("dropped")
+        assert list(Note.objects.values_list("title", flat=True)) == ["kept"]
+"""
+
+
+def test_orm_writes_of_a_failed_scope_inside_sa_session_roll_back(
+    pytester: pytest.Pytester, users_suite: str
+) -> None:
+    """Code under test whose scope fails after ORM writes leaves none of them in the test."""
+    pytester.makepyfile(test_orm_in_scopes=ORM_IN_A_FAILED_SCOPE)
+    _run(pytester, "test_orm_in_scopes.py").assert_outcomes(passed=1)
+
+
 @pytest.mark.postgresql
 @pytest.mark.slow
 def test_without_the_plugin_the_pooled_connections_block_the_drop(

@@ -117,3 +117,17 @@ class Gadget(models.Model):
 
     def __str__(self) -> str:
         return str(self.code)
+
+
+class Extremes(models.Model):
+    """An integer column of each size, for the smallest and largest values they hold."""
+
+    small = models.SmallIntegerField()
+    regular = models.IntegerField()
+    big = models.BigIntegerField()
+
+    class Meta:
+        app_label = "testapp"
+
+    def __str__(self) -> str:
+        return f"{self.small}, {self.regular}, {self.big}"
