@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import ReleaseSavepointClause, RollbackToSavepointClause
 
-from . import after_commit
+from . import after_commit, engines
 from ._fork import renew_lock_in_child
 from .engines import PoolEntry
 from .errors import TransactionError
@@ -247,6 +247,11 @@ def _refuse_in_doomed_transactions(dialect: Any, alias: str, pool: str) -> None:
 def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
     """Open a joined session: ``(session, atomic block we opened or None, savepoint)``."""
     alias = entry.config.database
+    guard = engines._connect_guard
+    if guard is not None:
+        # The pytest plugin: refused as the ORM's first query would be, even on
+        # a Django connection the test database setup left open.
+        guard(alias)
     connection = connections[alias]
     refusal = _refusal(alias, entry.name) if connection.in_atomic_block else None
     if refusal is not None:

@@ -373,6 +373,9 @@ BLOCKER_SUITE = '''
         failure = in_a_thread(lambda: select_one("other"))
         assert isinstance(failure, DatabaseOperationForbidden), failure
         assert "'other'" in str(failure)
+        # On Django's own connection too, even one the test database setup left open.
+        with pytest.raises(DatabaseOperationForbidden, match="'other'"):
+            select_one("other", join_django=True)
         assert watch.untouched()
         assert select_one() == 1  # the database it declared
 
