@@ -225,7 +225,7 @@ def _install_listeners(
             dbapi_connection.isolation_level = None
         # As Django does on its own connection: SET only when the server's
         # default differs, which the driver knows without a round trip.
-        zone = time_zone if time_zone and _time_zone(dbapi_connection) != time_zone else None
+        zone = time_zone if time_zone and not _in_zone(dbapi_connection, time_zone) else None
         if statements or zone:
             cursor = dbapi_connection.cursor()
             try:
@@ -341,11 +341,19 @@ def _parameter_status(context: ExceptionContext, name: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _time_zone(dbapi_connection: Any) -> str | None:
-    """The session time zone a PostgreSQL server reported when the connection opened."""
+#: The names PostgreSQL knows for UTC: a server started on a host set to UTC
+#: reports "Etc/UTC", where Django asks for "UTC". Neither needs a SET.
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal"})
+
+
+def _in_zone(dbapi_connection: Any, wanted: str) -> bool:
+    """Whether a PostgreSQL session already runs in the time zone ``wanted``."""
     # psycopg 3 and psycopg2 (2.8+) both keep the server's ParameterStatus.
-    zone = dbapi_connection.info.parameter_status("TimeZone")
-    return str(zone) if zone is not None else None
+    reported = dbapi_connection.info.parameter_status("TimeZone")
+    if reported is None:
+        return False
+    reported = str(reported)
+    return reported == wanted or (reported in _UTC_NAMES and wanted in _UTC_NAMES)
 
 
 def _drop_frames_holding(traceback: TracebackType | None, secret: str) -> None:

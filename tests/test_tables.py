@@ -972,6 +972,27 @@ def test_datetimes_read_in_utc_whatever_the_servers_time_zone(
 
 @db
 @pytest.mark.postgresql
+def test_a_server_already_in_utc_under_another_name_gets_no_set() -> None:
+    """A server reporting "Etc/UTC" already runs in Django's "UTC": new connections are left
+    as they are, with no SET (and its commit) at every connect."""
+    from mingus_sessions.engines import dispose_engines
+
+    _alter_test_database("SET timezone TO 'Etc/UTC'")
+    dispose_engines()
+    try:
+        _make_book("Dune")
+        with session_scope() as session:
+            assert session.scalar(text("SHOW TIME ZONE")) == "Etc/UTC"
+            value = session.scalar(select(table_for(Book).c.published))
+        assert value == PUBLISHED
+        assert value.utcoffset() == datetime.timedelta(0)
+    finally:
+        _alter_test_database("RESET timezone")
+        dispose_engines()
+
+
+@db
+@pytest.mark.postgresql
 def test_without_use_tz_datetimes_read_naive_in_time_zone(server_time_zone_off_utc: None) -> None:
     """With USE_TZ = False, plain sessions run in TIME_ZONE and read the ORM's naive wall time."""
     wall_time = datetime.datetime(2024, 3, 1, 9, 15, 30, 123456)
