@@ -180,11 +180,38 @@ def _joined_engine(entry: PoolEntry) -> Engine:
                 # Registering hstore adapters would change Django's connection.
                 **({"use_native_hstore": False} if entry.spec.vendor == "postgresql" else {}),
             )
+            _leave_connection_setup_to_django(engine)
             _adapt_dialect(engine.dialect)
             _refuse_in_doomed_transactions(engine.dialect, alias, entry.name)
             _engines.clear()  # drop engines of pools that were rebuilt
             _engines[key] = engine
     return engine
+
+
+#: The listeners ``create_engine`` adds to set up each new DB-API connection
+#: for its dialect: psycopg's notice handler, SQLite's ``regexp`` and ``floor``
+#: functions, MySQL's ``SET NAMES``, an isolation level.
+_CONNECTION_SETUP = (
+    "create_engine.<locals>.on_connect",
+    "DefaultDialect._builtin_onconnect.<locals>.builtin_connect",
+)
+
+
+def _leave_connection_setup_to_django(engine: Engine) -> None:
+    """Keep SQLAlchemy's per-connection dialect setup off Django's connection.
+
+    The joined engine's pool "connects" at every checkout (it borrows Django's
+    connection each time), so that setup would run again at every joined
+    scope: psycopg's notice handlers pile up on a persistent connection, and
+    SQLite's ``regexp`` would replace Django's (which also takes numbers, as
+    the ORM's ``__regex`` on an integer column needs). Django has set its
+    connection up already. The dialect's one-time ``initialize`` (server
+    version and capabilities) is kept.
+    """
+    pool = engine.pool
+    for listener in list(pool.dispatch.connect):
+        if getattr(listener, "__qualname__", "") in _CONNECTION_SETUP:
+            event.remove(pool, "connect", listener)
 
 
 def _adapt_dialect(dialect: Any) -> None:

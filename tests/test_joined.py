@@ -276,3 +276,23 @@ def test_a_refused_commit_leaves_the_joined_scope_working() -> None:
         _insert(session, "b")
         session.flush()
     assert _titles() == ["a", "b"]
+
+
+def test_joined_scopes_leave_djangos_connection_as_django_set_it_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Joined scopes add nothing to Django's connection each time they borrow it: no psycopg
+    notice handler piling up, no SQLite regexp function replacing Django's."""
+    with transaction.atomic():
+        Note.objects.create(title="1")
+        for _ in range(3):
+            with session_scope(join_django=True) as session:
+                session.execute(text("SELECT 1"))
+        # Django's regexp also takes numbers, as a lookup on an integer column needs.
+        assert Note.objects.filter(id__regex=r"^[0-9]+$").count() == 1
+        if connection.vendor == "postgresql":
+            caplog.set_level("INFO", logger="sqlalchemy.dialects.postgresql")
+            with connection.cursor() as cursor:
+                cursor.execute("DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$")
+            noticed = [r for r in caplog.records if "hello from the server" in r.getMessage()]
+            assert noticed == []
