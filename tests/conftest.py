@@ -68,20 +68,10 @@ def test_database(django_db_setup: None) -> str:
 @pytest.fixture(scope="module")
 def pg(test_database: str) -> Iterator[Any]:
     """An autocommit psycopg connection to the test database, with the tables tasks write."""
-    import psycopg
-    from django.db import connections
-
     from tests import celery_app as worker_module
+    from tests.helpers import admin_connection
 
-    params = connections["default"].settings_dict
-    conn = psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname=test_database,
-        autocommit=True,
-    )
+    conn = admin_connection(test_database)
     for statement in worker_module.SCHEMA:
         conn.execute(statement)
     try:

@@ -33,6 +33,41 @@ class NoteRow(Base):
     body: Mapped[str] = mapped_column(Text, default="")
 
 
+def poll(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
+    """The first true value of ``condition()`` within ``timeout`` seconds; fails the test after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s")
+        time.sleep(step)
+
+
+def wait_for_health_pings(timeout: float = 30.0) -> None:
+    """Wait for health-check pings still out (one may hold a connection of a pool)."""
+    for thread in [t for t in threading.enumerate() if t.name.startswith("mingus-health-")]:
+        thread.join(timeout)
+        assert not thread.is_alive(), f"{thread.name} still waits for the database"
+
+
+def admin_connection(dbname: str = "postgres") -> Any:
+    """An autocommit psycopg connection to the server of the alias "default", made directly."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.settings_dict
+    return psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname=dbname,
+        autocommit=True,
+    )
+
+
 def closed_port() -> int:
     """A port of 127.0.0.1 that nothing listens on (a connection there is refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -26,7 +26,7 @@ from mingus_sessions import current_session, get_circuit_breaker, get_engine, se
 from mingus_sessions.errors import CircuitOpenError, TransactionError
 from mingus_sessions.stats import session_stats
 from tests import views
-from tests.helpers import add_unreachable_alias
+from tests.helpers import add_unreachable_alias, admin_connection
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -210,7 +210,6 @@ def test_stream_abandoned_by_the_client_rolls_back(client: Client) -> None:
 def test_documented_streaming_export_fetches_in_batches(client: Client) -> None:
     """docs/web.md's export reads its rows through a server-side cursor, a batch at a time, so
     memory stays flat however many rows there are (the earlier example loaded them all)."""
-    import psycopg
     from django.db import connection
 
     with session_scope() as session:
@@ -223,14 +222,7 @@ def test_documented_streaming_export_fetches_in_batches(client: Client) -> None:
     try:
         chunks = iter(response.streaming_content)  # type: ignore[attr-defined]
         assert next(chunks) == b"row-0000\n"
-        with psycopg.connect(
-            host=params["HOST"],
-            port=params["PORT"],
-            user=params["USER"],
-            password=params["PASSWORD"] or None,
-            dbname="postgres",
-            autocommit=True,
-        ) as admin:
+        with admin_connection() as admin:
             (query,) = admin.execute(
                 "SELECT query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
                 (params["NAME"], "mingus_sessions:main"),

@@ -47,6 +47,7 @@ from sqlalchemy.schema import FetchedValue
 
 from mingus_sessions import SessionError, session_scope
 from mingus_sessions.tables import TableMappingError, _clear, metadata, table_for
+from tests.helpers import admin_connection
 from tests.testapp.models import (
     Author,
     AuthorProxy,
@@ -891,18 +892,8 @@ SERVER_TIME_ZONE = "America/New_York"
 
 
 def _alter_test_database(setting: str) -> None:
-    import psycopg
-
-    params = connection.settings_dict
-    with psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        admin.execute(f'ALTER DATABASE "{params["NAME"]}" {setting}')
+    with admin_connection() as admin:
+        admin.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" {setting}')
 
 
 @pytest.fixture
@@ -922,16 +913,7 @@ def server_time_zone_off_utc() -> Iterator[None]:
 
 
 def _server_default_time_zone() -> str:
-    import psycopg
-
-    params = connection.settings_dict
-    with psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname=params["NAME"],
-    ) as raw:
+    with admin_connection(str(connection.settings_dict["NAME"])) as raw:
         return str(raw.info.parameter_status("TimeZone"))
 
 

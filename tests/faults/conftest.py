@@ -15,9 +15,7 @@ import copy
 import os
 import signal
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from mingus_sessions import get_engine
+from tests.helpers import wait_for_health_pings
 
 PGDATA = os.environ.get("MINGUS_FAULTS_PGDATA", "")
 HERE = Path(__file__).resolve().parent
@@ -44,18 +43,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(skip)
-
-
-def poll(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    """The first true value of ``condition()`` within ``timeout`` seconds; fails the test after."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not within {timeout:g} s")
-        time.sleep(step)
 
 
 class Cluster:
@@ -145,14 +132,6 @@ def cluster() -> Iterator[Cluster]:
             found.start()
         _close_django_connections()
         wait_for_health_pings()
-
-
-def wait_for_health_pings(timeout: float = 30.0) -> None:
-    """Wait for health-check pings still out (they may hold a connection of a pool)."""
-    pings = [t for t in threading.enumerate() if t.name.startswith("mingus-health-")]
-    for thread in pings:
-        thread.join(timeout)
-        assert not thread.is_alive(), f"{thread.name} still waits for the database"
 
 
 def configure(settings: Any, *, breaker: dict[str, Any] | None = None, **pools: Any) -> None:

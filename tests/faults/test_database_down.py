@@ -24,7 +24,8 @@ from mingus_sessions import (
     session_scope,
 )
 from mingus_sessions.stats import session_stats
-from tests.faults.conftest import Cluster, checked_out, configure, poll
+from tests.faults.conftest import Cluster, checked_out, configure
+from tests.helpers import poll
 
 pytestmark = [
     pytest.mark.postgresql,

@@ -22,9 +22,7 @@ import os
 import random
 import socket
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests import helpers
+from tests.helpers import poll
 
 BASE = os.environ.get("MINGUS_TOPOLOGY_BASE", "")
 RUN = os.environ.get("MINGUS_TOPOLOGY_RUN", "")
@@ -74,18 +73,6 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
     )
     assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}: {result.stderr}"
     return result.stdout
-
-
-def poll(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """The first true value of ``condition()`` within ``timeout`` seconds; fails the test after."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not within {timeout:g} s")
-        time.sleep(step)
 
 
 def workdir(name: str) -> Path:
@@ -199,13 +186,6 @@ def configure(
     if retry is not None:
         config["RETRY"] = {**config.get("RETRY", {}), **retry}
     settings.MINGUS_SESSIONS = config
-
-
-def wait_for_health_pings(timeout: float = 30.0) -> None:
-    """Wait for health-check pings still out (one may hold a connection attempt)."""
-    for thread in [t for t in threading.enumerate() if t.name.startswith("mingus-health-")]:
-        thread.join(timeout)
-        assert not thread.is_alive(), f"{thread.name} still waits for the database"
 
 
 # -- PgBouncer ----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from mingus_sessions import (
     session_scope,
 )
 from mingus_sessions.metrics.api import check_pool
-from tests.topology.conftest import Cluster, Network, add_alias, configure, wait_for_health_pings
+from tests.helpers import wait_for_health_pings
+from tests.topology.conftest import Cluster, Network, add_alias, configure
 
 POOL_SIZE = 2
 THRESHOLD = 4

@@ -26,7 +26,8 @@ from mingus_sessions import (
     session_scope,
 )
 from mingus_sessions.retry import is_transient
-from tests.topology.conftest import Cluster, add_alias, configure, poll
+from tests.helpers import poll
+from tests.topology.conftest import Cluster, add_alias, configure
 
 
 @pytest.fixture(scope="module")
