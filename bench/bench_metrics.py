@@ -146,8 +146,8 @@ def use_monitoring(on: bool, **overrides: Any) -> None:
 
 
 def check_monitoring(on: bool) -> None:
+    from mingus_sessions._core.recorder import PoolRecorder
     from mingus_sessions.engines import get_entry
-    from mingus_sessions.metrics.recorder import PoolRecorder
 
     probe = get_entry().probe
     if isinstance(probe, PoolRecorder) != on:
@@ -401,8 +401,8 @@ def recorder_sizes() -> dict[str, int]:
     Read generically (every list, dict, set or histogram among the recorder's
     attributes), so that it keeps working as the recorder's internals change.
     """
+    from mingus_sessions._core.histogram import Histogram
     from mingus_sessions.engines import get_entry
-    from mingus_sessions.metrics.histogram import Histogram
 
     entry = get_entry()
     probe = entry.probe

@@ -141,8 +141,8 @@ def _ns(stmt: Callable[[], Any], number: int = 20000) -> float:
 
 def per_call() -> None:
     """Per-call costs of the recorder's pieces, each skipped if this version lacks it."""
-    from mingus_sessions.metrics import recorder as rec
-    from mingus_sessions.metrics.histogram import Histogram
+    from mingus_sessions._core import recorder as rec
+    from mingus_sessions._core.histogram import Histogram
 
     histogram = Histogram()
     rows: list[tuple[str, Callable[[], Any] | None]] = [

@@ -6,11 +6,8 @@ every module not documented in ``docs/`` is private and may change.
 
 from __future__ import annotations
 
-from .after_commit import on_commit
-from .breaker import CircuitBreaker
-from .breakers import get_circuit_breaker
-from .engines import dispose_engines, get_engine
-from .errors import (
+from ._core.breaker import CircuitBreaker
+from ._core.errors import (
     AfterCommitError,
     AuthenticationError,
     CircuitOpenError,
@@ -28,9 +25,12 @@ from .errors import (
     TransactionError,
     TransactionTimeoutError,
 )
+from ._core.translate import is_transient
+from .after_commit import on_commit
+from .breakers import get_circuit_breaker
+from .engines import dispose_engines, get_engine
 from .retry import execute_with_retry, retry_on_transient
 from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
-from .translate import is_transient
 
 __version__ = "0.1.0.dev0"
 

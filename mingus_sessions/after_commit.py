@@ -24,15 +24,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from .errors import AfterCommitError
-
-if TYPE_CHECKING:
-    from .sessions import _Frame
+from ._core.errors import AfterCommitError
+from ._core.frames import Frame, innermost
 
 __all__ = ["on_commit"]
 
@@ -55,16 +53,14 @@ def on_commit(callback: Callable[[], Any], pool: str | None = None) -> None:
 
     Outside any scope there is nothing to wait for: the callback runs at once.
     """
-    from .sessions import _innermost_frame
-
-    frame = _innermost_frame(pool)
+    frame = innermost(pool)
     if frame is None:
         callback()
         return
     register(frame, callback)
 
 
-def register(frame: _Frame, callback: Callable[[], Any]) -> None:
+def register(frame: Frame, callback: Callable[[], Any]) -> None:
     """Make ``callback`` wait for the transaction of ``frame``, an active scope."""
     if frame.joined:
         _register_joined(frame.session, frame.pool, callback)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from . import conf
-from ._fork import renew_lock_in_child
-from .breaker import CircuitBreaker
+from ._core.breaker import CircuitBreaker
+from ._core.fork import renew_lock_in_child
 
 __all__ = ["breaker_for", "get_circuit_breaker"]
 

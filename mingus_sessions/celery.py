@@ -32,9 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from . import conf
-from .after_commit import on_commit
-from .breakers import get_circuit_breaker
-from .errors import (
+from ._core.errors import (
     AuthenticationError,
     CircuitOpenError,
     DatabaseConnectionError,
@@ -44,12 +42,15 @@ from .errors import (
     SerializationError,
     SessionError,
 )
+from ._core.frames import active_scope as _active
+from ._core.retry import backoff_delay
+from ._core.stats import session_stats, transaction_stats
+from ._core.translate import classify, is_transient
+from .after_commit import on_commit
+from .breakers import get_circuit_breaker
 from .metrics import monitor
-from .retry import backoff_delay, execute_with_retry
-from .scope_context import active_scope as _active
+from .retry import execute_with_retry
 from .sessions import LazyScope, _session_decorator, session_scope
-from .stats import session_stats, transaction_stats
-from .translate import classify, is_transient
 
 __all__ = [
     "DatabaseTask",

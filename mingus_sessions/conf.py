@@ -17,9 +17,9 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from ._fork import renew_lock_in_child
-from .config import SETTING, Config, PoolConfig, Problem, parse_settings
-from .errors import ConfigurationError
+from ._core.config import SETTING, Config, PoolConfig, Problem, parse_settings
+from ._core.errors import ConfigurationError
+from ._core.fork import renew_lock_in_child
 
 __all__ = [
     "database_settings",

@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, PoolProxiedConnection
 
 from . import conf
-from .config import Config, PoolConfig, key_path
-from .engine_args import EngineSpec, build_engine_spec
-from .errors import ConfigurationError, TransactionTimeoutError
-from .metrics.recorder import PoolRecorder
-from .pools import PoolProbe, WaitAwareQueuePool
-from .translate import classify, connect_option_error, summary
+from ._core.config import Config, PoolConfig, key_path
+from ._core.engine_args import EngineSpec, build_engine_spec
+from ._core.errors import ConfigurationError, TransactionTimeoutError
+from ._core.pools import PoolProbe, WaitAwareQueuePool
+from ._core.recorder import PoolRecorder
+from ._core.translate import classify, connect_option_error, summary
 
 __all__ = ["PoolEntry", "dispose_engines", "get_engine", "get_entry", "pool_names"]
 

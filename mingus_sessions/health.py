@@ -24,7 +24,7 @@ import logging
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from .errors import ConfigurationError
+from ._core.errors import ConfigurationError
 from .metrics.api import DEGRADED, UNHEALTHY, _failure_summary, check_pool
 
 __all__ = ["PoolHealthCheck"]

@@ -32,9 +32,9 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import ReleaseSavepointClause, RollbackToSavepointClause
 
 from . import after_commit, engines
-from ._fork import renew_lock_in_child
+from ._core.errors import TransactionError
+from ._core.fork import renew_lock_in_child
 from .engines import PoolEntry
-from .errors import TransactionError
 
 __all__ = ["JoinedTransactionError", "close_joined", "open_joined"]
 

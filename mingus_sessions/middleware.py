@@ -39,9 +39,9 @@ from django.utils.module_loading import import_string
 from sqlalchemy.orm import Session
 
 from . import conf
-from .errors import ConfigurationError, SessionError
+from ._core.errors import ConfigurationError, SessionError
+from ._core.frames import active_scope as _active
 from .metrics import monitor
-from .scope_context import active_scope as _active
 from .sessions import LazyScope
 
 __all__ = ["RequestSession", "SessionMiddleware", "request_session_type"]

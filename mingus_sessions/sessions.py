@@ -24,19 +24,20 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, SessionTransaction
 
 from . import after_commit, conf
-from .breaker import CircuitBreaker, counts_as_failure
-from .breakers import breaker_for
-from .engines import PoolEntry, aborted_connections, get_entry
-from .errors import (
+from ._core.breaker import CircuitBreaker, counts_as_failure
+from ._core.errors import (
     DatabaseConnectionError,
     SessionError,
     TransactionError,
     TransactionTimeoutError,
 )
-from .metrics.recorder import Opened, note_opening
-from .scope_context import active_scope as _active
-from .stats import session_stats
-from .translate import commit_outcome_unknown, pool_exhausted, translate
+from ._core.frames import Frame, find
+from ._core.frames import active_scope as _active
+from ._core.recorder import note_opening
+from ._core.stats import session_stats
+from ._core.translate import commit_outcome_unknown, pool_exhausted, translate
+from .breakers import breaker_for
+from .engines import PoolEntry, aborted_connections, get_entry
 
 __all__ = [
     "LazyScope",
@@ -51,61 +52,6 @@ logger = logging.getLogger("mingus_sessions")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class _Frame:
-    """One active scope: its pool and session (opened on first use by a LazyScope).
-
-    The class attributes are the values of a frame that nothing has changed
-    yet: a :class:`LazyScope`, which is its own frame, is created writing only
-    its pool (and a request's scope not even that), so a request that never
-    uses its session pays for one small object.
-    """
-
-    pool: str
-    #: The next active scope out, in this context.
-    parent: _Frame | None = None
-    #: A scope running in Django's transaction (``join_django=True``).
-    joined: bool = False
-    _session: Session | None = None
-    #: on_commit callbacks registered before a lazy session was opened.
-    early: list[Callable[[], Any]] | None = None
-    #: Where the session was opened, for leak reports (when they are on).
-    opened_at: Opened | None = None
-
-    def __init__(
-        self, pool: str, session: Session | None, parent: _Frame | None, joined: bool
-    ) -> None:
-        self.pool = pool
-        self._session = session
-        self.parent = parent
-        self.joined = joined
-
-    @property
-    def session(self) -> Session:
-        session = self._session
-        assert session is not None  # set by __init__; LazyScope opens its own
-        return session
-
-    @property
-    def opened(self) -> bool:
-        return self._session is not None
-
-
-def _find(pool: str, *, joined_only: bool = False) -> _Frame | None:
-    frame = _active.get()
-    while frame is not None:
-        if frame.pool == pool and (frame.joined or not joined_only):
-            return frame
-        frame = frame.parent
-    return None
-
-
-def _innermost_frame(pool: str | None = None) -> _Frame | None:
-    frame = _active.get()
-    while frame is not None and pool is not None and frame.pool != pool:
-        frame = frame.parent
-    return frame
 
 
 def get_session(pool: str | None = None) -> Session:
@@ -202,7 +148,7 @@ def _record_failure(breaker: CircuitBreaker | None, exc: BaseException) -> bool:
 
 
 def _open_session(
-    entry: PoolEntry, frame: _Frame, depth: int
+    entry: PoolEntry, frame: Frame, depth: int
 ) -> tuple[Session, CircuitBreaker | None]:
     """A new session of ``entry``'s pool for ``frame``, admitted by its circuit breaker.
 
@@ -463,7 +409,7 @@ def _begin_savepoint(session: Session) -> SessionTransaction:
     return savepoint
 
 
-class LazyScope(_Frame):
+class LazyScope(Frame):
     """A scope whose session opens on first use: the request's and the task's.
 
     It is its own frame. :meth:`activate` makes it the innermost scope of its
@@ -499,7 +445,7 @@ class LazyScope(_Frame):
             self.early = None
         return session
 
-    def _enclosing(self) -> _Frame | None:
+    def _enclosing(self) -> Frame | None:
         """The next scope out of the same pool, which this one is a savepoint of."""
         outer = self.parent
         while outer is not None and outer.pool != self.pool:
@@ -519,13 +465,13 @@ class LazyScope(_Frame):
             session = self._session = self._open()
         return session
 
-    def activate(self) -> Token[_Frame | None]:
+    def activate(self) -> Token[Frame | None]:
         """Make this the innermost scope of its pool here; pass the token to deactivate()."""
         self.parent = _active.get()
         return _active.set(self)
 
     @staticmethod
-    def deactivate(token: Token[_Frame | None]) -> None:
+    def deactivate(token: Token[Frame | None]) -> None:
         _active.reset(token)
 
     def finish(self, *, commit: bool, exc: BaseException | None = None) -> None:
@@ -584,16 +530,16 @@ class _Scope:
         self._savepoint: SessionTransaction | None = None
         self._breaker: CircuitBreaker | None = None
         self._atomic: Any = None
-        self._token: Token[_Frame | None] | None = None
+        self._token: Token[Frame | None] | None = None
 
     def __enter__(self) -> Session:
         name = self._pool if self._pool is not None else conf.get_config().default_pool
         self._name = name
         if not self._independent:
-            outer = _find(name, joined_only=self._join)
+            outer = find(name, joined_only=self._join)
             if outer is not None:
                 return self._enter_savepoint(outer.session)
-        frame = _Frame(name, None, _active.get(), self._join)
+        frame = Frame(name, None, _active.get(), self._join)
         if self._join:
             from .joined import open_joined
 

@@ -36,8 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine, to_instance
 
 from ._column_types import TYPES
-from ._fork import renew_lock_in_child
-from .errors import SessionError
+from ._core.errors import SessionError
+from ._core.fork import renew_lock_in_child
 
 __all__ = ["TableMappingError", "metadata", "table_for"]
 

@@ -159,10 +159,10 @@ def _fixtures_plugin() -> ModuleType:
     # (A plugin object with fixture methods would do, but pytest deprecates
     # session-scoped fixtures defined as instance methods.)
     from . import conf
+    from ._core.stats import session_stats
     from .breakers import _forget
     from .engines import dispose_engines
     from .sessions import session_scope
-    from .stats import session_stats
 
     @pytest.fixture(scope="session")
     def django_db_setup(django_db_setup: None) -> Iterator[None]:
@@ -221,8 +221,8 @@ def _fixtures_plugin() -> ModuleType:
     @pytest.fixture
     def reset_mingus_sessions() -> Iterator[None]:
         """Closed breakers and zeroed counters; afterwards no sampler and no engine left."""
+        from ._core.stats import transaction_stats
         from .metrics.monitor import stop_monitoring
-        from .stats import transaction_stats
 
         _forget()
         session_stats.reset()

@@ -23,7 +23,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
 from . import conf
-from .errors import ConfigurationError
+from ._core.errors import ConfigurationError
 from .metrics.api import (
     HEALTHY,
     UNHEALTHY,

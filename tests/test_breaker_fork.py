@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from mingus_sessions import CircuitOpenError, breakers, joined, session_scope
-from mingus_sessions.breaker import CircuitBreaker
-from mingus_sessions.stats import session_stats, transaction_stats
+from mingus_sessions._core.breaker import CircuitBreaker
+from mingus_sessions._core.stats import session_stats, transaction_stats
 from tests.helpers import run_in_a_forked_child
 
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from mingus_sessions import engines, session_scope
+from mingus_sessions._core.pools import WaitAwareQueuePool
 from mingus_sessions.engines import get_entry
-from mingus_sessions.pools import WaitAwareQueuePool
 
 SELECT_1 = text("SELECT 1")
 SCOPES = 50

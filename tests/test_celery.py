@@ -45,6 +45,7 @@ from mingus_sessions import (
     on_commit,
     session_scope,
 )
+from mingus_sessions._core.stats import session_stats, transaction_stats
 from mingus_sessions.celery import (
     DatabaseTask,
     TaskDatabase,
@@ -55,7 +56,6 @@ from mingus_sessions.celery import (
     should_retry,
     with_celery_db_session,
 )
-from mingus_sessions.stats import session_stats, transaction_stats
 from tests.helpers import NoteRow
 
 #: Tasks commit through their own sessions, so tests that touch the database see real

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mingus_sessions.config import (
+from mingus_sessions._core.config import (
     DEFAULTS,
     POOL_DEFAULTS,
     BreakerConfig,

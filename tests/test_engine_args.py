@@ -11,15 +11,15 @@ from django.core.exceptions import ImproperlyConfigured
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
-from mingus_sessions.config import PoolConfig
-from mingus_sessions.engine_args import (
+from mingus_sessions._core.config import PoolConfig
+from mingus_sessions._core.engine_args import (
     DEFAULT_CONNECT_TIMEOUT,
     EngineSpec,
     build_engine_spec,
     postgresql_driver,
 )
+from mingus_sessions._core.pools import WaitAwareQueuePool
 from mingus_sessions.errors import ConfigurationError
-from mingus_sessions.pools import WaitAwareQueuePool
 
 PASSWORD = "p@ss/w:rd#?%&="
 

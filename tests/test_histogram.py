@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from mingus_sessions.metrics import histogram
-from mingus_sessions.metrics.histogram import Histogram, quantile_of
+from mingus_sessions._core import histogram
+from mingus_sessions._core.histogram import Histogram, quantile_of
 
 
 def test_the_lookup_table_agrees_with_the_bucket_formula() -> None:

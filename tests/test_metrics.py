@@ -29,6 +29,8 @@ from mingus_sessions import (
     get_engine,
     session_scope,
 )
+from mingus_sessions._core.histogram import Histogram
+from mingus_sessions._core.recorder import PoolRecorder
 from mingus_sessions.engines import get_entry
 from mingus_sessions.errors import DatabaseUnavailableError
 from mingus_sessions.metrics import (
@@ -43,8 +45,6 @@ from mingus_sessions.metrics import (
     stop_monitoring,
 )
 from mingus_sessions.metrics.api import check_pool, overall_status
-from mingus_sessions.metrics.histogram import Histogram
-from mingus_sessions.metrics.recorder import PoolRecorder
 from tests.helpers import Holder, add_postgresql_alias, closed_port
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
@@ -635,8 +635,8 @@ def test_null_pool_reports_connections_in_use(settings: Any) -> None:
 # hot path), so a failure is injected into what they call: the stack walk of a checkout
 # outside a scope and the hold-time histogram. The other listeners are replaced whole.
 _INJECTED = {
-    "_on_checkout": ("mingus_sessions.metrics.recorder.capture_stack", None),
-    "_on_checkin": ("mingus_sessions.metrics.recorder.Histogram.record", None),
+    "_on_checkout": ("mingus_sessions._core.recorder.capture_stack", None),
+    "_on_checkin": ("mingus_sessions._core.recorder.Histogram.record", None),
 }
 
 

@@ -23,8 +23,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from mingus_sessions import current_session, get_circuit_breaker, get_engine, session_scope
+from mingus_sessions._core.stats import session_stats
 from mingus_sessions.errors import CircuitOpenError, TransactionError
-from mingus_sessions.stats import session_stats
 from tests import views
 from tests.helpers import add_unreachable_alias, admin_connection
 

@@ -32,6 +32,7 @@ from django.test import Client
 from sqlalchemy import event, text
 
 from mingus_sessions import get_engine, get_session, session_scope
+from mingus_sessions._core.recorder import SLOWEST_KEPT, PoolRecorder
 from mingus_sessions.engines import get_entry
 from mingus_sessions.metrics import (
     get_fleet_metrics,
@@ -40,7 +41,6 @@ from mingus_sessions.metrics import (
     start_monitoring,
     stop_monitoring,
 )
-from mingus_sessions.metrics.recorder import SLOWEST_KEPT, PoolRecorder
 from mingus_sessions.sessions import LazyScope
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")

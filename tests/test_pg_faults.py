@@ -40,7 +40,7 @@ from mingus_sessions import (
     get_engine,
     session_scope,
 )
-from mingus_sessions.stats import session_stats
+from mingus_sessions._core.stats import session_stats
 from tests.helpers import run_in_a_forked_child
 
 psycopg = pytest.importorskip("psycopg")

@@ -17,8 +17,7 @@ from django.db import connections
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 
-from mingus_sessions import get_circuit_breaker, get_engine, session_scope
-from mingus_sessions.retry import is_transient
+from mingus_sessions import get_circuit_breaker, get_engine, is_transient, session_scope
 from tests.helpers import add_alias
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]

@@ -21,6 +21,7 @@ from django.db import connections
 from sqlalchemy import event, text
 
 from mingus_sessions import PoolExhaustedError, session_scope
+from mingus_sessions._core.recorder import PoolRecorder
 from mingus_sessions.engines import get_engine, get_entry
 from mingus_sessions.metrics import (
     advise_pools,
@@ -30,7 +31,6 @@ from mingus_sessions.metrics import (
     stop_monitoring,
 )
 from mingus_sessions.metrics.prometheus import CONTENT_TYPE
-from mingus_sessions.metrics.recorder import PoolRecorder
 from tests.helpers import Holder
 
 parser = pytest.importorskip("prometheus_client.parser")

@@ -28,7 +28,7 @@ from mingus_sessions import (
     get_engine,
     session_scope,
 )
-from mingus_sessions.stats import session_stats
+from mingus_sessions._core.stats import session_stats
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 

@@ -85,7 +85,7 @@ def secret(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     # echo=True gave these loggers a handler of SQLAlchemy's own; leave none behind.
     for name in (
         "sqlalchemy.engine.Engine.secret",
-        "mingus_sessions.pools.WaitAwareQueuePool.secret",
+        "mingus_sessions._core.pools.WaitAwareQueuePool.secret",
     ):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):

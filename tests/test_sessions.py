@@ -34,10 +34,10 @@ from mingus_sessions import (
     session_scope,
     with_db_session,
 )
+from mingus_sessions._core.retry import backoff_delay
+from mingus_sessions._core.stats import session_stats
 from mingus_sessions.after_commit import on_commit
-from mingus_sessions.retry import backoff_delay
 from mingus_sessions.sessions import LazyScope
-from mingus_sessions.stats import session_stats
 from tests.helpers import NoteRow, add_unreachable_alias
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")

@@ -25,7 +25,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
 import mingus_sessions
-from mingus_sessions import errors
+from mingus_sessions._core import errors
+from mingus_sessions._core.translate import classify, is_transient, pool_exhausted, translate
 from mingus_sessions.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -42,7 +43,6 @@ from mingus_sessions.errors import (
     TransactionError,
     TransactionTimeoutError,
 )
-from mingus_sessions.translate import classify, is_transient, pool_exhausted, translate
 
 try:
     import psycopg

@@ -23,10 +23,10 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
 from .. import conf
+from .._core.recorder import PoolRecorder
 from ..engines import get_entry
 from ..metrics import monitor
 from ..metrics.api import get_pool_metrics, get_session_stats
-from ..metrics.recorder import PoolRecorder
 from ..metrics.snapshot import PoolMetrics
 from .actions import ACTIONS, PoolAction
 from .charts import Line, format_ms, format_percent, line_chart, utilization_bar

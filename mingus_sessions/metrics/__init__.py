@@ -1,7 +1,7 @@
 """Pool and session metrics, health, monitoring, the fleet view and sizing advice.
 
-The functions are imported lazily (PEP 562), so that the pool module can use
-:mod:`mingus_sessions.metrics.histogram` without importing the registry.
+The functions are imported lazily (PEP 562): importing this package (as the
+middleware does for the sampler) loads none of the reporting modules.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._core.histogram import Percentiles
     from .advice import advise_pools
     from .api import (
         check_all_pools,
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
         get_transaction_stats,
         reset_metrics,
     )
-    from .histogram import Percentiles
     from .monitor import get_fleet_metrics, start_monitoring, stop_monitoring
     from .prometheus import render_prometheus
     from .snapshot import PoolMetrics
@@ -32,7 +32,7 @@ _WHERE = {
     "get_session_stats": ".api",
     "get_transaction_stats": ".api",
     "reset_metrics": ".api",
-    "Percentiles": ".histogram",
+    "Percentiles": "mingus_sessions._core.histogram",
     "get_fleet_metrics": ".monitor",
     "start_monitoring": ".monitor",
     "stop_monitoring": ".monitor",

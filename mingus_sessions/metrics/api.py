@@ -11,11 +11,11 @@ from typing import Any, overload
 from sqlalchemy.pool import QueuePool
 
 from .. import conf
+from .._core.errors import ConfigurationError
+from .._core.recorder import PoolRecorder
+from .._core.stats import session_stats, transaction_stats
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
-from ..errors import ConfigurationError
-from ..stats import session_stats, transaction_stats
-from .recorder import PoolRecorder
 from .snapshot import PoolMetrics, snapshot
 
 __all__ = [

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import conf
+from .._core.histogram import quantile_of
+from .._core.recorder import PoolRecorder
 from ..engines import get_entry, pool_names
 from .api import get_pool_metrics, get_session_stats
-from .histogram import quantile_of
-from .recorder import PoolRecorder
 from .snapshot import PoolMetrics
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..stats import session_stats
-from .histogram import Percentiles
+from .._core.histogram import Percentiles
+from .._core.stats import session_stats
 from .snapshot import PoolMetrics
 
 __all__ = ["CONTENT_TYPE", "render_prometheus"]
@@ -179,8 +179,8 @@ def render_prometheus(
 
 
 def _sums(pools: dict[str, PoolMetrics]) -> dict[str, tuple[float, float, float]]:
+    from .._core.recorder import PoolRecorder
     from ..engines import get_entry
-    from .recorder import PoolRecorder
 
     sums: dict[str, tuple[float, float, float]] = {}
     for name in pools:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from mingus_sessions import ConnectionTimeoutError, get_engine, session_scope
 from mingus_sessions import views as endpoint_views
-from mingus_sessions.stats import session_stats
+from mingus_sessions._core.stats import session_stats
 from tests.faults.conftest import Cluster, checked_out, configure
 from tests.helpers import wait_for_health_pings
 

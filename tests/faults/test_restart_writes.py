@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import text
 
 from mingus_sessions import SessionError, get_circuit_breaker, session_scope
-from mingus_sessions.stats import session_stats
+from mingus_sessions._core.stats import session_stats
 from tests.faults.conftest import Cluster, checked_out, configure
 from tests.helpers import poll
 

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from mingus_sessions import session_scope
-from mingus_sessions.stats import session_stats
+from mingus_sessions._core.stats import session_stats
 from tests.faults.conftest import checked_out, configure
 
 psycopg = pytest.importorskip("psycopg")

@@ -19,8 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from mingus_sessions import get_engine, session_scope
-from mingus_sessions.retry import is_transient
+from mingus_sessions import get_engine, is_transient, session_scope
 from tests.topology.conftest import Bouncer, Cluster, add_alias, configure
 
 SCOPES = 200

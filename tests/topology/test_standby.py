@@ -23,9 +23,9 @@ from mingus_sessions import (
     execute_with_retry,
     get_circuit_breaker,
     get_engine,
+    is_transient,
     session_scope,
 )
-from mingus_sessions.retry import is_transient
 from tests.helpers import poll
 from tests.topology.conftest import Cluster, add_alias, configure
 

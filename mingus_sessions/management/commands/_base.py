@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ..._core.errors import ConfigurationError
 from ...engines import pool_names
-from ...errors import ConfigurationError
 
 __all__ = ["USAGE_ERROR", "PoolCommand", "positive_seconds"]
 

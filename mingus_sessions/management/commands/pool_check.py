@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from ..._core.errors import ConfigurationError
 from ...engines import get_entry
-from ...errors import ConfigurationError
 from ...metrics.api import (
     DEFAULT_HEALTH_TIMEOUT,
     MISCONFIGURED,

@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine.interfaces import ExceptionContext
 
-from ..pools import ACQUIRE_STARTED, PoolProbe
-from ..scope_context import active_scope
+from .frames import Opened, active_scope
 from .histogram import Histogram
+from .pools import ACQUIRE_STARTED, PoolProbe
 
 __all__ = ["PoolRecorder", "SlowQuery"]
 
@@ -93,8 +93,6 @@ class SlowQuery:
 
 #: A stack captured whole, innermost first: (code object, instruction offset) per frame.
 Stack = tuple[tuple[CodeType, int], ...]
-#: Where a scope opened its session: (code object, instruction offset, thread ident).
-Opened = tuple[CodeType, int, int]
 #: What a checkout remembers of where it came from (see :func:`describe_site`).
 Site = Stack | Opened
 

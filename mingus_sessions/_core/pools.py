@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from .metrics.histogram import Histogram
+from .histogram import Histogram
 
 __all__ = ["ACQUIRE_STARTED", "PoolProbe", "WaitAwareQueuePool"]
 
