@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
 DEMO_HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test lint format typecheck test-sqlite test-postgresql test-mysql test-py312 \
+.PHONY: demo test lint format typecheck test-core test-sqlite test-postgresql test-mysql test-py312 \
 	test-faults test-topology test-load bench clean
 
 $(STAMP): pyproject.toml requirements.txt
@@ -23,6 +23,12 @@ demo: $(STAMP)
 ## (with CI set, PostgreSQL is required), then the coverage gate.
 test: $(STAMP)
 	PY=$(PY) bash scripts/test.sh
+
+## make test-core: the core's tests alone, without pytest-django or any database
+## (make test runs them this way first, then with the rest).
+test-core: $(STAMP)
+	$(PY) -m pytest tests/core -q -p no:django -p no:mingus_sessions \
+		-W ignore::pytest.PytestConfigWarning
 
 test-sqlite: $(STAMP)
 	PY=$(PY) bash scripts/test.sh sqlite
@@ -65,6 +71,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -6,31 +6,74 @@ every module not documented in ``docs/`` is private and may change.
 
 from __future__ import annotations
 
-from ._core.breaker import CircuitBreaker
-from ._core.errors import (
-    AfterCommitError,
-    AuthenticationError,
-    CircuitOpenError,
-    CommitOutcomeUnknownError,
-    ConfigurationError,
-    ConnectionTimeoutError,
-    DatabaseConnectionError,
-    DatabaseUnavailableError,
-    DeadlockError,
-    LockTimeoutError,
-    PoolExhaustedError,
-    SerializationError,
-    SessionError,
-    StatementTimeoutError,
-    TransactionError,
-    TransactionTimeoutError,
-)
-from ._core.translate import is_transient
-from .after_commit import on_commit
-from .breakers import get_circuit_breaker
-from .engines import dispose_engines, get_engine
-from .retry import execute_with_retry, retry_on_transient
-from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._core.breaker import CircuitBreaker
+    from ._core.errors import (
+        AfterCommitError,
+        AuthenticationError,
+        CircuitOpenError,
+        CommitOutcomeUnknownError,
+        ConfigurationError,
+        ConnectionTimeoutError,
+        DatabaseConnectionError,
+        DatabaseUnavailableError,
+        DeadlockError,
+        LockTimeoutError,
+        PoolExhaustedError,
+        SerializationError,
+        SessionError,
+        StatementTimeoutError,
+        TransactionError,
+        TransactionTimeoutError,
+    )
+    from ._core.translate import is_transient
+    from .after_commit import on_commit
+    from .breakers import get_circuit_breaker
+    from .engines import dispose_engines, get_engine
+    from .retry import execute_with_retry, retry_on_transient
+    from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
+
+#: Where each public name is defined. They are imported on first use (PEP 562),
+#: so that importing a part of the package (the core, say) loads only that part.
+_WHERE = {
+    **dict.fromkeys(
+        (
+            "AfterCommitError",
+            "AuthenticationError",
+            "CircuitOpenError",
+            "CommitOutcomeUnknownError",
+            "ConfigurationError",
+            "ConnectionTimeoutError",
+            "DatabaseConnectionError",
+            "DatabaseUnavailableError",
+            "DeadlockError",
+            "LockTimeoutError",
+            "PoolExhaustedError",
+            "SerializationError",
+            "SessionError",
+            "StatementTimeoutError",
+            "TransactionError",
+            "TransactionTimeoutError",
+        ),
+        "._core.errors",
+    ),
+    "CircuitBreaker": "._core.breaker",
+    "is_transient": "._core.translate",
+    "on_commit": ".after_commit",
+    "get_circuit_breaker": ".breakers",
+    "dispose_engines": ".engines",
+    "get_engine": ".engines",
+    "execute_with_retry": ".retry",
+    "retry_on_transient": ".retry",
+    "current_session": ".sessions",
+    "get_session": ".sessions",
+    "pool_context": ".sessions",
+    "session_scope": ".sessions",
+    "with_db_session": ".sessions",
+}
 
 __version__ = "0.1.0.dev0"
 
@@ -65,3 +108,16 @@ __all__ = [
     "session_scope",
     "with_db_session",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup finds it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

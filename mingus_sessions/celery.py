@@ -31,7 +31,7 @@ from celery._state import _task_stack
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from . import conf
+from . import conf, monitor
 from ._core.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -44,11 +44,10 @@ from ._core.errors import (
 )
 from ._core.frames import active_scope as _active
 from ._core.retry import backoff_delay
-from ._core.stats import session_stats, transaction_stats
+from ._core.state import state
 from ._core.translate import classify, is_transient
 from .after_commit import on_commit
 from .breakers import get_circuit_breaker
-from .metrics import monitor
 from .retry import execute_with_retry
 from .sessions import LazyScope, _session_decorator, session_scope
 
@@ -288,7 +287,7 @@ class DatabaseTask(Task):  # type: ignore[misc]
             # refused the call, which may be another pool's than the task's.
             pool = error.pool or self.db_pool or conf.get_config().celery_pool
             countdown = max(countdown, get_circuit_breaker(pool).retry_in())
-        session_stats.retries += 1
+        state.sessions.retries += 1
         # retry(max_retries=...) stores the limit on the task instance, which
         # every call in this process shares; put Celery's own limit back.
         had_override = "override_max_retries" in vars(self)
@@ -362,7 +361,7 @@ class TransactionManager:
                 yield session
             failed = False
         finally:
-            transaction_stats.record(name, time.perf_counter() - started, failed=failed)
+            state.transactions.record(name, time.perf_counter() - started, failed=failed)
 
     def batch_transaction(
         self,

@@ -1,16 +1,16 @@
 """The Django side of the settings: a cached reader over ``MINGUS_SESSIONS``.
 
 Nothing is read at import time. :func:`get_config` parses the setting once and
-caches the result; Django's ``setting_changed`` signal (``override_settings`` in
-tests) clears the cache and disposes every engine built from the old values.
+caches the result in the registry; Django's ``setting_changed`` signal
+(``override_settings`` in tests) makes the registry forget it, and dispose of
+every engine built from the old values (``ProcessState.settings_changed``).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -19,27 +19,20 @@ from django.dispatch import receiver
 
 from ._core.config import SETTING, Config, PoolConfig, Problem, parse_settings
 from ._core.errors import ConfigurationError
-from ._core.fork import renew_lock_in_child
+from ._core.state import state
 
 __all__ = [
     "database_settings",
     "database_time_zone",
     "get_config",
     "invalidate",
-    "on_invalidate",
     "pool_config",
     "problems",
 ]
 
-_lock = threading.Lock()
-_cached: Config | None = None
-
 #: Settings whose change invalidates the cached configuration and the engines
 #: (the time zone ones: engines set their connections' time zone from them).
 _WATCHED = frozenset({SETTING, "DATABASES", "CACHES", "USE_TZ", "TIME_ZONE"})
-
-#: Called with no argument after the cache is cleared (engines, breakers).
-_invalidation_hooks: list[Callable[[], None]] = []
 
 
 def _importable(path: str) -> bool:
@@ -74,16 +67,15 @@ def _parse() -> tuple[Config | None, list[Problem]]:
 
 def get_config() -> Config:
     """The validated configuration; :class:`ConfigurationError` if it is invalid."""
-    config = _cached
+    config = state.config
     if config is not None:
         return config
     return _load()
 
 
 def _load() -> Config:
-    global _cached
-    with _lock:
-        if _cached is None:
+    with state.lock:
+        if state.config is None:
             config, found = _parse()
             if config is None:
                 first = found[0]
@@ -93,8 +85,8 @@ def _load() -> Config:
                     else ""
                 )
                 raise ConfigurationError(f"{first.msg} {first.hint}{more} [{first.id}]")
-            _cached = config
-        return _cached
+            state.config = config
+        return state.config
 
 
 def pool_config(pool: str | None) -> PoolConfig:
@@ -137,25 +129,12 @@ def database_time_zone(alias: str) -> str | None:
     return str(database_settings(alias).get("TIME_ZONE") or "UTC")
 
 
-def on_invalidate(hook: Callable[[], None]) -> Callable[[], None]:
-    """Register ``hook`` to run after the settings cache is cleared."""
-    _invalidation_hooks.append(hook)
-    return hook
-
-
 def invalidate() -> None:
     """Forget the cached configuration and dispose what was built from it."""
-    global _cached
-    with _lock:
-        _cached = None
-    for hook in _invalidation_hooks:
-        hook()
+    state.settings_changed()
 
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in _WATCHED:
         invalidate()
-
-
-renew_lock_in_child(globals())

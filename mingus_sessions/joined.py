@@ -18,7 +18,6 @@ throw away.
 from __future__ import annotations
 
 import logging
-import threading
 from types import TracebackType
 from typing import Any
 
@@ -31,17 +30,14 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import ReleaseSavepointClause, RollbackToSavepointClause
 
-from . import after_commit, engines
+from . import after_commit
 from ._core.errors import TransactionError
-from ._core.fork import renew_lock_in_child
+from ._core.state import state
 from .engines import PoolEntry
 
 __all__ = ["JoinedTransactionError", "close_joined", "open_joined"]
 
 logger = logging.getLogger("mingus_sessions")
-
-_lock = threading.Lock()
-_engines: dict[tuple[str, int], Engine] = {}
 
 
 class JoinedTransactionError(TransactionError, TransactionManagementError):
@@ -158,7 +154,7 @@ def _refusal(alias: str, pool: str) -> JoinedTransactionError | None:
 
 def _joined_engine(entry: PoolEntry) -> Engine:
     key = (entry.name, id(entry.engine))
-    engine = _engines.get(key)
+    engine = state.joined_engines.get(key)
     if engine is not None:
         return engine
     alias = entry.config.database
@@ -166,8 +162,8 @@ def _joined_engine(entry: PoolEntry) -> Engine:
     def borrow() -> Any:
         return connections[alias].connection
 
-    with _lock:
-        engine = _engines.get(key)
+    with state.lock:
+        engine = state.joined_engines.get(key)
         if engine is None:
             # A NullPool asks ``borrow`` for the connection at every checkout,
             # in the calling thread, so each thread gets its own Django connection.
@@ -183,8 +179,8 @@ def _joined_engine(entry: PoolEntry) -> Engine:
             _leave_connection_setup_to_django(engine)
             _adapt_dialect(engine.dialect)
             _refuse_in_doomed_transactions(engine.dialect, alias, entry.name)
-            _engines.clear()  # drop engines of pools that were rebuilt
-            _engines[key] = engine
+            state.joined_engines.clear()  # drop engines of pools that were rebuilt
+            state.joined_engines[key] = engine
     return engine
 
 
@@ -274,7 +270,7 @@ def _refuse_in_doomed_transactions(dialect: Any, alias: str, pool: str) -> None:
 def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
     """Open a joined session: ``(session, atomic block we opened or None, savepoint)``."""
     alias = entry.config.database
-    guard = engines._connect_guard
+    guard = state.connect_guard
     if guard is not None:
         # The pytest plugin: refused as the ORM's first query would be, even on
         # a Django connection the test database setup left open.
@@ -361,6 +357,3 @@ def _still_open(savepoint: SessionTransaction) -> bool:
     while open_transaction is not None and open_transaction is not savepoint:
         open_transaction = open_transaction.parent
     return open_transaction is not None
-
-
-renew_lock_in_child(globals())

@@ -38,10 +38,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 from sqlalchemy.orm import Session
 
-from . import conf
+from . import conf, monitor
 from ._core.errors import ConfigurationError, SessionError
 from ._core.frames import active_scope as _active
-from .metrics import monitor
+from ._core.state import state
 from .sessions import LazyScope
 
 __all__ = ["RequestSession", "SessionMiddleware", "request_session_type"]
@@ -50,16 +50,14 @@ logger = logging.getLogger("mingus_sessions")
 
 CommitHook = Callable[[HttpRequest, HttpResponseBase], bool]
 
-_hooks: dict[str, CommitHook] = {}
-
 
 def _commit_hook() -> CommitHook | None:
     path = conf.get_config().request_commit_hook
     if path is None:
         return None
-    hook = _hooks.get(path)
+    hook = state.commit_hooks.get(path)
     if hook is None:
-        hook = _hooks[path] = import_string(path)
+        hook = state.commit_hooks[path] = import_string(path)
     return hook
 
 
@@ -243,37 +241,29 @@ def request_session_type(pool: str) -> type[RequestSession]:
     return found
 
 
-#: The request scope class for the settings in force, and whether they turn
-#: monitoring on: read on the first request, and again after a settings change.
-_request_type: type[RequestSession] | None = None
-_monitoring = False
-
-
 #: The pool of request scopes while the settings are invalid: no pool has this
 #: name, so opening such a scope's session reads the settings, and raises.
 _UNCONFIGURED = "(invalid settings)"
 
 
 def _read_settings() -> type[RequestSession]:
-    global _request_type, _monitoring
+    """The request scope class for the settings in force, and whether they turn monitoring on.
+
+    Read on the first request, and again after a settings change (the
+    registry forgets them then).
+    """
     try:
         config = conf.get_config()
     except ConfigurationError:
         # A request that never uses its session still gets an answer (the
         # health endpoint's JSON, say); one that does gets this error when its
         # session opens. Read again at the next request, nothing is kept.
-        _monitoring = False
+        state.request_monitoring = False
         return request_session_type(_UNCONFIGURED)
     scope_type = request_session_type(config.default_pool)
-    _monitoring = config.monitoring
-    _request_type = scope_type
+    state.request_monitoring = config.monitoring
+    state.request_scope = scope_type
     return scope_type
-
-
-@conf.on_invalidate
-def _forget_settings() -> None:
-    global _request_type
-    _request_type = None
 
 
 class SessionMiddleware:
@@ -292,10 +282,10 @@ class SessionMiddleware:
         if self._is_async:
             return self.__acall__(request)
         # _begin(), written out: on this path a call costs as much as the rest.
-        scope_type = _request_type
+        scope_type = state.request_scope
         if scope_type is None:  # the first request, or the settings changed
             scope_type = _read_settings()
-        if monitor._monitor is None and _monitoring:
+        if state.sampler is None and state.request_monitoring:
             # A server process starts its sampler with its first request: after
             # any fork (gunicorn --preload), and never in management commands.
             monitor.ensure_monitoring("web")
@@ -346,10 +336,10 @@ class SessionMiddleware:
     @staticmethod
     def _begin(request: HttpRequest) -> RequestSession:
         """The request's scope, set as ``request.db_session`` (not active yet)."""
-        scope_type = _request_type
+        scope_type = state.request_scope
         if scope_type is None:
             scope_type = _read_settings()
-        if monitor._monitor is None and _monitoring:
+        if state.sampler is None and state.request_monitoring:
             monitor.ensure_monitoring("web")
         scope: RequestSession = scope_type()
         parent = _get_active()

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from . import after_commit, conf
 from ._core.breaker import CircuitBreaker, counts_as_failure
+from ._core.entry import PoolEntry
 from ._core.errors import (
     DatabaseConnectionError,
     SessionError,
@@ -34,10 +35,10 @@ from ._core.errors import (
 from ._core.frames import Frame, find
 from ._core.frames import active_scope as _active
 from ._core.recorder import note_opening
-from ._core.stats import session_stats
+from ._core.state import state
 from ._core.translate import commit_outcome_unknown, pool_exhausted, translate
 from .breakers import breaker_for
-from .engines import PoolEntry, aborted_connections, get_entry
+from .engines import get_entry
 
 __all__ = [
     "LazyScope",
@@ -120,7 +121,7 @@ def _rollback(session: Session | SessionTransaction, pool: str) -> None:
             target.invalidate()
         except Exception:
             logger.debug("Invalidation after a failed rollback also failed", exc_info=True)
-    session_stats.transaction_rollbacks += 1
+    state.sessions.transaction_rollbacks += 1
 
 
 #: Set on an exception once a breaker has counted it, so that the scopes it
@@ -176,8 +177,8 @@ def _open_session(
                 raise error from exc
             raise
         breaker.record_success()  # type: ignore[union-attr]
-    session_stats.total_sessions += 1
-    session_stats.active_sessions += 1
+    state.sessions.total_sessions += 1
+    state.sessions.active_sessions += 1
     return session, breaker
 
 
@@ -205,7 +206,7 @@ def _end_session(
             touched = session.in_transaction()
             flushed = False
             try:
-                if aborted_connections and touched:
+                if state.aborted_connections and touched:
                     _refuse_aborted(session, name)
                 # Pending ORM changes first: a failure before this line is a
                 # known rollback, one after it may have hit COMMIT in flight.
@@ -215,7 +216,7 @@ def _end_session(
             except BaseException as commit_exc:
                 after_commit.drop_uncommitted(session)
                 _rollback(session, name)
-                session_stats.failed_sessions += 1
+                state.sessions.failed_sessions += 1
                 error = _translated(name, commit_exc, at_commit=True)
                 _record_failure(breaker, commit_exc if error is None else error)
                 if flushed and _connection_lost(commit_exc, error):
@@ -224,14 +225,14 @@ def _end_session(
                     raise error from commit_exc
                 raise
             committed = after_commit.take(session)
-            session_stats.committed_transactions += 1
+            state.sessions.committed_transactions += 1
             if touched and breaker is not None:
                 breaker.record_success()
         else:
             after_commit.drop_uncommitted(session)
             _rollback(session, name)
             if exc is not None:
-                session_stats.failed_sessions += 1
+                state.sessions.failed_sessions += 1
                 error = _translated(name, exc)
                 _record_failure(breaker, exc if error is None else error)
                 if error is not None:
@@ -239,7 +240,7 @@ def _end_session(
             committed = after_commit.take(session)
     finally:
         _close(session, name)
-        session_stats.active_sessions -= 1
+        state.sessions.active_sessions -= 1
     return committed
 
 
@@ -277,7 +278,7 @@ def _refuse_aborted(session: Session, pool: str) -> None:
     """
     connection = session.connection()
     if _transaction_aborted(connection):
-        aborted_connections.discard(connection)
+        state.aborted_connections.discard(connection)
         raise TransactionError(
             f"The transaction on pool {pool!r} was aborted by an earlier database error "
             "that was caught, so nothing can be committed. Let the error end the scope, or "
@@ -299,7 +300,7 @@ def _transaction_aborted(connection: Connection) -> bool:
     or the caller's own ``begin_nested()``), so the driver's transaction
     status, which libpq keeps without a round trip, has the last word.
     """
-    if connection not in aborted_connections:
+    if connection not in state.aborted_connections:
         return False
     if connection.invalidated:
         return True  # the transaction went with the connection
@@ -309,7 +310,7 @@ def _transaction_aborted(connection: Connection) -> bool:
         return True  # a driver that cannot say: trust the mark
     if int(status) == _PQTRANS_INERROR:
         return True
-    aborted_connections.discard(connection)
+    state.aborted_connections.discard(connection)
     return False
 
 
@@ -329,7 +330,7 @@ def _end_savepoint(
             # transaction can go on, and say why its work is gone.
             after_commit.discard_savepoint(savepoint.session, savepoint)
             _roll_back_savepoint(savepoint, name)
-            session_stats.failed_sessions += 1
+            state.sessions.failed_sessions += 1
             raise TransactionError(
                 f"The savepoint on pool {name!r} was aborted by an earlier database error "
                 "that was caught, so its work was rolled back; the outer transaction goes on. "
@@ -342,7 +343,7 @@ def _end_savepoint(
         except Exception as commit_exc:
             after_commit.discard_savepoint(savepoint.session, savepoint)
             _roll_back_savepoint(savepoint, name)
-            session_stats.failed_sessions += 1
+            state.sessions.failed_sessions += 1
             error = _translated(name, commit_exc, at_commit=True)
             if error is not None:
                 raise error from commit_exc
@@ -352,7 +353,7 @@ def _end_savepoint(
     _roll_back_savepoint(savepoint, name)
     if exc is None:
         return
-    session_stats.failed_sessions += 1
+    state.sessions.failed_sessions += 1
     error = _translated(name, exc)
     if error is not None:
         raise error from exc
@@ -367,7 +368,7 @@ def _failed_inside(savepoint: SessionTransaction) -> bool:
     """
     if not savepoint.is_active:
         return _still_open(savepoint)
-    return bool(aborted_connections) and _transaction_aborted(savepoint.session.connection())
+    return bool(state.aborted_connections) and _transaction_aborted(savepoint.session.connection())
 
 
 def _still_open(savepoint: SessionTransaction) -> bool:
@@ -435,7 +436,7 @@ class LazyScope(Frame):
         if outer is not None:
             session = outer.session
             self._savepoint = _begin_savepoint(session)
-            session_stats.savepoints += 1
+            state.sessions.savepoints += 1
         else:
             # Called by the ``session`` property: the opener is three frames up.
             session, self._breaker = _open_session(get_entry(name), self, 3)
@@ -544,8 +545,8 @@ class _Scope:
             from .joined import open_joined
 
             session, self._atomic, self._savepoint = open_joined(get_entry(name))
-            session_stats.total_sessions += 1
-            session_stats.active_sessions += 1
+            state.sessions.total_sessions += 1
+            state.sessions.active_sessions += 1
         else:
             # The code that opened the scope is two frames up (``with`` calls __enter__).
             session, self._breaker = _open_session(get_entry(name), frame, 2)
@@ -562,7 +563,7 @@ class _Scope:
             if error is not None:
                 raise error from exc
             raise
-        session_stats.savepoints += 1
+        state.sessions.savepoints += 1
         self._session = session
         return session
 
@@ -607,14 +608,14 @@ class _Scope:
         try:
             close_joined(self._session, self._savepoint, self._atomic, exc_type, exc, tb)
             if exc is None:
-                session_stats.committed_transactions += 1
+                state.sessions.committed_transactions += 1
             else:
-                session_stats.transaction_rollbacks += 1
-                session_stats.failed_sessions += 1
+                state.sessions.transaction_rollbacks += 1
+                state.sessions.failed_sessions += 1
         finally:
             if self._token is not None:
                 _active.reset(self._token)
-            session_stats.active_sessions -= 1
+            state.sessions.active_sessions -= 1
         if exc is not None:
             error = _translated(self._name, exc)
             if error is not None:

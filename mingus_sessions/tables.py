@@ -16,7 +16,6 @@ migrations own the schema.
 from __future__ import annotations
 
 import datetime
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -30,19 +29,19 @@ from sqlalchemy import (
     Column,
     FetchedValue,
     ForeignKeyConstraint,
-    MetaData,
     Table,
 )
 from sqlalchemy.types import TypeEngine, to_instance
 
 from ._column_types import TYPES
 from ._core.errors import SessionError
-from ._core.fork import renew_lock_in_child
+from ._core.state import state
 
 __all__ = ["TableMappingError", "metadata", "table_for"]
 
-#: The one ``MetaData`` that holds every table :func:`table_for` builds.
-metadata = MetaData()
+#: The one ``MetaData`` that holds every table :func:`table_for` builds (the
+#: registry's, which a test's reset and a change of ``USE_TZ`` clear).
+metadata = state.table_metadata
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -76,10 +75,6 @@ class _Build:
     foreign_keys: list[tuple[Table, str, Model, str]] = dataclass_field(default_factory=list)
 
 
-_lock = threading.Lock()
-_tables: dict[Model, _Entry] = {}
-
-
 def table_for(model: Model, *, overrides: Overrides | None = None) -> Table:
     """The :class:`~sqlalchemy.Table` of a Django model, built on first use and cached.
 
@@ -91,13 +86,13 @@ def table_for(model: Model, *, overrides: Overrides | None = None) -> Table:
     with different ``overrides`` raises :class:`TableMappingError` instead of
     returning a table whose types are not the ones asked for.
     """
-    entry = _tables.get(model) if isinstance(model, type) else None
+    entry: _Entry | None = state.tables.get(model) if isinstance(model, type) else None
     if entry is not None and not overrides:
         return entry.table
     concrete = _concrete(model, needed_by=None)
     types = _normalize(concrete, overrides or {})
-    with _lock:
-        entry = _tables.get(concrete)
+    with state.lock:
+        entry = state.tables.get(concrete)
         if entry is None:
             entry = _build_all(concrete, types)
         elif types and _signature(types) != entry.signature:
@@ -107,7 +102,7 @@ def table_for(model: Model, *, overrides: Overrides | None = None) -> Table:
                 f"overrides on every call, and call table_for({concrete.__name__}, overrides=...) "
                 "before building any table that refers to it."
             )
-        _tables[model] = entry
+        state.tables[model] = entry
     return entry.table
 
 
@@ -124,8 +119,9 @@ def _build_all(model: Model, types: Mapping[str, TypeEngine[Any]]) -> _Entry:
             metadata.remove(table)
         raise
     for built, table in build.tables.items():
-        _tables[built] = _Entry(table, _signature(build.overrides[built]))
-    return _tables[model]
+        state.tables[built] = _Entry(table, _signature(build.overrides[built]))
+    built_entry: _Entry = state.tables[model]
+    return built_entry
 
 
 def _build(
@@ -136,11 +132,11 @@ def _build(
     for field in fields:
         if isinstance(field, models.ForeignKey):
             target = _concrete(field.related_model, needed_by=field)
-            if target not in _tables and target not in build.overrides:
+            if target not in state.tables and target not in build.overrides:
                 _build(target, {}, build, needed_by=field)
     name = model._meta.db_table
     if name in metadata.tables:
-        built = {**{m: e.table for m, e in _tables.items()}, **build.tables}
+        built = {**{m: e.table for m, e in state.tables.items()}, **build.tables}
         owner = next((m for m, t in built.items() if t.name == name and not m._meta.proxy), None)
         raise TableMappingError(
             f'{model._meta.label} uses the table "{name}", which '
@@ -192,7 +188,7 @@ def _type(field: Field, build: _Build, needed_by: Field | None) -> TypeEngine[An
         # The target's type without its autoincrement: an AutoField is
         # referred to by a plain integer column.
         target = _concrete(field.related_model, needed_by=field)
-        if target in build.tables or target in _tables:
+        if target in build.tables or target in state.tables:
             return _lookup(target, build).c[_name(field.target_field)].type
         return _type(field.target_field, build, field)  # a target still in progress
     source = field
@@ -240,7 +236,7 @@ def _name(field: Field) -> str:
 
 def _lookup(model: Model, build: _Build) -> Table:
     table = build.tables.get(model)
-    return table if table is not None else _tables[model].table
+    return table if table is not None else state.tables[model].table
 
 
 def _concrete(model: Any, needed_by: Field | None) -> Model:
@@ -293,8 +289,8 @@ def _describe(signature: frozenset[tuple[str, str]]) -> str:
 
 def _clear() -> None:
     """Forget every table (tests, a change of ``USE_TZ``); tables handed out keep working."""
-    with _lock:
-        _tables.clear()
+    with state.lock:
+        state.tables.clear()
         metadata.clear()
 
 
@@ -303,6 +299,3 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     # Datetime columns were built for the old USE_TZ.
     if setting == "USE_TZ":
         _clear()
-
-
-renew_lock_in_child(globals())

@@ -30,15 +30,13 @@ gets Django's ``DatabaseOperationForbidden``; no connection is made.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    pass
 
 __all__ = ["PLUGIN_NAME", "is_active"]
 
@@ -85,9 +83,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if is_active(config) or not _pytest_django_loaded(config) or not _app_installed():
         return
     config.pluginmanager.register(_fixtures_plugin(), PLUGIN_NAME)
-    from .engines import _set_connect_guard
+    from .engines import set_connect_guard
 
-    _set_connect_guard(_refuse_like_django)
+    set_connect_guard(_refuse_like_django)
 
 
 class _WouldConnect(Exception):
@@ -135,116 +133,10 @@ def _refuse_like_django(alias: str) -> None:
         return
 
 
-def _require_test_transaction(pool: str | None) -> None:
-    from django.db import connections
-
-    from . import conf
-
-    pool_config = conf.pool_config(pool)
-    alias = pool_config.database
-    if not connections[alias].in_atomic_block:
-        pytest.fail(
-            f'A joined session of pool "{pool_config.name}" needs the test\'s transaction on '
-            f'database "{alias}": use the `db` fixture or @pytest.mark.django_db without '
-            f'transaction=True, with "{alias}" in its databases. Tests with transaction=True '
-            "open their own scopes with session_scope().",
-            pytrace=False,
-        )
-
-
 def _fixtures_plugin() -> ModuleType:
-    """A module object holding the fixtures; built only when the plugin is active."""
-    # Defined here rather than at module level: pytest registers every fixture
+    """The module holding the fixtures; imported only when the plugin is active."""
+    # A module of its own rather than this one: pytest registers every fixture
     # of a plugin module it loads, and these must exist only when active.
-    # (A plugin object with fixture methods would do, but pytest deprecates
-    # session-scoped fixtures defined as instance methods.)
-    from . import conf
-    from ._core.stats import session_stats
-    from .breakers import _forget
-    from .engines import dispose_engines
-    from .sessions import session_scope
+    from . import testing_fixtures
 
-    @pytest.fixture(scope="session")
-    def django_db_setup(django_db_setup: None) -> Iterator[None]:
-        """pytest-django's test databases, with engines that follow them and let them go."""
-        # Engines built before the test databases existed (at import or
-        # collection time) point at the real databases: drop them.
-        dispose_engines()
-        try:
-            yield
-        finally:
-            # Pooled connections keep PostgreSQL from dropping the test
-            # database (and hold SQLite's in-memory one open): close them all
-            # before pytest-django's teardown drops it.
-            dispose_engines()
-
-    @pytest.fixture
-    def make_sa_session(db: None) -> Iterator[Callable[..., Session]]:
-        """Call with a pool name for a session joined to the test's transaction on that pool.
-
-        Each pool's session lasts until the end of the test; calling it again
-        for the same pool gives the same session.
-        """
-        sessions: dict[str, Session] = {}
-        with ExitStack() as stack:
-
-            def make(pool: str | None = None) -> Session:
-                name = conf.pool_config(pool).name
-                found = sessions.get(name)
-                if found is None:
-                    _require_test_transaction(name)
-                    found = stack.enter_context(session_scope(name, join_django=True))
-                    sessions[name] = found
-                return found
-
-            yield make
-            # Everything rolls back with the test anyway; rolling the scopes'
-            # savepoints back (rather than releasing them) also works when the
-            # test left the transaction failed (PostgreSQL refuses RELEASE
-            # then), so a test that failed on a database error reports that
-            # error alone, with no second one from teardown.
-            for session in sessions.values():
-                while (nested := session.get_nested_transaction()) is not None:
-                    nested.rollback()
-
-    @pytest.fixture
-    def sa_session(make_sa_session: Callable[..., Session]) -> Session:
-        """A session of the default pool on Django's connection, inside the test's transaction.
-
-        It sees the rows the ORM wrote in the test, the ORM sees its writes
-        once flushed, and everything rolls back with the test. Code under test
-        that opens ``session_scope()`` on the same pool gets a SAVEPOINT on
-        this session, so it joins the test's transaction too.
-        """
-        return make_sa_session()
-
-    @pytest.fixture
-    def reset_mingus_sessions() -> Iterator[None]:
-        """Closed breakers and zeroed counters; afterwards no sampler and no engine left."""
-        from ._core.stats import transaction_stats
-        from .metrics.monitor import stop_monitoring
-
-        _forget()
-        session_stats.reset()
-        transaction_stats.reset()
-        yield
-        # A request served by the test client starts the sampler, as in a server.
-        stop_monitoring()
-        dispose_engines()
-
-    def pytest_unconfigure(config: pytest.Config) -> None:
-        """Engines built in this run stop asking the test's permission."""
-        from .engines import _set_connect_guard
-
-        _set_connect_guard(None)
-
-    plugin = ModuleType(PLUGIN_NAME, "Fixtures of the mingus_sessions pytest plugin.")
-    for attribute in (
-        django_db_setup,
-        make_sa_session,
-        sa_session,
-        reset_mingus_sessions,
-        pytest_unconfigure,
-    ):
-        setattr(plugin, attribute.__name__, attribute)
-    return plugin
+    return testing_fixtures

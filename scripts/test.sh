@@ -20,6 +20,9 @@ PYEOF
 }
 
 "$PY" -m coverage erase
+# The core first, as it must run: no pytest-django, no settings, no server.
+echo "=== the core, without Django ==="
+"$PY" -m pytest tests/core -q -p no:django -p no:mingus_sessions -W ignore::pytest.PytestConfigWarning
 ran=()
 for backend in "${backends[@]}"; do
     case "$backend" in

@@ -16,7 +16,8 @@ from django.conf import settings as django_settings
 from sqlalchemy import String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mingus_sessions import engines, session_scope
+from mingus_sessions import session_scope
+from mingus_sessions._core.state import state
 
 
 class Base(DeclarativeBase):
@@ -117,7 +118,7 @@ def add_alias(monkeypatch: pytest.MonkeyPatch, alias: str, database: dict[str, A
     test declared this one.
     """
     monkeypatch.setitem(django_settings.DATABASES, alias, database)
-    guard = engines._connect_guard
+    guard = state.connect_guard
     if guard is None:
         return
 
@@ -125,7 +126,7 @@ def add_alias(monkeypatch: pytest.MonkeyPatch, alias: str, database: dict[str, A
         if name != alias:
             guard(name)
 
-    monkeypatch.setattr(engines, "_connect_guard", declared)
+    monkeypatch.setattr(state, "connect_guard", declared)
 
 
 #: How long a forked child may take before it counts as deadlocked.

@@ -24,9 +24,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from sqlalchemy import text
 
-from mingus_sessions import get_circuit_breaker, get_engine, session_scope
+from mingus_sessions import get_circuit_breaker, get_engine, monitor, session_scope
 from mingus_sessions.admin.charts import Line, format_ms, line_chart, utilization_bar
-from mingus_sessions.metrics import get_pool_metrics, monitor, start_monitoring, stop_monitoring
+from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
 from mingus_sessions.models import ConnectionPool
 from tests.helpers import add_alias
 from tests.settings import PASSWORD_SENTINEL

@@ -35,8 +35,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import override_settings
 from sqlalchemy import text
 
-from mingus_sessions import session_scope
-from mingus_sessions.metrics import get_pool_metrics, monitor, start_monitoring, stop_monitoring
+from mingus_sessions import monitor, session_scope
+from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mingus_sessions import CircuitOpenError, breakers, joined, session_scope
+from mingus_sessions import CircuitOpenError, breakers, session_scope
 from mingus_sessions._core.breaker import CircuitBreaker
-from mingus_sessions._core.stats import session_stats, transaction_stats
+from mingus_sessions._core.state import state
 from tests.helpers import run_in_a_forked_child
 
 
@@ -74,13 +74,12 @@ def test_child_gets_free_locks_a_usable_breaker_and_no_parent_sessions() -> None
     clock.now = 30.0
     assert breaker.before_call() is True  # the parent's half-open trial is out
     pool_breaker = breakers.get_circuit_breaker()
-    baseline = session_stats.active_sessions
+    baseline = state.sessions.active_sessions
 
     def child() -> str:  # pragma: no cover - runs in the child
         acquire_or_fail("CircuitBreaker._lock", breaker._lock)
-        acquire_or_fail("breakers._lock", breakers._lock)
-        acquire_or_fail("joined._lock", joined._lock)
-        acquire_or_fail("transaction_stats._lock", transaction_stats._lock)
+        acquire_or_fail("the registry's lock", state.lock)
+        acquire_or_fail("state.transactions._lock", state.transactions._lock)
         # The trial's caller is a parent thread: the child sends a trial of its own.
         assert breaker.state == "half_open"
         assert breaker.before_call() is True
@@ -91,25 +90,26 @@ def test_child_gets_free_locks_a_usable_breaker_and_no_parent_sessions() -> None
         # The pool's breaker is the parent's, and the registry still builds new ones.
         assert breakers.get_circuit_breaker() is pool_breaker
         pool_breaker.record_failure()
-        breakers._forget()
+        state.breakers.clear()
         assert breakers.get_circuit_breaker() is not pool_breaker
-        transaction_stats.record("forked", 0.001, failed=False)
+        state.transactions.record("forked", 0.001, failed=False)
         # The parent's open sessions are not the child's.
-        assert session_stats.active_sessions == 0, session_stats.active_sessions
+        assert state.sessions.active_sessions == 0, state.sessions.active_sessions
         with session_scope():
-            assert session_stats.active_sessions == 1
-        assert session_stats.active_sessions == 0
+            assert state.sessions.active_sessions == 1
+        assert state.sessions.active_sessions == 0
         return "ok"
 
     with ExitStack() as stack:
-        for lock in (breaker._lock, breakers._lock, joined._lock, transaction_stats._lock):
-            stack.enter_context(held_by_a_thread(holding(lock)))
+        # The scope first: it may need the registry's lock to build the engine.
         stack.enter_context(held_by_a_thread(in_a_scope))
-        assert session_stats.active_sessions == baseline + 1
+        for lock in (breaker._lock, state.lock, state.transactions._lock):
+            stack.enter_context(held_by_a_thread(holding(lock)))
+        assert state.sessions.active_sessions == baseline + 1
         reply = run_in_a_forked_child(child)
     assert reply == "ok"
     # The parent is untouched: its trial is still out, its lock and breakers work.
-    assert session_stats.active_sessions == baseline
+    assert state.sessions.active_sessions == baseline
     with pytest.raises(CircuitOpenError):
         breaker.before_call()
     breaker.record_success()
@@ -119,18 +119,15 @@ def test_child_gets_free_locks_a_usable_breaker_and_no_parent_sessions() -> None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
-def test_child_gets_free_settings_tables_and_health_locks_and_no_ping_in_flight() -> None:
-    from mingus_sessions import conf, tables
+def test_child_gets_a_free_registry_lock_and_no_ping_in_flight() -> None:
     from mingus_sessions.metrics import api
 
     # A health ping of the parent's that has not answered at the fork.
     in_flight = api._Ping("main")
-    api._pings["main"] = in_flight
+    state.health_pings["main"] = in_flight
 
     def child() -> str:  # pragma: no cover - runs in the child
-        acquire_or_fail("conf._lock", conf._lock)
-        acquire_or_fail("tables._lock", tables._lock)
-        acquire_or_fail("metrics.api._pings_lock", api._pings_lock)
+        acquire_or_fail("the registry's lock", state.lock)
         # Its thread is the parent's: the child checks the pool itself.
         assert not api._ping_running("main")
         assert api.check_pool("main", timeout=5.0)["detail"] != (
@@ -140,11 +137,10 @@ def test_child_gets_free_settings_tables_and_health_locks_and_no_ping_in_flight(
 
     try:
         with ExitStack() as stack:
-            for lock in (conf._lock, tables._lock, api._pings_lock):
-                stack.enter_context(held_by_a_thread(holding(lock)))
+            stack.enter_context(held_by_a_thread(holding(state.lock)))
             reply = run_in_a_forked_child(child)
         assert reply == "ok"
         assert api._ping_running("main")  # the parent's own ping is left alone
     finally:
         in_flight.done.set()
-        api._pings.pop("main", None)
+        state.health_pings.pop("main", None)

@@ -18,8 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
-from mingus_sessions import engines, session_scope
+from mingus_sessions import session_scope
 from mingus_sessions._core.pools import WaitAwareQueuePool
+from mingus_sessions._core.state import state
 from mingus_sessions.engines import get_entry
 
 SELECT_1 = text("SELECT 1")
@@ -87,7 +88,7 @@ def test_a_scope_costs_few_python_calls_more_than_a_hand_written_session(
     # Engines as production builds them: without the pytest plugin's guard,
     # which asks Django's test machinery before every checkout. The settings
     # change below rebuilds the engines.
-    monkeypatch.setattr(engines, "_connect_guard", None)
+    monkeypatch.setattr(state, "connect_guard", None)
     settings.MINGUS_SESSIONS = {**copy.deepcopy(settings.MINGUS_SESSIONS), "MONITORING": monitoring}
     engine = plain_engine()
     try:

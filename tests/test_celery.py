@@ -45,7 +45,7 @@ from mingus_sessions import (
     on_commit,
     session_scope,
 )
-from mingus_sessions._core.stats import session_stats, transaction_stats
+from mingus_sessions._core.state import state
 from mingus_sessions.celery import (
     DatabaseTask,
     TaskDatabase,
@@ -159,7 +159,7 @@ CALLS: list[dict[str, Any]] = []
 def _clean() -> Iterator[None]:
     ACTIONS.clear()
     CALLS.clear()
-    transaction_stats.reset()
+    state.transactions.reset()
     published()
     yield
     ACTIONS.clear()
@@ -348,7 +348,7 @@ def assert_closed() -> None:
     """Every session of this test was closed and every connection returned."""
     assert checked_out("main") == 0
     assert checked_out("other") == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
     for call in CALLS:
         session = call.get("session")
         if session is not None:
@@ -371,7 +371,7 @@ def test_shared_task_bound_commits_on_the_calls_session() -> None:
     assert call["helper"].pool == "main"  # CELERY_POOL falls back to the default pool
     assert titles() == ["shared"]
     assert_closed()
-    assert session_stats.committed_transactions >= 1
+    assert state.sessions.committed_transactions >= 1
 
 
 @DB
@@ -393,7 +393,7 @@ def test_subclass_with_run_scope_is_a_savepoint_on_the_calls_session() -> None:
     (call,) = CALLS
     assert call["session"] is call["call_session"]
     assert titles() == ["sms-7"]
-    assert session_stats.savepoints == 1
+    assert state.sessions.savepoints == 1
     assert_closed()
 
 
@@ -436,7 +436,7 @@ def test_a_task_that_never_uses_the_database_checks_out_nothing() -> None:
     finally:
         event.remove(engine, "checkout", on_checkout)
     assert checkouts == []
-    assert session_stats.total_sessions == 0
+    assert state.sessions.total_sessions == 0
 
 
 def test_db_session_outside_a_call_is_a_helper_without_session() -> None:
@@ -460,8 +460,8 @@ def test_failure_rolls_back_and_closes() -> None:
     assert len(CALLS) == 1
     assert titles() == []
     assert_closed()
-    assert session_stats.retries == 0
-    assert session_stats.failed_sessions == 1
+    assert state.sessions.retries == 0
+    assert state.sessions.failed_sessions == 1
 
 
 @DB
@@ -685,7 +685,7 @@ def test_transient_error_is_retried_by_celery_and_committed_once(
     assert [call["retries"] for call in CALLS] == [0, 1, 2]
     # Each attempt wrote the same unique title: the failed ones were rolled back.
     assert titles() == ["effect"]
-    assert session_stats.retries == 2
+    assert state.sessions.retries == 2
     assert len({id(call["session"]) for call in CALLS}) == 3
     # The countdown handed to Celery is get_retry_delay's, for attempts 0 and 1.
     assert [spy["attempt"] for spy in retry_spy] == [0, 1]
@@ -705,7 +705,7 @@ def test_db_max_retries_is_respected_then_the_error_is_raised(
     assert isinstance(result.result, DeadlockError)
     assert isinstance(result.result.__cause__, sa_exc.OperationalError)
     assert [call["retries"] for call in CALLS] == [0, 1, 2]
-    assert session_stats.retries == 2
+    assert state.sessions.retries == 2
     assert [spy.get("max_retries") for spy in retry_spy] == [2, 2]
     assert titles() == []
     assert_closed()
@@ -729,7 +729,7 @@ def test_max_retries_default_to_the_retry_setting(settings: Any) -> None:
     result = scripted.apply(args=("limited",))
     assert result.failed()
     assert [call["retries"] for call in CALLS] == [0, 1]
-    assert session_stats.retries == 1
+    assert state.sessions.retries == 1
     assert_closed()
 
 
@@ -758,7 +758,7 @@ def test_open_circuit_breaker_is_retried_after_its_recovery(
         # The countdown waits for the half-open trial (RECOVERY_TIMEOUT is 60 s).
         assert spy["countdown"] >= 55.0
         assert spy["delay"] <= 0.1 * 2 ** spy["attempt"]
-    assert session_stats.retries == 3
+    assert state.sessions.retries == 3
     assert_closed()
 
 
@@ -794,7 +794,7 @@ def test_integrity_error_is_never_retried() -> None:
     assert result.failed()
     assert isinstance(result.result, sa_exc.IntegrityError)
     assert [call["retries"] for call in CALLS] == [0, 0]
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
     assert titles() == ["taken"]
     assert_closed()
 
@@ -815,7 +815,7 @@ def test_non_transient_errors_fail_at_once(error: BaseException) -> None:
     result = scripted.apply(args=("x",))
     assert result.failed()
     assert len(CALLS) == 1
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
     assert_closed()
 
 
@@ -825,7 +825,7 @@ def test_db_retry_transient_false_fails_at_once() -> None:
     assert result.failed()
     assert isinstance(result.result, DeadlockError)
     assert len(CALLS) == 1
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
     assert_closed()
 
 
@@ -956,7 +956,7 @@ def test_execute_with_retry_runs_each_attempt_in_its_own_transaction() -> None:
     assert CALLS[-1] == {"result": "attempt-1"}
     # attempt-0 deadlocked (rolled back), attempt-1 committed, the call rolled back.
     assert titles() == ["attempt-1"]
-    assert session_stats.retries == 1
+    assert state.sessions.retries == 1
     assert_closed()
 
 
@@ -965,7 +965,7 @@ def test_execute_with_retry_and_the_call_both_commit() -> None:
     result = with_retry_helper.apply(args=(False,))
     assert result.successful(), result.traceback
     assert titles() == ["attempt-0", "call-write"]
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
     assert_closed()
 
 
@@ -978,7 +978,7 @@ def test_a_retried_call_runs_the_helpers_committed_work_again() -> None:
     result = helper_then_transient.apply()
     assert result.successful(), result.traceback
     assert titles() == ["call-run-1", "helper-run-0", "helper-run-1"]
-    assert session_stats.retries == 1
+    assert state.sessions.retries == 1
     assert_closed()
 
 
@@ -1076,7 +1076,7 @@ def test_named_transaction_records_counts_failures_and_durations() -> None:
         raise ValueError("bad row")
     with manager.named_transaction("other-name", pool="other") as session:
         insert(session, "o1")
-    stats = transaction_stats.snapshot()
+    stats = state.transactions.snapshot()
     assert set(stats) == {"import-users", "other-name"}
     users = stats["import-users"]
     assert set(users) == {"count", "failures", "avg_ms", "max_ms"}
@@ -1098,7 +1098,7 @@ def test_named_transaction_counts_a_failed_commit() -> None:
         insert(session, "same")
     with pytest.raises(sa_exc.IntegrityError), manager.named_transaction("seed") as session:
         insert(session, "same")
-    assert transaction_stats.snapshot()["seed"]["failures"] == 1
+    assert state.transactions.snapshot()["seed"]["failures"] == 1
 
 
 @DB_OTHER
@@ -1115,7 +1115,7 @@ def test_batch_transaction_commits_all_and_returns_results() -> None:
     assert manager.batch_transaction([op("a"), op("b"), op("c")], "batch") == ["A", "B", "C"]
     assert titles("other") == ["a", "b", "c"]
     assert titles("main") == []
-    assert transaction_stats.snapshot()["batch"]["count"] == 1
+    assert state.transactions.snapshot()["batch"]["count"] == 1
 
 
 @DB
@@ -1142,7 +1142,7 @@ def test_batch_transaction_is_all_or_nothing() -> None:
     with pytest.raises(sa_exc.IntegrityError):
         manager.batch_transaction([write("p"), write("q"), write("p")], "batch")
     assert titles() == []
-    stats = transaction_stats.snapshot()["batch"]
+    stats = state.transactions.snapshot()["batch"]
     assert (stats["count"], stats["failures"]) == (2, 2)
     assert_closed()
 

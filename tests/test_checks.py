@@ -18,6 +18,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from mingus_sessions import ConfigurationError, conf, engines, get_engine
+from mingus_sessions._core.state import state
 from mingus_sessions.checks import check_settings
 from tests.helpers import add_postgresql_alias
 
@@ -384,16 +385,16 @@ def test_setting_change_disposes_engines() -> None:
     engine = get_engine()
     pool_before = engine.pool
     assert get_engine() is engine
-    assert set(engines._entries) == {"main"}
+    assert set(state.pools) == {"main"}
 
     new_settings = {"POOLS": {"main": {"DATABASE": "default", "POOL_SIZE": 3}}}
     with override_settings(MINGUS_SESSIONS=new_settings):
-        assert engines._entries == {}
+        assert state.pools == {}
         assert engine.pool is not pool_before  # dispose() replaced the pool
         fresh = get_engine()
         assert fresh is not engine
         assert engines.get_entry().config.pool_size == 3
-    assert engines._entries == {}
+    assert state.pools == {}
     assert get_engine() is not fresh
     assert engines.get_entry().config.pool_size == 5
 
@@ -404,7 +405,7 @@ def test_caches_change_disposes_engines() -> None:
     with override_settings(
         CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
     ):
-        assert engines._entries == {}
+        assert state.pools == {}
         assert get_engine("other") is not engine
 
 

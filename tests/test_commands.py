@@ -28,12 +28,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from sqlalchemy import text
 
-from mingus_sessions import get_engine, session_scope
+from mingus_sessions import get_engine, monitor, session_scope
+from mingus_sessions._core.state import state
 from mingus_sessions.errors import ConfigurationError
 from mingus_sessions.metrics import (
     get_pool_metrics,
     get_session_stats,
-    monitor,
     start_monitoring,
     stop_monitoring,
 )
@@ -369,7 +369,6 @@ def test_pool_check_answers_within_the_timeout_when_the_database_hangs(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server that accepts but never answers: exit 2 once --timeout has passed, not later."""
-    from mingus_sessions.metrics import api
 
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))
@@ -381,7 +380,7 @@ def test_pool_check_answers_within_the_timeout_when_the_database_hangs(
         elapsed = time.monotonic() - started
     finally:
         silent.close()  # the hanging ping fails now; let it finish within this test
-        ping = api._pings.get("dead")
+        ping = state.health_pings.get("dead")
         if ping is not None:
             assert ping.done.wait(10)
             ping.thread.join(10)

@@ -31,6 +31,7 @@ from mingus_sessions import (
 )
 from mingus_sessions._core.histogram import Histogram
 from mingus_sessions._core.recorder import PoolRecorder
+from mingus_sessions._core.state import state
 from mingus_sessions.engines import get_entry
 from mingus_sessions.errors import DatabaseUnavailableError
 from mingus_sessions.metrics import (
@@ -1020,7 +1021,6 @@ def test_dead_database_is_unhealthy_fast(settings: Any, monkeypatch: pytest.Monk
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections (the kernel's backlog) but never answers."""
-    from mingus_sessions.metrics import api
 
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))
@@ -1029,7 +1029,7 @@ def silent_port() -> Iterator[int]:
         yield int(silent.getsockname()[1])
     finally:
         silent.close()  # the hanging ping fails now; let it finish within this test
-        ping = api._pings.get("silent")
+        ping = state.health_pings.get("silent")
         if ping is not None:
             assert ping.done.wait(10)
             ping.thread.join(10)

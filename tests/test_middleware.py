@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from mingus_sessions import current_session, get_circuit_breaker, get_engine, session_scope
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from mingus_sessions.errors import CircuitOpenError, TransactionError
 from tests import views
 from tests.helpers import add_unreachable_alias, admin_connection
@@ -538,7 +538,7 @@ def test_leak_report_of_a_request_points_at_the_view(
 @here
 def test_db_session_is_a_session_before_it_opens(client: Client, checkouts: list[int]) -> None:
     """isinstance(request.db_session, Session), repr and copies: no session is even created."""
-    before = session_stats.total_sessions
+    before = state.sessions.total_sessions
     found = client.get("/lazy-proxy/").json()
     assert found == {
         "is_session": True,
@@ -546,7 +546,7 @@ def test_db_session_is_a_session_before_it_opens(client: Client, checkouts: list
         "repr": "<RequestSession of pool 'main', not opened yet>",
         "copied": True,
     }
-    assert session_stats.total_sessions == before
+    assert state.sessions.total_sessions == before
     assert checkouts == []
 
 
@@ -555,15 +555,15 @@ def test_current_session_opens_no_connection_until_used(
     client: Client, checkouts: list[int]
 ) -> None:
     """current_session() in a view is request.db_session, and checks nothing out by itself."""
-    before = session_stats.total_sessions
+    before = state.sessions.total_sessions
     assert client.get("/current-only/").json() == {
         "same": True,
         "is_session": True,
         "in_repr": True,
     }
-    assert session_stats.total_sessions == before + 1
+    assert state.sessions.total_sessions == before + 1
     assert checkouts == []
-    assert session_stats.active_sessions == 0  # finished: closed
+    assert state.sessions.active_sessions == 0  # finished: closed
 
 
 @here
@@ -602,7 +602,8 @@ def test_default_pool_follows_the_settings(settings: Any, client: Client) -> Non
 @here
 def test_monitoring_starts_again_after_a_stop(client: Client) -> None:
     """The middleware's check is cheap but exact: a request after stop_monitoring() restarts it."""
-    from mingus_sessions.metrics import monitor, stop_monitoring
+    from mingus_sessions import monitor
+    from mingus_sessions.metrics import stop_monitoring
 
     stop_monitoring()
     try:
@@ -663,7 +664,7 @@ def test_view_connection_failures_open_the_breaker(
             assert client.get(f"/write/refused-{count}/").status_code == 500
             assert breaker.failures == count
         assert breaker.state == "open"
-        assert session_stats.failed_sessions == 3
+        assert state.sessions.failed_sessions == 3
         # Open: the next request fails fast, before any session opens.
         assert client.get("/write/fails-fast/").status_code == 500
     assert breaker.failures == 3
@@ -682,7 +683,7 @@ def test_async_view_connection_failures_open_the_breaker(unreachable_pool: str) 
 
     asyncio.run(scenario(AsyncClient(raise_request_exception=False)))
     assert (breaker.state, breaker.failures) == ("open", 3)
-    assert session_stats.failed_sessions == 3
+    assert state.sessions.failed_sessions == 3
     assert get_engine(unreachable_pool).pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -709,7 +710,7 @@ def test_counted_view_failure_keeps_the_error_page(unreachable_pool: str, settin
     response = Client().get("/write/refused/")  # would raise what the middleware raised
     assert (response.status_code, response.content) == (503, b"down for maintenance")
     assert get_circuit_breaker(unreachable_pool).failures == 1
-    assert session_stats.failed_sessions == 1
+    assert state.sessions.failed_sessions == 1
 
 
 def test_other_error_finishing_a_failed_request_is_raised(

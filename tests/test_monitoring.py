@@ -31,13 +31,13 @@ from django.db import connections
 from django.test import Client
 from sqlalchemy import event, text
 
-from mingus_sessions import get_engine, get_session, session_scope
+from mingus_sessions import get_engine, get_session, monitor, session_scope
 from mingus_sessions._core.recorder import SLOWEST_KEPT, PoolRecorder
+from mingus_sessions._core.state import state
 from mingus_sessions.engines import get_entry
 from mingus_sessions.metrics import (
     get_fleet_metrics,
     get_pool_metrics,
-    monitor,
     start_monitoring,
     stop_monitoring,
 )
@@ -394,7 +394,7 @@ def test_start_monitoring_once(settings: Any) -> None:
     assert monitor.is_monitoring() is True
     assert start_monitoring() is False
     assert start_monitoring(role="worker") is False
-    thread = monitor._monitor.thread  # type: ignore[union-attr]
+    thread = state.sampler.thread  # type: ignore[union-attr]
     assert thread.daemon
     assert thread.is_alive()
     stop_monitoring()
@@ -496,14 +496,14 @@ def test_a_pool_that_cannot_be_read_does_not_stop_the_others_samples(
     settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     configure(settings, FLEET={"CACHE": "default", "INTERVAL": 60})
-    real = monitor.get_pool_metrics
+    real = monitor._pool_metrics
 
     def one_pool_broken(pool: str) -> Any:
         if pool == "other":
             raise ImportError("no driver for the other pool")
         return real(pool)
 
-    monkeypatch.setattr(monitor, "get_pool_metrics", one_pool_broken)
+    monkeypatch.setattr(monitor, "_pool_metrics", one_pool_broken)
     sampler = monitor._Monitor("test", 60)
     sampler.tick()
     assert set(sampler.series) == {"main"}

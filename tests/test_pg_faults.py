@@ -40,7 +40,7 @@ from mingus_sessions import (
     get_engine,
     session_scope,
 )
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from tests.helpers import run_in_a_forked_child
 
 psycopg = pytest.importorskip("psycopg")
@@ -150,7 +150,7 @@ def test_r1_idle_backends_killed_are_replaced_without_errors(admin: Any, db_name
     # Every live backend of the pool is one the scopes used: nothing leaked.
     assert _pool_backends(admin, db_name) == seen
     assert engine.pool.checkedin() == len(seen)
-    stats = session_stats.snapshot()
+    stats = state.sessions.snapshot()
     assert stats["failed_sessions"] == 0
     assert stats["committed_transactions"] == 20
     assert stats["active_sessions"] == 0
@@ -511,7 +511,7 @@ def test_r15_execute_with_retry_around_the_scope_makes_both_deadlockers_commit()
         for f in futures:
             f.result(timeout=60)
     assert sorted(attempts.values()) == [1, 2]
-    assert session_stats.retries == 1
+    assert state.sessions.retries == 1
     bodies = _bodies()
     # Each transaction applied exactly once: both marks, once each, on both rows.
     assert sorted(bodies["a"].removeprefix("on")) == ["1", "2"]
@@ -627,7 +627,7 @@ def test_r15_non_transient_failures_are_never_retried(
         execute_with_retry(operation, max_retries=3, base_delay=0.01, max_delay=0.05)
     assert not isinstance(info.value, SessionError)
     assert calls == 1
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
     assert _count_notes("dup") == 0
     assert get_engine().pool.checkedout() == 0
 

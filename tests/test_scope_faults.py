@@ -28,7 +28,7 @@ from mingus_sessions import (
     get_engine,
     session_scope,
 )
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 
@@ -131,8 +131,8 @@ def test_pool_exhausted_after_timeout(settings: Any) -> None:
     assert error.pool == "tiny"
     assert error.transient is True
     assert isinstance(error.__cause__, sa_exc.TimeoutError)
-    assert session_stats.failed_sessions == 1
-    assert session_stats.active_sessions == 0
+    assert state.sessions.failed_sessions == 1
+    assert state.sessions.active_sessions == 0
     assert checked_out("tiny") == 0
 
 
@@ -218,7 +218,7 @@ def test_nested_scope_on_pool_of_one_never_hangs(settings: Any) -> None:
     assert time.monotonic() - started < 1.0  # never waited for the pool's timeout
     assert titles("one") == ["deeper", "inner", "outer"]
     assert checked_out("one") == 0
-    assert session_stats.savepoints == 2
+    assert state.sessions.savepoints == 2
 
 
 # -- R9: BaseException inside a scope -------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_base_exception_rolls_back_and_closes(exc_type: type[BaseException], nes
         write_then_stop()
     assert info.value is raised
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
     assert titles() == []
     with session_scope() as session:
         insert(session, "next")
@@ -269,7 +269,7 @@ def test_generator_closed_inside_scope_rolls_back() -> None:
     assert checked_out() == 1
     generator.close()
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
     assert titles() == []
 
 
@@ -294,8 +294,8 @@ def test_cancelled_task_rolls_back_its_scope() -> None:
 
     asyncio.run(main())
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
-    assert session_stats.failed_sessions == 1
+    assert state.sessions.active_sessions == 0
+    assert state.sessions.failed_sessions == 1
     assert titles() == []
     with session_scope() as session:
         insert(session, "next")
@@ -322,7 +322,7 @@ def test_integrity_error_passes_through_after_rollback() -> None:
     assert not isinstance(info.value, SessionError)
     assert titles() == ["taken"]
     assert checked_out() == 0
-    assert session_stats.transaction_rollbacks == 1
+    assert state.sessions.transaction_rollbacks == 1
 
 
 @db
@@ -389,6 +389,6 @@ def test_threaded_nested_failures_on_small_pool(settings: Any) -> None:
         [f"w{n}-outer" for n in range(8)] + [f"w{n}-after" for n in range(8)]
     )
     assert checked_out("mid") == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
     if BACKEND == "postgresql":
-        assert session_stats.retries == 0
+        assert state.sessions.retries == 0

@@ -35,7 +35,7 @@ from mingus_sessions import (
     with_db_session,
 )
 from mingus_sessions._core.retry import backoff_delay
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from mingus_sessions.after_commit import on_commit
 from mingus_sessions.sessions import LazyScope
 from tests.helpers import NoteRow, add_unreachable_alias
@@ -204,7 +204,7 @@ def test_savepoint_matrix(outer_fails: bool, inner_fails: bool) -> None:
         [] if outer_fails else sorted(["outer-1", "outer-2", *([] if inner_fails else ["inner"])])
     )
     assert titles() == expected
-    assert session_stats.savepoints == 1
+    assert state.sessions.savepoints == 1
     assert checked_out() == 0
 
 
@@ -373,7 +373,7 @@ def test_three_levels_of_savepoints() -> None:
                 insert(deepest, "f")
         insert(level1, "g")
     assert titles() == ["a", "e", "f", "g"]
-    assert session_stats.savepoints == 4
+    assert state.sessions.savepoints == 4
 
 
 @db
@@ -389,7 +389,7 @@ def test_no_savepoint_leaks() -> None:
             with session_scope(), pytest.raises(Boom):
                 failing_scope()
             assert not outer.in_nested_transaction()
-    assert session_stats.savepoints == 10
+    assert state.sessions.savepoints == 10
     assert checked_out() == 0
     with session_scope() as session:
         insert(session, "works")
@@ -446,7 +446,7 @@ def test_independent_scope_commit_survives_outer_rollback() -> None:
     with pytest.raises(Boom):
         outer_fails()
     assert titles() == ["independent"]
-    assert session_stats.savepoints == 0
+    assert state.sessions.savepoints == 0
     assert checked_out() == 0
 
 
@@ -463,7 +463,7 @@ def test_scope_on_other_pool_is_separate_session() -> None:
             insert(other, "in-other")
         assert current_session() is main
         insert(main, "in-main")
-    assert session_stats.savepoints == 0
+    assert state.sessions.savepoints == 0
     assert titles() == ["in-main"]
     assert titles("other") == ["in-other"]
 
@@ -534,7 +534,7 @@ def test_current_session_is_per_asyncio_task() -> None:
     assert seen1 is s1
     assert seen2 is s2
     assert (n1, n2) == ("a", "b")
-    assert session_stats.total_sessions == 2
+    assert state.sessions.total_sessions == 2
     assert checked_out() == 0
 
 
@@ -584,7 +584,7 @@ def test_with_db_session_bare_and_with_pool() -> None:
     assert bare.__name__ == "bare"
     assert titles() == ["bare"]
     assert titles("other") == ["on-other"]
-    assert session_stats.committed_transactions >= 3
+    assert state.sessions.committed_transactions >= 3
 
 
 # -- READ_ONLY and ISOLATION_LEVEL ---------------------------------------------------------------
@@ -647,7 +647,7 @@ def test_isolation_level_setting(settings: Any, level: str) -> None:
 @db
 def test_session_stats_shape_and_counts() -> None:
     """Scopes keep total, active, committed, rolled back, failed and savepoint counts exactly."""
-    assert session_stats.snapshot() == {
+    assert state.sessions.snapshot() == {
         "total_sessions": 0,
         "active_sessions": 0,
         "committed_transactions": 0,
@@ -657,20 +657,20 @@ def test_session_stats_shape_and_counts() -> None:
         "retries": 0,
     }
     with session_scope() as session:
-        assert session_stats.active_sessions == 1
+        assert state.sessions.active_sessions == 1
         insert(session, "one")
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
 
     def failing_scope() -> None:
         with session_scope():
-            assert session_stats.active_sessions == 1  # a savepoint is not a session
+            assert state.sessions.active_sessions == 1  # a savepoint is not a session
             raise Boom
 
     with pytest.raises(Boom):
         failing_scope()
     with session_scope(), pytest.raises(Boom):
         failing_scope()
-    assert session_stats.snapshot() == {
+    assert state.sessions.snapshot() == {
         "total_sessions": 3,
         "active_sessions": 0,
         "committed_transactions": 2,
@@ -697,9 +697,9 @@ def test_session_stats_exact_under_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert session_stats.total_sessions == 4000
-    assert session_stats.committed_transactions == 4000
-    assert session_stats.active_sessions == 0
+    assert state.sessions.total_sessions == 4000
+    assert state.sessions.committed_transactions == 4000
+    assert state.sessions.active_sessions == 0
 
 
 # -- retry -------------------------------------------------------------------------------------
@@ -725,7 +725,7 @@ def test_execute_with_retry_retries_transient_errors() -> None:
     assert len(slept) == 2
     assert 0.0 <= slept[0] <= 0.5
     assert 0.0 <= slept[1] <= 1.0
-    assert session_stats.retries == 2
+    assert state.sessions.retries == 2
 
 
 @db
@@ -742,7 +742,7 @@ def test_execute_with_retry_retries_a_whole_scope() -> None:
 
     execute_with_retry(operation, max_retries=2, base_delay=0.001, sleep=lambda _: None)
     assert titles() == ["attempt-2"]
-    assert session_stats.retries == 1
+    assert state.sessions.retries == 1
 
 
 @db
@@ -759,7 +759,7 @@ def test_retry_on_transient_decorator() -> None:
 
     assert flaky(21) == 42
     assert calls == [21, 21, 21]
-    assert session_stats.retries == 2
+    assert state.sessions.retries == 2
     assert flaky.__name__ == "flaky"
 
     bare_calls: list[int] = []
@@ -773,7 +773,7 @@ def test_retry_on_transient_decorator() -> None:
 
     assert bare() == "ok"  # RETRY's defaults: one retry after at most BASE_DELAY (0.1 s)
     assert len(bare_calls) == 2
-    assert session_stats.retries == 3
+    assert state.sessions.retries == 3
 
 
 @db
@@ -793,7 +793,7 @@ def test_retry_never_retries_integrity_error() -> None:
         execute_with_retry(operation, max_retries=5, base_delay=0.001, sleep=slept.append)
     assert len(calls) == 1
     assert slept == []
-    assert session_stats.retries == 0
+    assert state.sessions.retries == 0
 
     decorated_calls: list[int] = []
 
@@ -822,7 +822,7 @@ def test_retry_raises_last_error_after_max_retries() -> None:
         execute_with_retry(operation, max_retries=2, base_delay=0.001, sleep=lambda _: None)
     assert len(raised) == 3
     assert info.value is raised[-1]
-    assert session_stats.retries == 2
+    assert state.sessions.retries == 2
 
 
 @pytest.mark.parametrize(
@@ -1164,7 +1164,7 @@ def test_breaker_in_session_scope_against_unreachable_server(dead_pool: str) -> 
     assert len(attempts) == 4  # exactly one trial connected
     assert breaker.state == "open"
     assert checked_out(dead_pool) == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
 
 
 # -- R10: the connection lost at COMMIT ------------------------------------------------------------
@@ -1217,7 +1217,7 @@ def test_connection_lost_during_commit_is_an_unknown_outcome_never_retried(
     # Retrying could apply the work twice: it ran once.
     assert len(attempts) == 1
     assert calls == ["do_commit"]
-    assert session_stats.failed_sessions == 1
+    assert state.sessions.failed_sessions == 1
     assert checked_out() == 0
     # The connection was invalidated; the pool serves a new one.
     with session_scope() as session:

@@ -11,7 +11,6 @@ reachability and leaves the counts alone.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -29,7 +28,10 @@ HALF_OPEN = "half_open"
 
 T = TypeVar("T")
 
-#: Every breaker alive in this process, so that a forked child can renew their locks.
+#: Every breaker alive in this process, so that a forked child can renew their
+#: locks (``ProcessState.after_fork_in_child``). Outside the registry on
+#: purpose: a breaker a user builds (the class is public) registers itself here
+#: as it is created, wherever that happens.
 _instances: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
@@ -189,9 +191,7 @@ class CircuitBreaker:
         self._trial_until = 0.0
 
 
-def _after_fork_in_child() -> None:
+def renew_breaker_locks() -> None:
+    """In a forked child: give every breaker of the process a free lock (see ``_after_fork``)."""
     for breaker in list(_instances):
         breaker._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

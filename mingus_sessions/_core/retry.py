@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .config import MAX_SECONDS
-from .stats import session_stats
+from .state import state
 from .translate import is_transient
 
 __all__ = ["backoff_delay", "call_with_retry"]
@@ -84,6 +84,6 @@ def call_with_retry(
                 delay,
                 type(exc).__name__,
             )
-            session_stats.retries += 1
+            state.sessions.retries += 1
             sleep(delay)
             attempt += 1

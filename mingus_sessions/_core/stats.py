@@ -6,10 +6,9 @@ the GIL; readers take a snapshot with :meth:`SessionStats.snapshot`.
 
 from __future__ import annotations
 
-import os
 import threading
 
-__all__ = ["SessionStats", "TransactionStats", "session_stats", "transaction_stats"]
+__all__ = ["SessionStats", "TransactionStats"]
 
 
 class SessionStats:
@@ -53,9 +52,6 @@ class SessionStats:
         }
 
 
-session_stats = SessionStats()
-
-
 class TransactionStats:
     """Count, failures and durations of ``TransactionManager.named_transaction`` by name."""
 
@@ -88,16 +84,6 @@ class TransactionStats:
         with self._lock:
             self._by_name.clear()
 
-
-transaction_stats = TransactionStats()
-
-
-def _after_fork_in_child() -> None:
-    # The parent's open sessions stay the parent's: the child starts with none
-    # (a session carried across the fork must not be used; see docs/sessions.md).
-    # The counters are kept. The lock may have been held by a parent thread.
-    session_stats.active_sessions = 0
-    transaction_stats._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    def after_fork(self) -> None:
+        # The lock may have been held by a parent thread the child does not have.
+        self._lock = threading.Lock()

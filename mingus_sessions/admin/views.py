@@ -22,12 +22,11 @@ from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from .. import conf
+from .. import conf, monitor
 from .._core.recorder import PoolRecorder
+from .._core.snapshot import PoolMetrics
 from ..engines import get_entry
-from ..metrics import monitor
 from ..metrics.api import get_pool_metrics, get_session_stats
-from ..metrics.snapshot import PoolMetrics
 from .actions import ACTIONS, PoolAction
 from .charts import Line, format_ms, format_percent, line_chart, utilization_bar
 

@@ -42,7 +42,7 @@ def _advice(pool: str, severity: str, message: str, recommendation: str) -> dict
 
 def _observed() -> tuple[dict[str, list[dict[str, Any]]], int]:
     """Per pool, the metrics dicts of every live process; and how many processes."""
-    from .monitor import get_fleet_metrics
+    from ..monitor import get_fleet_metrics
 
     per_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from typing import Any, overload
@@ -13,10 +12,10 @@ from sqlalchemy.pool import QueuePool
 from .. import conf
 from .._core.errors import ConfigurationError
 from .._core.recorder import PoolRecorder
-from .._core.stats import session_stats, transaction_stats
+from .._core.snapshot import PoolMetrics, snapshot
+from .._core.state import state
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
-from .snapshot import PoolMetrics, snapshot
 
 __all__ = [
     "check_all_pools",
@@ -62,12 +61,12 @@ def _pool_metrics(name: str) -> PoolMetrics:
 
 def get_session_stats() -> dict[str, int]:
     """Sessions and transactions in this process (see docs/metrics.md)."""
-    return session_stats.snapshot()
+    return state.sessions.snapshot()
 
 
 def get_transaction_stats() -> dict[str, dict[str, float]]:
     """``{name: {"count", "failures", "avg_ms", "max_ms"}}`` of named transactions."""
-    return transaction_stats.snapshot()
+    return state.transactions.snapshot()
 
 
 def get_performance_metrics() -> dict[str, Any]:
@@ -105,14 +104,11 @@ def reset_metrics(pool: str | None = None) -> None:
         else:
             probe.timeouts = 0
     if pool is None:
-        session_stats.reset()
-        transaction_stats.reset()
+        state.sessions.reset()
+        state.transactions.reset()
 
 
 # -- health ----------------------------------------------------------------------------------
-
-_pings: dict[str, _Ping] = {}
-_pings_lock = threading.Lock()
 
 
 class _Ping:
@@ -146,29 +142,17 @@ class _Ping:
 
 
 def _ping_running(name: str) -> bool:
-    running = _pings.get(name)
+    running = state.health_pings.get(name)
     return running is not None and not running.done.is_set()
-
-
-def _forget_pings_in_child() -> None:
-    # A ping in flight at the fork runs in a thread the child does not have:
-    # left in place, it would answer "the previous check has not answered yet"
-    # forever. The lock may have been held by such a thread.
-    global _pings_lock
-    _pings.clear()
-    _pings_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pings_in_child)
 
 
 def _start_ping(name: str) -> _Ping | None:
     """A new ping, or None while the previous one of this pool has not answered."""
-    with _pings_lock:
-        running = _pings.get(name)
+    with state.lock:
+        running = state.health_pings.get(name)
         if running is not None and not running.done.is_set():
             return None
-        ping = _pings[name] = _Ping(name)
+        ping = state.health_pings[name] = _Ping(name)
     ping.thread.start()
     return ping
 

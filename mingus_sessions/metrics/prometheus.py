@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .._core.histogram import Percentiles
-from .._core.stats import session_stats
-from .snapshot import PoolMetrics
+from .._core.snapshot import PoolMetrics
+from .._core.state import state
 
 __all__ = ["CONTENT_TYPE", "render_prometheus"]
 
@@ -148,7 +148,7 @@ def render_prometheus(
     for name, m in ordered:
         out.sample("mingus_sessions_circuit_state", _CIRCUIT.get(m.circuit_state, 0), pool=name)
 
-    stats = session_stats.snapshot()
+    stats = state.sessions.snapshot()
     for key, metric, kind, help_text in (
         ("total_sessions", "mingus_sessions_sessions_total", "counter", "Sessions opened."),
         ("active_sessions", "mingus_sessions_sessions_active", "gauge", "Sessions open now."),

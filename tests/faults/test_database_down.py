@@ -23,7 +23,7 @@ from mingus_sessions import (
     get_circuit_breaker,
     session_scope,
 )
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from tests.faults.conftest import Cluster, checked_out, configure
 from tests.helpers import poll
 
@@ -106,7 +106,7 @@ def test_scopes_fail_fast_and_the_breaker_opens_while_the_server_is_down(
     assert body["connection_pools"]["other"]["detail"].startswith("unreachable")
     assert took < FAIL_FAST
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
 
 
 def test_after_restart_one_half_open_trial_closes_the_breaker(
@@ -138,7 +138,7 @@ def test_after_restart_one_half_open_trial_closes_the_breaker(
     assert status == 200, body
     assert body["connection_pools"]["main"]["circuit_state"] == "closed"
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
 
 
 def test_a_failed_trial_opens_the_breaker_again(cluster: Cluster) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from mingus_sessions import ConnectionTimeoutError, get_engine, session_scope
 from mingus_sessions import views as endpoint_views
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from tests.faults.conftest import Cluster, checked_out, configure
 from tests.helpers import wait_for_health_pings
 
@@ -69,7 +69,7 @@ def test_new_connections_fail_within_connect_timeout(cluster: Cluster) -> None:
     assert info.value.transient is True
     assert checked_out() == 0
     assert backend_pid() == pooled
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
 
 
 def test_health_answers_within_its_deadline_while_the_server_hangs(

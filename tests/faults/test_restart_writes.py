@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import text
 
 from mingus_sessions import SessionError, get_circuit_breaker, session_scope
-from mingus_sessions._core.stats import session_stats
+from mingus_sessions._core.state import state
 from tests.faults.conftest import Cluster, checked_out, configure
 from tests.helpers import poll
 
@@ -154,6 +154,6 @@ def test_every_write_seen_to_succeed_survives_a_restart_exactly_once(cluster: Cl
 
     assert get_circuit_breaker("main").state == "closed"
     assert checked_out() == 0
-    assert session_stats.active_sessions == 0
+    assert state.sessions.active_sessions == 0
     with session_scope() as s:
         assert s.execute(text("SELECT 1")).scalar_one() == 1

@@ -23,7 +23,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from mingus_sessions import session_scope
-from mingus_sessions._core.stats import session_stats
 from tests.faults.conftest import checked_out, configure
 
 psycopg = pytest.importorskip("psycopg")
@@ -115,8 +114,8 @@ def test_failed_scope_leaves_no_transaction_lock_or_setting(admin: Any, note: in
         assert b.execute(text("SELECT txid_current_if_assigned()")).scalar_one() is None
         assert b.execute(text("SELECT count(*) FROM testapp_note")).scalar_one() == 1
     assert checked_out("one") == 0
-    assert session_stats.failed_sessions == 1
-    assert session_stats.active_sessions == 0
+    assert state.sessions.failed_sessions == 1
+    assert state.sessions.active_sessions == 0
 
 
 def test_committed_session_level_set_is_inherited_by_the_next_scope(admin: Any, note: int) -> None:

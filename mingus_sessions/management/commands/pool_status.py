@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from ...metrics.api import get_pool_metrics, get_session_stats
-from ...metrics.monitor import get_fleet_metrics
+from ...monitor import get_fleet_metrics
 from ._base import PoolCommand, positive_seconds
 from ._render import fleet_lines, pool_lines, session_line
 

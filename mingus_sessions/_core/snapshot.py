@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.pool import QueuePool
 
-from .._core.histogram import Percentiles
-from .._core.recorder import PoolRecorder
-from ..engines import PoolEntry
+from .entry import PoolEntry
+from .histogram import Percentiles
+from .recorder import PoolRecorder
 
 __all__ = ["PoolMetrics", "snapshot"]
 

@@ -26,12 +26,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import conf
-from .._core.histogram import quantile_of
-from .._core.recorder import PoolRecorder
-from ..engines import get_entry, pool_names
-from .api import get_pool_metrics, get_session_stats
-from .snapshot import PoolMetrics
+from . import conf
+from ._core.histogram import quantile_of
+from ._core.recorder import PoolRecorder
+from ._core.snapshot import PoolMetrics, snapshot
+from ._core.state import state
+from .breakers import get_circuit_breaker
+from .engines import get_entry, pool_names
 
 __all__ = [
     "ensure_monitoring",
@@ -74,6 +75,15 @@ class _Monitor:
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
 
+    def halt(self) -> None:
+        """Stop the thread and withdraw this process from the fleet."""
+        self.stop.set()
+        self.thread.join(timeout=self.interval + 5)
+        try:
+            self.unpublish()
+        except Exception:
+            logger.warning("Could not withdraw from the fleet", exc_info=True)
+
     @property
     def member(self) -> str:
         return f"{self.host}:{self.pid}"
@@ -91,7 +101,7 @@ class _Monitor:
         pools: dict[str, PoolMetrics] = {}
         for name in pool_names():
             try:
-                pools[name] = get_pool_metrics(name)
+                pools[name] = _pool_metrics(name)
             except Exception:
                 # One pool that cannot be read (a missing driver) must not stop
                 # the others' samples, leak scans and fleet entry.
@@ -143,7 +153,7 @@ class _Monitor:
                 "role": self.role,
                 "updated_at": now,
                 "pools": {name: metrics.as_dict() for name, metrics in pools.items()},
-                "sessions": get_session_stats(),
+                "sessions": state.sessions.snapshot(),
             },
             timeout=max(ttl, 1.0),
         )
@@ -220,22 +230,21 @@ class _Monitor:
             logger.warning("Could not update the fleet index", exc_info=True)
 
 
-_lock = threading.Lock()
-_monitor: _Monitor | None = None
+def _pool_metrics(name: str) -> PoolMetrics:
+    return snapshot(get_entry(name), get_circuit_breaker(name).state)
 
 
 def is_monitoring() -> bool:
-    return _monitor is not None
+    return state.sampler is not None
 
 
 def start_monitoring(role: str = "process") -> bool:
     """Start this process's sampler; False if already running or ``MONITORING`` is off."""
-    global _monitor
     config = conf.get_config()
     if not config.monitoring:
         return False
-    with _lock:
-        if _monitor is not None:
+    with state.lock:
+        if state.sampler is not None:
             return False
         monitor = _Monitor(role, config.fleet.interval)
         try:
@@ -245,13 +254,13 @@ def start_monitoring(role: str = "process") -> bool:
             # leaks are still reported and the next ticks try again.
             logger.warning("Monitoring's first sample failed", exc_info=True)
         monitor.thread.start()
-        _monitor = monitor
+        state.sampler = monitor
     return True
 
 
 def ensure_monitoring(role: str) -> None:
     """Start the sampler unless it runs (cheap enough to call on every request or task)."""
-    if _monitor is None:
+    if state.sampler is None:
         try:
             start_monitoring(role)
         except Exception:
@@ -260,23 +269,16 @@ def ensure_monitoring(role: str) -> None:
 
 def stop_monitoring() -> None:
     """Stop the sampler and withdraw this process from the fleet."""
-    global _monitor
-    with _lock:
-        monitor, _monitor = _monitor, None
-    if monitor is None:
-        return
-    monitor.stop.set()
-    monitor.thread.join(timeout=monitor.interval + 5)
-    try:
-        monitor.unpublish()
-    except Exception:
-        logger.warning("Could not withdraw from the fleet", exc_info=True)
+    with state.lock:
+        monitor, state.sampler = state.sampler, None
+    if monitor is not None:
+        monitor.halt()
 
 
 def get_time_series(pool: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The sampled points of each pool (or of ``pool``), oldest first."""
-    monitor = _monitor
-    if monitor is None:
+    monitor = state.sampler
+    if not isinstance(monitor, _Monitor):
         return {}
     return {
         name: list(points)
@@ -305,13 +307,3 @@ def get_fleet_metrics() -> list[dict[str, Any]]:
             snap["updated_at"], tz=dt.UTC
         ).isoformat()
     return sorted(live, key=lambda snap: (snap["host"], snap["pid"]))
-
-
-def _after_fork_in_child() -> None:
-    # The sampler thread does not exist in a child; let the child start its own.
-    global _monitor, _lock
-    _monitor = None
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

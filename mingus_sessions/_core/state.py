@@ -1,0 +1,156 @@
+"""The registry: everything mingus_sessions keeps in one process, in one object.
+
+Plain Python. Every engine, breaker, counter and cache the package keeps is an
+attribute of :data:`state`, the one :class:`ProcessState` of the process, and
+the three events that must reach all of them go through it once each:
+
+- a fork (:meth:`ProcessState.after_fork_in_child`, registered with
+  ``os.register_at_fork`` below): the child gets fresh locks, drops the
+  parent's pooled connections without closing them, and starts with no
+  sampler, no health ping and no open session of its own;
+- a settings change (:meth:`ProcessState.settings_changed`, called by
+  ``conf``'s ``setting_changed`` receiver): everything built from the old
+  settings is disposed of or forgotten;
+- a test's reset (:meth:`ProcessState.reset`, the pytest plugin's
+  ``reset_mingus_sessions``): closed breakers, zeroed counters, no sampler, no
+  engine, no table, no ping.
+
+A new piece of state is an attribute here, with its line in each of the three
+methods. The registry holds objects of the layers above the core (the Django
+tables, the request scope's class, the sampler) without importing them: it only
+clears, stops or forgets them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, MetaData
+from sqlalchemy.pool import Pool
+
+from .breaker import CircuitBreaker, renew_breaker_locks
+from .config import Config
+from .entry import PoolEntry
+from .stats import SessionStats, TransactionStats
+
+__all__ = ["ProcessState", "state"]
+
+
+class _Sampler(Protocol):
+    """The monitoring sampler, as the registry sees it: something to stop."""
+
+    def halt(self) -> None: ...
+
+
+class ProcessState:
+    """The package's state in this process; there is one, :data:`state`."""
+
+    def __init__(self) -> None:
+        #: Guards every build and every change below (a build is rare: the
+        #: hot paths only read the dicts, which is safe without it).
+        self.lock = threading.RLock()
+        #: The validated MINGUS_SESSIONS, parsed once (``conf.get_config``).
+        self.config: Config | None = None
+        #: One entry (engine, sessionmaker, recorder) per pool, built on first use.
+        self.pools: dict[str, PoolEntry] = {}
+        #: Pools a forked child stopped using: kept referenced, so that their
+        #: DB-API connections are never garbage-collected (closed) in the child.
+        self.orphaned_pools: list[Pool] = []
+        #: Connections whose transaction PostgreSQL aborted after a statement error.
+        self.aborted_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The engines of joined sessions, on Django's connections, per pool engine.
+        self.joined_engines: dict[tuple[str, int], Engine] = {}
+        #: One circuit breaker per pool.
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.sessions = SessionStats()
+        self.transactions = TransactionStats()
+        #: ``table_for``'s cache (model -> table and the overrides it was built
+        #: with) and the one MetaData of its tables, cleared together.
+        self.tables: dict[Any, Any] = {}
+        self.table_metadata = MetaData()
+        #: The request scope class for the settings in force (the middleware's),
+        #: and whether they turn monitoring on; None until the first request.
+        self.request_scope: Any = None
+        self.request_monitoring = False
+        #: REQUEST_COMMIT_HOOK, imported once per dotted path.
+        self.commit_hooks: dict[str, Callable[..., bool]] = {}
+        #: Health-check pings in flight, one per pool at a time.
+        self.health_pings: dict[str, Any] = {}
+        #: The monitoring sampler of this process, once started.
+        self.sampler: _Sampler | None = None
+        #: Set by the pytest plugin while it is active: asked before a pool
+        #: hands out a connection whether the running test may use the database.
+        self.connect_guard: Callable[[str], None] | None = None
+
+    # -- the three events --------------------------------------------------------------------
+
+    def after_fork_in_child(self) -> None:
+        """Make the child's state its own (Celery prefork, gunicorn --preload, multiprocessing).
+
+        Locks may have been held by parent threads that do not exist in the
+        child. The child must neither use nor close the parent's connections:
+        closing a libpq connection sends a Terminate over the socket the parent
+        still uses, so each pool is dropped with ``close=False`` and kept
+        referenced. Breakers keep what they learnt about the database.
+        """
+        self.lock = threading.RLock()
+        for entry in list(self.pools.values()):
+            self.orphaned_pools.append(entry.engine.pool)
+            entry.engine.dispose(close=False)
+            entry.probe.after_fork()
+        renew_breaker_locks()
+        # The parent's open sessions stay the parent's; the counters are kept.
+        self.sessions.active_sessions = 0
+        self.transactions.after_fork()
+        # The sampler thread and the pings in flight run in threads the child
+        # does not have: left in place, they would never finish.
+        self.sampler = None
+        self.health_pings.clear()
+
+    def settings_changed(self) -> None:
+        """Forget what was built from the previous settings, and dispose of the engines."""
+        with self.lock:
+            self.config = None
+            self.breakers.clear()
+            self.joined_engines.clear()
+            self.request_scope = None
+            self.commit_hooks.clear()
+        self.dispose_engines()
+
+    def reset(self) -> None:
+        """A test's clean slate; the settings cache is left to ``override_settings``."""
+        with self.lock:
+            self.breakers.clear()
+            sampler, self.sampler = self.sampler, None
+            self.health_pings.clear()
+            self.tables.clear()
+            self.table_metadata.clear()
+        self.sessions.reset()
+        self.transactions.reset()
+        if sampler is not None:
+            sampler.halt()
+        self.dispose_engines()
+
+    # -- engines ----------------------------------------------------------------------------
+
+    def dispose_engines(self, close: bool = True) -> None:
+        """Dispose of every engine and forget it; the next use builds a new one."""
+        with self.lock:
+            entries = list(self.pools.values())
+            self.pools.clear()
+            self.joined_engines.clear()
+        for entry in entries:
+            if not close:
+                self.orphaned_pools.append(entry.engine.pool)
+            entry.engine.dispose(close=close)
+
+
+#: The one registry of this process.
+state = ProcessState()
+
+# A bound method, so that a test's own ProcessState never receives the hook.
+os.register_at_fork(after_in_child=state.after_fork_in_child)
