@@ -42,7 +42,7 @@ from ._core.errors import (
     SerializationError,
     SessionError,
 )
-from ._core.frames import active_scope as _active
+from ._core.frames import enter, leave
 from ._core.retry import backoff_delay
 from ._core.state import state
 from ._core.translate import classify, is_transient
@@ -64,6 +64,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: The running DatabaseTask call's helper: per call, as a context variable's
+#: value is (never on the task instance, which every call in a process shares).
 _call: ContextVar[TaskDatabase | None] = ContextVar("mingus_sessions_task_call", default=None)
 
 
@@ -177,11 +179,11 @@ class TaskDatabase:
 
 @contextmanager
 def _outside_scopes() -> Iterator[None]:
-    token = _active.set(None)
+    token = enter(None)
     try:
         yield
     finally:
-        _active.reset(token)
+        leave(token)
 
 
 def get_celery_db_session(pool: str | None = None) -> TaskDatabase:

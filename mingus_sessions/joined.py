@@ -17,8 +17,8 @@ throw away.
 
 from __future__ import annotations
 
+import functools
 import logging
-from types import TracebackType
 from typing import Any
 
 from django.db import connections, transaction
@@ -30,12 +30,12 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import ReleaseSavepointClause, RollbackToSavepointClause
 
-from . import after_commit
+from ._core import callbacks
+from ._core.entry import PoolEntry
 from ._core.errors import TransactionError
 from ._core.state import state
-from .engines import PoolEntry
 
-__all__ = ["JoinedTransactionError", "close_joined", "open_joined"]
+__all__ = ["JoinedTransactionError", "open_joined"]
 
 logger = logging.getLogger("mingus_sessions")
 
@@ -76,11 +76,6 @@ class _JoinedSession(Session):
             "roll back part of it with a nested session_scope() or session.begin_nested().",
             pool=self._pool,
         )
-
-    def _end(self) -> None:
-        """Flush and end SQLAlchemy's side once the scope's savepoint is released."""
-        # A no-op COMMIT on Django's connection (the dialect's do_commit).
-        super().commit()
 
 
 @event.listens_for(_JoinedSession, "before_commit")
@@ -268,7 +263,8 @@ def _refuse_in_doomed_transactions(dialect: Any, alias: str, pool: str) -> None:
 
 
 def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
-    """Open a joined session: ``(session, atomic block we opened or None, savepoint)``."""
+    """Open a joined scope: ``(session, the __exit__ of the atomic block it opened or None,
+    its savepoint)``; :func:`~mingus_sessions._core.scopes.end_scope` ends it."""
     alias = entry.config.database
     guard = state.connect_guard
     if guard is not None:
@@ -289,9 +285,9 @@ def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
         session = _JoinedSession(
             alias, entry.name, bind=_joined_engine(entry), expire_on_commit=False
         )
-        # Callbacks registered through a request's or task's scope nested in
-        # this one wait for Django's commit too (see after_commit).
-        session.info[after_commit.JOINED] = entry.name
+        # on_commit callbacks of this scope, and of a request's or task's
+        # scope nested in it, wait for Django's commit.
+        session.info[callbacks.JOINED] = functools.partial(transaction.on_commit, using=alias)
         savepoint = session.begin_nested()
         # SQLAlchemy emits SAVEPOINT on first use; the ORM's writes in the
         # scope, on the same connection, must already be inside it.
@@ -302,58 +298,4 @@ def open_joined(entry: PoolEntry) -> tuple[Session, Any, SessionTransaction]:
         if atomic is not None:
             atomic.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    return session, atomic, savepoint
-
-
-def close_joined(
-    session: Session,
-    savepoint: SessionTransaction | None,
-    atomic: Any,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> None:
-    """Release or roll back the scope's savepoint, then end the atomic block we opened."""
-    if exc is not None and savepoint is not None:
-        # Its on_commit callbacks wait for Django's commit: drop them now, even
-        # if the atomic block around this scope goes on and commits.
-        after_commit.discard_savepoint(session, savepoint)
-    try:
-        if exc is None:
-            _release(session, savepoint)
-        elif savepoint is not None and _still_open(savepoint):
-            savepoint.rollback()
-    except BaseException as failure:
-        session.close()
-        if atomic is not None:
-            atomic.__exit__(type(failure), failure, failure.__traceback__)
-        raise
-    session.close()
-    if atomic is not None:
-        atomic.__exit__(exc_type, exc, tb)
-
-
-def _release(session: Session, savepoint: SessionTransaction | None) -> None:
-    """End a joined scope that succeeded; roll its savepoint back if that cannot be done."""
-    try:
-        if savepoint is not None and savepoint.is_active:
-            savepoint.commit()
-        if isinstance(session, _JoinedSession):
-            session._end()
-    except BaseException:
-        if savepoint is not None:
-            after_commit.discard_savepoint(session, savepoint)
-            if _still_open(savepoint):
-                try:
-                    savepoint.rollback()
-                except Exception:
-                    logger.warning("Rolling back a joined scope's savepoint failed", exc_info=True)
-        raise
-
-
-def _still_open(savepoint: SessionTransaction) -> bool:
-    """Whether ``savepoint`` is still one of its session's open transactions."""
-    open_transaction = savepoint.session.get_nested_transaction()
-    while open_transaction is not None and open_transaction is not savepoint:
-        open_transaction = open_transaction.parent
-    return open_transaction is not None
+    return session, atomic.__exit__ if atomic is not None else None, savepoint

@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
-from sqlalchemy.orm import Session
 
 from . import conf, monitor
 from ._core.errors import ConfigurationError, SessionError
-from ._core.frames import active_scope as _active
+from ._core.frames import active_scope, enter, leave
 from ._core.state import state
+from .request_session import RequestSession, new_request_session
 from .sessions import LazyScope
 
-__all__ = ["RequestSession", "SessionMiddleware", "request_session_type"]
+__all__ = ["RequestSession", "SessionMiddleware"]
 
 logger = logging.getLogger("mingus_sessions")
 
@@ -103,151 +103,17 @@ def _finish(
     scope.finish(commit=commit)
 
 
+_get_active = active_scope.get
 _object_setattr = object.__setattr__
-_object_delattr = object.__delattr__
-#: Assigns an object's class; RequestSession's own ``__class__`` is read-only.
-_set_class = object.__dict__["__class__"].__set__
-
-# The context variable's methods, bound once: ContextVar has no generic
-# attribute lookup, so ``_active.get()`` would create a bound method per call.
-_get_active = _active.get
-_set_active = _active.set
-_reset_active = _active.reset
-
-#: What a RequestSession keeps on itself: every other attribute is the session's.
-_STATE = frozenset(
-    {
-        "pool",
-        "parent",
-        "joined",
-        "early",
-        "opened_at",
-        "_session",
-        "_breaker",
-        "_savepoint",
-        "_finished",
-    }
-)
-#: The fields whose first value other than None gives the scope work to finish.
-_WORK = frozenset({"_session", "early"})
-
-
-class RequestSession(LazyScope):
-    """``request.db_session``: the request's scope, standing in for its session.
-
-    Reading, setting or deleting an attribute opens the session (once) and
-    does it on the session, as Django's ``SimpleLazyObject`` did;
-    ``isinstance(request.db_session, Session)`` is true, and neither it nor
-    ``repr()`` opens the session. The object is also the request's frame in the
-    context, so ``current_session()`` in the view is this same session.
-
-    Creating one writes nothing: the pool is a class attribute of a subclass
-    per pool (:func:`request_session_type`), and the other fields start as the
-    class attributes of the scope's classes. When the scope gets work (its
-    session opens, or an on_commit callback waits for it), its class becomes
-    that subclass's ``_busy`` subclass, so the middleware tells whether to
-    finish from ``type(scope)`` alone.
-    """
-
-    # No argument and nothing to set: object's own C-level __init__.
-    __init__ = object.__init__  # type: ignore[assignment]
-
-    #: The class of a scope of this pool that has work (set per pool).
-    _busy: type[RequestSession]
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:  # what isinstance() asks: the session's class
-        session = self._session
-        return Session if session is None else type(session)
-
-    @property
-    def _wrapped(self) -> Session:
-        """The session, opened now if it was not yet (``SimpleLazyObject``'s name for it)."""
-        return self.session
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _OWN:
-            # One of ours whose getter raised AttributeError: report it rather
-            # than ask the session (which would come back here, and again).
-            raise AttributeError(name)
-        return getattr(self.session, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _STATE:
-            _object_setattr(self, name, value)
-            if value is not None and name in _WORK:
-                _set_class(self, self._busy)
-        else:
-            setattr(self.session, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        if name in _STATE:
-            _object_delattr(self, name)
-        else:
-            delattr(self.session, name)
-
-    def __repr__(self) -> str:
-        session = self._session
-        if session is None:
-            return f"<RequestSession of pool {self.pool!r}, not opened yet>"
-        return f"<RequestSession of pool {self.pool!r}: {session!r}>"
-
-    def __eq__(self, other: object) -> bool:
-        if other is self:
-            return True
-        session = self._session  # not opened: no session can be this one
-        return session is not None and session == other
-
-    def __hash__(self) -> int:
-        return hash(self.session)  # equal to its session, so hashed as it is
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.session)
-
-    def __contains__(self, instance: object) -> bool:
-        return instance in self.session
-
-    def __dir__(self) -> list[str]:
-        return dir(self.session)
-
-    def __copy__(self) -> RequestSession:
-        return self  # a copy of the request still has the request's session
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> RequestSession:
-        return self
-
-
-RequestSession._busy = RequestSession
-
-#: Names a RequestSession answers itself, never forwarded to the session.
-_OWN = _STATE | frozenset(name for klass in RequestSession.__mro__[:-1] for name in vars(klass))
-
-_request_session_types: dict[str, type[RequestSession]] = {}
-
-
-def request_session_type(pool: str) -> type[RequestSession]:
-    """The :class:`RequestSession` class of ``pool``: its class attribute ``pool`` names it."""
-    found = _request_session_types.get(pool)
-    if found is None:
-        names = {"__module__": __name__, "__qualname__": RequestSession.__qualname__}
-        idle = cast(
-            "type[RequestSession]",
-            type(RequestSession)("RequestSession", (RequestSession,), {**names, "pool": pool}),
-        )
-        idle._busy = cast(
-            "type[RequestSession]", type(RequestSession)("RequestSession", (idle,), names)
-        )
-        found = _request_session_types.setdefault(pool, idle)
-    return found
-
+_new = RequestSession.__new__
 
 #: The pool of request scopes while the settings are invalid: no pool has this
 #: name, so opening such a scope's session reads the settings, and raises.
 _UNCONFIGURED = "(invalid settings)"
 
 
-def _read_settings() -> type[RequestSession]:
-    """The request scope class for the settings in force, and whether they turn monitoring on.
+def _read_settings() -> str:
+    """The pool of request scopes under the settings in force; whether they turn monitoring on.
 
     Read on the first request, and again after a settings change (the
     registry forgets them then).
@@ -259,11 +125,10 @@ def _read_settings() -> type[RequestSession]:
         # health endpoint's JSON, say); one that does gets this error when its
         # session opens. Read again at the next request, nothing is kept.
         state.request_monitoring = False
-        return request_session_type(_UNCONFIGURED)
-    scope_type = request_session_type(config.default_pool)
+        return _UNCONFIGURED
     state.request_monitoring = config.monitoring
-    state.request_scope = scope_type
-    return scope_type
+    state.request_pool = config.default_pool
+    return config.default_pool
 
 
 class SessionMiddleware:
@@ -281,47 +146,49 @@ class SessionMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self._is_async:
             return self.__acall__(request)
-        # _begin(), written out: on this path a call costs as much as the rest.
-        scope_type = state.request_scope
-        if scope_type is None:  # the first request, or the settings changed
-            scope_type = _read_settings()
+        # _begin() and new_request_session(), written out: on this path a
+        # Python call costs as much as the rest of what the middleware does.
+        pool = state.request_pool
+        if pool is None:  # the first request, or the settings changed
+            pool = _read_settings()
         if state.sampler is None and state.request_monitoring:
             # A server process starts its sampler with its first request: after
             # any fork (gunicorn --preload), and never in management commands.
             monitor.ensure_monitoring("web")
-        scope = scope_type()
+        scope = _new(RequestSession)
+        _object_setattr(scope, "pool", pool)
         parent = _get_active()
         if parent is not None:  # served inside a scope (a test's sa_session)
-            scope.parent = parent
+            _object_setattr(scope, "parent", parent)
         request.db_session = scope  # type: ignore[attr-defined]
-        token = _set_active(scope)
+        token = enter(scope)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as exc:
             # Out of the scope first, as on success: what runs after it ends
             # (on_commit callbacks) must not find it active.
-            _reset_active(token)
+            leave(token)
             scope.finish(commit=False, exc=exc)
             raise
-        _reset_active(token)
+        leave(token)
         # A plain HttpResponse never streams: skip the lookup of its class attribute.
         if type(response) is not HttpResponse and response.streaming:
             return self._defer_to_close(scope, request, response)
-        if type(scope) is not scope_type:  # it has work: see RequestSession
+        if scope._session is not None or scope.early is not None:  # it has work
             _finish(scope, request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         scope = self._begin(request)
-        token = _set_active(scope)
+        token = enter(scope)
         try:
             response: HttpResponseBase = await self.get_response(request)
         except BaseException as exc:
-            _reset_active(token)
+            leave(token)
             if scope.has_work:
                 await sync_to_async(scope.finish)(commit=False, exc=exc)
             raise
-        _reset_active(token)
+        leave(token)
         if response.streaming:
             return self._defer_to_close(scope, request, response)
         if scope.has_work:
@@ -336,15 +203,12 @@ class SessionMiddleware:
     @staticmethod
     def _begin(request: HttpRequest) -> RequestSession:
         """The request's scope, set as ``request.db_session`` (not active yet)."""
-        scope_type = state.request_scope
-        if scope_type is None:
-            scope_type = _read_settings()
+        pool = state.request_pool
+        if pool is None:
+            pool = _read_settings()
         if state.sampler is None and state.request_monitoring:
             monitor.ensure_monitoring("web")
-        scope: RequestSession = scope_type()
-        parent = _get_active()
-        if parent is not None:
-            scope.parent = parent
+        scope = new_request_session(pool, _get_active())
         request.db_session = scope  # type: ignore[attr-defined]
         return scope
 

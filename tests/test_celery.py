@@ -39,12 +39,12 @@ from mingus_sessions import (
     SerializationError,
     SessionError,
     TransactionError,
-    after_commit,
     current_session,
     get_engine,
     on_commit,
     session_scope,
 )
+from mingus_sessions._core import callbacks
 from mingus_sessions._core.state import state
 from mingus_sessions.celery import (
     DatabaseTask,
@@ -1276,7 +1276,7 @@ def test_on_commit_inside_a_savepoint_whose_flush_failed_is_dropped() -> None:
 @DB
 def test_only_a_session_holding_a_callback_watches_rollbacks() -> None:
     """Watching rollbacks costs nothing to a session that holds no callback (nearly all)."""
-    listening = (after_commit._after_soft_rollback,)
+    listening = (callbacks._after_soft_rollback,)
     with session_scope() as session:
         insert(session, "no callback")
         with session_scope():

@@ -13,9 +13,11 @@ from contextvars import ContextVar
 from types import CodeType
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
-__all__ = ["Frame", "Opened", "active_scope", "find", "innermost"]
+from .breaker import CircuitBreaker
+
+__all__ = ["Frame", "Opened", "active_scope", "enter", "find", "innermost", "leave"]
 
 #: Where a scope opened its session, for leak reports: the code, the
 #: instruction offset in it and the thread (see :mod:`.recorder`).
@@ -23,32 +25,41 @@ Opened = tuple[CodeType, int, int]
 
 
 class Frame:
-    """One active scope: its pool and session (opened on first use by a LazyScope).
+    """One active scope: what it is, and what :func:`~.scopes.end_scope` needs to end it.
 
-    The class attributes are the values of a frame that nothing has changed
-    yet: a :class:`LazyScope`, which is its own frame, is created writing only
-    its pool (and a request's scope not even that), so a request that never
-    uses its session pays for one small object.
+    Every kind of scope is one: a ``session_scope()`` with a session of its
+    own, a nested one (a savepoint of the outer session), a joined one (a
+    savepoint on Django's connection), a request's or a task's (a lazy scope,
+    whose session opens on first use). The class attributes are the values of
+    a frame that nothing has changed yet: a lazy scope is created writing only
+    its pool, so a request that never uses its session pays for one small
+    object.
     """
 
     pool: str
     #: The next active scope out, in this context.
     parent: Frame | None = None
-    #: A scope running in Django's transaction (``join_django=True``).
+    #: A scope running in Django's transaction (``join_django=True``) on a
+    #: joined session of its own.
     joined: bool = False
     _session: Session | None = None
+    #: The savepoint this scope is: of an outer scope's session, or a joined
+    #: scope's on Django's connection.
+    savepoint: SessionTransaction | None = None
+    #: The pool's circuit breaker, for a scope that opened a session of its own.
+    breaker: CircuitBreaker | None = None
+    #: A joined scope's way out of the atomic block it opened (its ``__exit__``).
+    release: Callable[[type[BaseException] | None, BaseException | None, Any], Any] | None = None
     #: on_commit callbacks registered before a lazy session was opened.
     early: list[Callable[[], Any]] | None = None
     #: Where the session was opened, for leak reports (when they are on).
     opened_at: Opened | None = None
+    #: Set once the scope has ended: a second end does nothing.
+    finished: bool = False
 
-    def __init__(
-        self, pool: str, session: Session | None, parent: Frame | None, joined: bool
-    ) -> None:
+    def __init__(self, pool: str, parent: Frame | None) -> None:
         self.pool = pool
-        self._session = session
         self.parent = parent
-        self.joined = joined
 
     @property
     def session(self) -> Session:
@@ -77,4 +88,12 @@ def innermost(pool: str | None = None) -> Frame | None:
     return frame
 
 
+#: The innermost active scope. Outside the registry on purpose: a context
+#: variable's value belongs to a thread or an asyncio task, not to the process.
 active_scope: ContextVar[Frame | None] = ContextVar("mingus_sessions_active_scope", default=None)
+
+#: Make a frame the innermost scope of this context, returning the token that
+#: :data:`leave` takes; the context variable's own methods, bound once (a
+#: call through a function of ours would cost a Python call per request).
+enter = active_scope.set
+leave = active_scope.reset

@@ -63,6 +63,8 @@ class _LibraryFiles(dict[str, bool]):
         return inside
 
 
+#: Outside the registry on purpose: what it learns (where a file lives) holds in
+#: every process and under any settings, so no fork, change or reset concerns it.
 _in_library = _LibraryFiles()
 
 

@@ -72,9 +72,10 @@ class ProcessState:
         #: with) and the one MetaData of its tables, cleared together.
         self.tables: dict[Any, Any] = {}
         self.table_metadata = MetaData()
-        #: The request scope class for the settings in force (the middleware's),
-        #: and whether they turn monitoring on; None until the first request.
-        self.request_scope: Any = None
+        #: The pool of request scopes under the settings in force (the
+        #: middleware's), and whether they turn monitoring on; None until the
+        #: first request.
+        self.request_pool: str | None = None
         self.request_monitoring = False
         #: REQUEST_COMMIT_HOOK, imported once per dotted path.
         self.commit_hooks: dict[str, Callable[..., bool]] = {}
@@ -117,7 +118,7 @@ class ProcessState:
             self.config = None
             self.breakers.clear()
             self.joined_engines.clear()
-            self.request_scope = None
+            self.request_pool = None
             self.commit_hooks.clear()
         self.dispose_engines()
 
