@@ -27,7 +27,7 @@ from ._core.entry import PoolEntry
 from ._core.errors import SessionError
 from ._core.failures import record_failure, translated
 from ._core.frames import Frame, active_scope, enter, find
-from ._core.recorder import note_opening
+from ._core.leaks import note_opening
 from ._core.savepoints import begin_savepoint
 from ._core.scopes import end_scope
 from ._core.state import state

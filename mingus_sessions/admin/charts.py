@@ -77,6 +77,17 @@ def _legend_rows(labels: Sequence[str], width: int) -> list[list[tuple[int, str,
     return rows if rows[0] else []
 
 
+@dataclass(frozen=True, slots=True)
+class _Plot:
+    """Where a chart's plot area sits in its SVG, legend rows included."""
+
+    width: int
+    total_height: int
+    top: int
+    plot_w: int
+    plot_h: int
+
+
 def line_chart(
     *,
     chart_id: str,
@@ -96,19 +107,40 @@ def line_chart(
     the largest value rounded up to a round number. ``description`` becomes
     the chart's ``<desc>``, followed by the latest value of each line.
     """
-    ident = escape(chart_id)
     legend = _legend_rows([line.label for line in lines], width)
     top = _TOP + _LEGEND_ROW * len(legend)
     total_height = height + _LEGEND_ROW * len(legend)
-    plot_w = width - _LEFT - _RIGHT
-    plot_h = total_height - top - _BOTTOM
+    plot = _Plot(width, total_height, top, width - _LEFT - _RIGHT, total_height - top - _BOTTOM)
     points = [p for line in lines for p in line.points]
 
     latest = "; ".join(
         f"{line.label}: {y_format(line.points[-1][1])}" for line in lines if line.points
     )
     desc = f"{description} Latest: {latest}." if latest else f"{description} No samples yet."
-    parts = [
+    parts = _opening(plot, escape(chart_id), title, desc)
+    parts.extend(_legend(legend))
+    top_value = (
+        y_max if y_max is not None else _nice_ceiling(max((v for _, v in points), default=0))
+    )
+    parts.extend(_axes(plot, top_value, y_format, y_label, x_label))
+    if not points:
+        parts.append(
+            f'<text x="{_LEFT + plot.plot_w / 2:.1f}" y="{top + plot.plot_h / 2:.1f}" '
+            f'text-anchor="middle" fill="{_AXIS}" {_FONT}>No samples yet</text></svg>'
+        )
+        return "".join(parts)
+    start = min(t for t, _ in points)
+    end = max(t for t, _ in points)
+    parts.extend(_time_ticks(plot, start, end))
+    parts.extend(_polylines(plot, lines, start, end - start or 1.0, top_value))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _opening(plot: _Plot, ident: str, title: str, desc: str) -> list[str]:
+    """The ``<svg>`` element's opening, its title and description, and a white background."""
+    width, total_height = plot.width, plot.total_height
+    return [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="mingus-chart" id="{ident}" '
         f'width="{width}" height="{total_height}" viewBox="0 0 {width} {total_height}" '
         f'role="img" aria-labelledby="{ident}-title {ident}-desc">',
@@ -117,6 +149,10 @@ def line_chart(
         f'<rect x="0" y="0" width="{width}" height="{total_height}" fill="#ffffff"/>',
     ]
 
+
+def _legend(legend: list[list[tuple[int, str, int]]]) -> list[str]:
+    """A coloured stroke and a label per line, in the rows :func:`_legend_rows` laid out."""
+    parts = []
     for row_number, row in enumerate(legend):
         row_y = _TOP + _LEGEND_ROW * row_number + 9
         for index, label, left in row:
@@ -126,10 +162,19 @@ def line_chart(
                 f'stroke-width="3"/><text x="{left + 22}" y="{row_y + 4}" fill="{_TEXT}" {_FONT}>'
                 f"{escape(label)}</text>"
             )
+    return parts
 
-    top_value = (
-        y_max if y_max is not None else _nice_ceiling(max((v for _, v in points), default=0))
-    )
+
+def _axes(
+    plot: _Plot,
+    top_value: float,
+    y_format: Callable[[float], str],
+    y_label: str,
+    x_label: str,
+) -> list[str]:
+    """The y axis's grid lines and tick labels, the y axis itself, and both axis labels."""
+    top, plot_w, plot_h = plot.top, plot.plot_w, plot.plot_h
+    parts = []
     for tick in range(_Y_TICKS + 1):
         value = top_value * tick / _Y_TICKS
         y = top + plot_h - plot_h * tick / _Y_TICKS
@@ -144,20 +189,17 @@ def line_chart(
         f'stroke-width="1"/>'
         f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="{_TEXT}" {_FONT} '
         f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{escape(y_label)}</text>'
-        f'<text x="{_LEFT + plot_w / 2:.1f}" y="{total_height - 6}" text-anchor="middle" '
+        f'<text x="{_LEFT + plot_w / 2:.1f}" y="{plot.total_height - 6}" text-anchor="middle" '
         f'fill="{_TEXT}" {_FONT}>{escape(x_label)}</text>'
     )
+    return parts
 
-    if not points:
-        parts.append(
-            f'<text x="{_LEFT + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" '
-            f'text-anchor="middle" fill="{_AXIS}" {_FONT}>No samples yet</text></svg>'
-        )
-        return "".join(parts)
 
-    start = min(t for t, _ in points)
-    end = max(t for t, _ in points)
+def _time_ticks(plot: _Plot, start: float, end: float) -> list[str]:
+    """The x axis's ticks and clock labels from ``start`` to ``end`` (one tick if they meet)."""
+    top, plot_w, plot_h = plot.top, plot.plot_w, plot.plot_h
     span = end - start or 1.0
+    parts = []
     for tick in range(_X_TICKS + 1):
         if end == start and tick:
             break
@@ -171,12 +213,21 @@ def line_chart(
             f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="{anchor}" fill="{_TEXT}" '
             f"{_FONT}>{_clock(t)}</text>"
         )
+    return parts
+
+
+def _polylines(
+    plot: _Plot, lines: Sequence[Line], start: float, span: float, top_value: float
+) -> list[str]:
+    """Each line with points as a polyline, a dot on its latest point."""
+    top, plot_w, plot_h = plot.top, plot.plot_w, plot.plot_h
 
     def place(t: float, value: float) -> tuple[float, float]:
         # Values above a fixed y_max are drawn at the top edge rather than off the chart.
         ratio = min(max(value / top_value, 0.0), 1.0)
         return _LEFT + plot_w * (t - start) / span, top + plot_h - plot_h * ratio
 
+    parts = []
     for index, line in enumerate(lines):
         if not line.points:
             continue
@@ -189,8 +240,7 @@ def line_chart(
             f'stroke-linejoin="round"><title>{escape(line.label)}</title></polyline>'
             f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="3" fill="{colour}"/>'
         )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 def utilization_bar(utilization: float, *, width: int = 100, height: int = 12) -> str:

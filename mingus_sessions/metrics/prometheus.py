@@ -74,7 +74,15 @@ def render_prometheus(
         sums_ms = _sums(pools)
     out = _Writer()
     ordered = sorted(pools.items())
+    _connection_gauges(out, ordered)
+    _connection_times(out, ordered, sums_ms)
+    _pool_figures(out, ordered)
+    _session_counters(out)
+    return "\n".join(out.lines) + "\n"
 
+
+def _connection_gauges(out: _Writer, ordered: list[tuple[str, PoolMetrics]]) -> None:
+    """OpenTelemetry's connection count, maximum, pending requests and timeouts."""
     out.family(
         "db_client_connection_count",
         "gauge",
@@ -106,6 +114,13 @@ def render_prometheus(
     for name, m in ordered:
         out.sample("db_client_connection_timeouts_total", m.timeouts, pool=name)
 
+
+def _connection_times(
+    out: _Writer,
+    ordered: list[tuple[str, PoolMetrics]],
+    sums_ms: dict[str, tuple[float, float, float]],
+) -> None:
+    """OpenTelemetry's wait, use and create times, as summaries in seconds."""
     zero = (0.0, 0.0, 0.0)
     out.summary(
         "db_client_connection_wait_time_seconds",
@@ -123,6 +138,9 @@ def render_prometheus(
         ((n, m.connect_ms, sums_ms.get(n, zero)[2]) for n, m in ordered),
     )
 
+
+def _pool_figures(out: _Writer, ordered: list[tuple[str, PoolMetrics]]) -> None:
+    """The pool's settings, gauges and counters of our own, and its circuit breaker's state."""
     for field, kind, help_text in (
         ("pool_size", "gauge", "Configured pool size."),
         ("max_overflow", "gauge", "Configured maximum overflow."),
@@ -148,6 +166,9 @@ def render_prometheus(
     for name, m in ordered:
         out.sample("mingus_sessions_circuit_state", _CIRCUIT.get(m.circuit_state, 0), pool=name)
 
+
+def _session_counters(out: _Writer) -> None:
+    """The process's scopes, transactions, rollbacks, savepoints and retries (no pool label)."""
     stats = state.sessions.snapshot()
     for key, metric, kind, help_text in (
         ("total_sessions", "mingus_sessions_sessions_total", "counter", "Sessions opened."),
@@ -175,7 +196,6 @@ def render_prometheus(
     ):
         out.family(metric, kind, help_text)
         out.sample(metric, stats[key])
-    return "\n".join(out.lines) + "\n"
 
 
 def _sums(pools: dict[str, PoolMetrics]) -> dict[str, tuple[float, float, float]]:

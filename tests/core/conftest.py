@@ -1,8 +1,10 @@
 """The core's tests: plain Python over SQLAlchemy, with no Django settings and no server.
 
 They import only ``mingus_sessions._core`` (and SQLAlchemy, the drivers' own
-exception classes, SQLite in memory), so they also run with pytest-django
-switched off: ``make test-core`` runs them that way, with no database up.
+exception classes, SQLite in memory or in a temporary file, sockets of their
+own, and ``ImproperlyConfigured``, the one Django name the core uses), so they
+also run with pytest-django switched off: ``make test-core`` runs them that
+way, with no database up.
 """
 
 from __future__ import annotations

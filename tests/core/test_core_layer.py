@@ -11,10 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mingus_sessions"
 
 
 def _core_modules() -> list[str]:
-    return sorted(
-        "mingus_sessions._core" + ("" if path.stem == "__init__" else "." + path.stem)
-        for path in (PACKAGE / "_core").glob("*.py")
-    )
+    """Every module of the core, those of its sub-packages included."""
+    names = []
+    for path in (PACKAGE / "_core").rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names)
 
 
 def _loaded_after(*imports: str) -> dict[str, list[str]]:

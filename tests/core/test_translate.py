@@ -1,6 +1,6 @@
 """The error taxonomy and the translation of driver failures onto it.
 
-Pure tests over :mod:`mingus_sessions.translate` and :mod:`mingus_sessions.errors`:
+Pure tests over :mod:`mingus_sessions._core.translate` and :mod:`mingus_sessions._core.errors`:
 they run the same whatever ``MINGUS_TEST_DATABASE`` says. Driver exceptions are
 real objects (psycopg 3 error classes, sqlite3 errors raised by a real locked
 file, psycopg failures from real sockets), wrapped the way SQLAlchemy wraps them
@@ -24,10 +24,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
-import mingus_sessions
-from mingus_sessions._core import errors
-from mingus_sessions._core.translate import classify, is_transient, pool_exhausted, translate
-from mingus_sessions.errors import (
+from mingus_sessions._core.errors import (
     AuthenticationError,
     CircuitOpenError,
     ConfigurationError,
@@ -43,6 +40,7 @@ from mingus_sessions.errors import (
     TransactionError,
     TransactionTimeoutError,
 )
+from mingus_sessions._core.translate import classify, is_transient, pool_exhausted, translate
 
 try:
     import psycopg
@@ -641,15 +639,6 @@ def test_error_tree_has_no_cross_links() -> None:
     assert not issubclass(DatabaseUnavailableError, TransactionError)
     assert not issubclass(TransactionError, ImproperlyConfigured)
     assert not issubclass(DatabaseConnectionError, ImproperlyConfigured)
-
-
-def test_connection_error_alias_and_public_names() -> None:
-    """errors.ConnectionError is DatabaseConnectionError; both modules export the same classes."""
-    assert errors.ConnectionError is DatabaseConnectionError
-    for name in errors.__all__:
-        if name != "ConnectionError":
-            assert getattr(mingus_sessions, name) is getattr(errors, name)
-    assert mingus_sessions.is_transient is is_transient
 
 
 @pytest.mark.parametrize(

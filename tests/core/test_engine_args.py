@@ -18,8 +18,8 @@ from mingus_sessions._core.engine_args import (
     build_engine_spec,
     postgresql_driver,
 )
+from mingus_sessions._core.errors import ConfigurationError
 from mingus_sessions._core.pools import WaitAwareQueuePool
-from mingus_sessions.errors import ConfigurationError
 
 PASSWORD = "p@ss/w:rd#?%&="
 
