@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from mingus_sessions import session_scope
+from mingus_sessions._core.state import state
 from tests.faults.conftest import checked_out, configure
 
 psycopg = pytest.importorskip("psycopg")
@@ -84,12 +85,14 @@ def lock_and_set(session: Session, note: int) -> int:
 
 def backend_state(admin: Any, pid: int) -> tuple[str, int]:
     """The backend's ``pg_stat_activity.state`` and how many relation locks it holds."""
-    (state,) = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    (activity,) = admin.execute(
+        "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
     (locks,) = admin.execute(
         "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype IN ('relation', 'tuple')",
         (pid,),
     ).fetchone()
-    return state, int(locks)
+    return activity, int(locks)
 
 
 def test_failed_scope_leaves_no_transaction_lock_or_setting(admin: Any, note: int) -> None:
@@ -98,8 +101,8 @@ def test_failed_scope_leaves_no_transaction_lock_or_setting(admin: Any, note: in
     pids: list[int] = []
     with pytest.raises(Boom), session_scope("one") as a:
         pids.append(lock_and_set(a, note))
-        state, locks = backend_state(admin, pids[0])
-        assert state == "idle in transaction"
+        activity, locks = backend_state(admin, pids[0])
+        assert activity == "idle in transaction"
         assert locks > 0
         raise Boom
     (pid,) = pids
