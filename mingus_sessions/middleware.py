@@ -217,7 +217,7 @@ class SessionMiddleware:
         scope: LazyScope, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
         """Finish when the server closes the response, after the last chunk (or a disconnect)."""
-        state = {"complete": False}
+        stream = {"complete": False}
         content = response.streaming_content  # type: ignore[attr-defined]
 
         if response.is_async:  # type: ignore[attr-defined]
@@ -225,14 +225,14 @@ class SessionMiddleware:
             async def watch_async() -> AsyncIterator[Any]:
                 async for chunk in content:
                     yield chunk
-                state["complete"] = True
+                stream["complete"] = True
 
             response.streaming_content = watch_async()  # type: ignore[attr-defined]
         else:
 
             def watch() -> Iterator[Any]:
                 yield from content
-                state["complete"] = True
+                stream["complete"] = True
 
             response.streaming_content = watch()  # type: ignore[attr-defined]
 
@@ -250,7 +250,7 @@ class SessionMiddleware:
                 close()
             finally:
                 if scope.has_work:
-                    complete = state["complete"]
+                    complete = stream["complete"]
                     if not complete:
                         logger.info(
                             "Streaming response of %s ended early; rolling back its session",
