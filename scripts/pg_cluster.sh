@@ -50,7 +50,7 @@ if [ "${1:-}" = as-owner ]; then  # internal: run a command as the cluster's own
 fi
 
 BIN="$(bindir)"
-# The role tests/test_pg_faults.py logs in as with a right and a wrong password.
+# The role tests/scopes/test_pg_faults.py logs in as with a right and a wrong password.
 PASSWORD_ROLE=mingus_h4_auth
 command="${1:-}"
 dir="${2:-}"

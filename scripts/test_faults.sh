@@ -17,9 +17,9 @@ PY="${PY:-.venv/bin/python}"
 CLUSTER="scripts/pg_cluster.sh"
 FAULT_TESTS=(
     tests/faults
-    tests/test_pg_faults.py
-    tests/test_scope_faults.py
-    tests/test_celery_worker.py
+    tests/scopes/test_pg_faults.py
+    tests/scopes/test_scope_faults.py
+    tests/celery/test_workers.py
 )
 
 free_port() {

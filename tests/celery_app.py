@@ -1,4 +1,4 @@
-"""The Celery app and tasks that tests/test_celery_worker.py runs in real workers.
+"""The Celery app and tasks that tests/celery/test_workers.py runs in real workers.
 
 A worker is started as ``python -m celery -A tests.celery_app worker ...`` with
 ``MINGUS_CELERY_BROKER_URL``, ``MINGUS_CELERY_QUEUE`` and

@@ -53,7 +53,7 @@ def _fresh_state(reset_mingus_sessions: None) -> None:
     """Every test starts with closed breakers, zeroed counters and no open engine."""
 
 
-# -- the worker tests' database (tests/test_celery_worker.py, tests/faults/) -----------------
+# -- the worker tests' database (tests/celery/test_workers.py, tests/faults/) -----------------
 
 
 @pytest.fixture(scope="module")

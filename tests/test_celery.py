@@ -2,7 +2,7 @@
 
 Tasks run through Celery's own tracer (``task.apply()``, eager ``delay()``), so
 ``__call__``, ``self.request`` and ``retry()`` behave as in a worker, without
-one; tests/test_celery_worker.py does the same things with real workers.
+one; tests/celery/test_workers.py does the same things with real workers.
 
 Publishing is observed on Celery's in-memory broker (``memory://``, a queue per
 module run), or on an app whose broker is a closed port (C5).

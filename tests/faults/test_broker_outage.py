@@ -1,11 +1,11 @@
 """C5 on a broker the test owns: a Redis server stopped and restarted under a real Celery worker.
 
-tests/test_celery_worker.py proves C5 with a closed port standing for a broker
+tests/celery/test_workers.py proves C5 with a closed port standing for a broker
 that is down, because the machine's Redis and RabbitMQ are shared and must never
 be stopped. Here each test starts its own ``redis-server`` (a free port on
 127.0.0.1, no persistence: ``--save "" --appendonly no``, a temporary
 directory) and a real worker with one child on it (the ``Worker`` helper of
-tests/test_celery_worker.py, ``celery -A tests.celery_app worker``), then stops
+tests/celery/test_workers.py, ``celery -A tests.celery_app worker``), then stops
 the server (SIGTERM, by pid) and starts it again on the same port. Whatever
 happens, the fixtures stop the worker and the server they started.
 
@@ -40,7 +40,7 @@ from sqlalchemy import text
 
 from mingus_sessions import AfterCommitError, get_engine, on_commit, session_scope
 from tests import celery_app as worker_module
-from tests.test_celery_worker import (
+from tests.celery.test_workers import (
     Worker,
     attempts,
     effects,

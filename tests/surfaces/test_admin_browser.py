@@ -38,7 +38,7 @@ from sqlalchemy import text
 from mingus_sessions import monitor, session_scope
 from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 CHROMIUM_ARGS = [

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MANAGE = REPO / "manage.py"
 
 

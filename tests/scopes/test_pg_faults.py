@@ -50,7 +50,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, databases=["default", "other"]),
 ]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AUTH_ROLE = "mingus_h4_auth"
 
 

@@ -42,7 +42,7 @@ psycopg = pytest.importorskip("psycopg")
 # themselves never use Django's connection (workers commit through their own).
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(databases=["default"])]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("MINGUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 AMQP_URL = os.environ.get("MINGUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BROKERS = [

@@ -25,7 +25,7 @@ from tests.helpers import add_postgresql_alias
 if TYPE_CHECKING:
     from pytest_django.fixtures import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAIN = 'MINGUS_SESSIONS["POOLS"]["main"]'
 REPORTS = 'MINGUS_SESSIONS["POOLS"]["reports"]'
 

@@ -23,7 +23,7 @@ from tests.testapp.models import Note
 
 pytest_plugins = ["pytester"]
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 TEST_DATABASE = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 DB_PREFIX = os.environ.get("MINGUS_TEST_DB_PREFIX", "")
 

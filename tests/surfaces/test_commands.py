@@ -46,7 +46,7 @@ EXPECTED_BACKEND = {
     "mysql": "mysql+mysqldb",
 }[BACKEND]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MANAGE = REPO / "manage.py"
 
 #: The exit code of a usage or configuration error (docs/operations.md).

@@ -1,0 +1,1 @@
+"""The Celery glue: DatabaseTask in-process, and in real workers on Redis and RabbitMQ."""

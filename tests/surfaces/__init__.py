@@ -1,0 +1,1 @@
+"""Reporting and operator surfaces: metrics, monitoring, Prometheus, endpoints, admin, commands."""
