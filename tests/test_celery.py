@@ -44,7 +44,6 @@ from mingus_sessions import (
     on_commit,
     session_scope,
 )
-from mingus_sessions._core import callbacks
 from mingus_sessions._core.state import state
 from mingus_sessions.celery import (
     DatabaseTask,
@@ -427,8 +426,6 @@ def test_a_task_that_never_uses_the_database_checks_out_nothing() -> None:
 
     def on_checkout(*args: Any) -> None:
         checkouts.append(1)
-
-    from sqlalchemy import event
 
     event.listen(engine, "checkout", on_checkout)
     try:
@@ -1274,47 +1271,6 @@ def test_on_commit_inside_a_savepoint_whose_flush_failed_is_dropped() -> None:
 
 
 @DB
-def test_only_a_session_holding_a_callback_watches_rollbacks() -> None:
-    """Watching rollbacks costs nothing to a session that holds no callback (nearly all)."""
-    listening = (callbacks._after_soft_rollback,)
-    with session_scope() as session:
-        insert(session, "no callback")
-        with session_scope():
-            insert(session, "no callback either")
-        assert not event.contains(session, "after_soft_rollback", *listening)
-        on_commit(lambda: None)
-        assert event.contains(session, "after_soft_rollback", *listening)
-
-
-@DB
-def test_on_commit_in_a_joined_scope_is_dropped_with_the_scopes_savepoint() -> None:
-    """Each joined scope is a SAVEPOINT Django does not know about: its rollback drops the callback.
-
-    Even when the ``atomic`` block around it goes on and commits.
-    """
-    ran: list[str] = []
-    with transaction.atomic():
-        with pytest.raises(ValueError), session_scope(join_django=True) as session:
-            insert(session, "rolled-back")
-            on_commit(lambda: ran.append("joined scope rolled back"))
-            raise ValueError("the joined scope fails")
-        with session_scope(join_django=True) as session:
-            with pytest.raises(ValueError), session_scope(join_django=True):
-                on_commit(lambda: ran.append("nested joined scope rolled back"))
-                raise ValueError("the nested joined scope fails")
-            with pytest.raises(ValueError), session.begin_nested():
-                on_commit(lambda: ran.append("begin_nested rolled back"))
-                raise ValueError("the savepoint fails")
-            with session_scope(join_django=True):
-                on_commit(lambda: ran.append("nested joined scope released"))
-            insert(session, "kept")
-            on_commit(lambda: ran.append("joined scope released"))
-        assert ran == []
-    assert ran == ["nested joined scope released", "joined scope released"]
-    assert titles() == ["kept"]
-
-
-@DB
 def test_delay_on_commit_of_a_task_called_inside_a_joined_scope_waits_for_django() -> None:
     """A task call inside a joined scope is a savepoint on it: its publish waits for Django.
 
@@ -1389,8 +1345,6 @@ def test_delay_on_commit_before_the_call_touches_the_database_opens_nothing() ->
     def on_checkout(*args: Any) -> None:
         checkouts.append(1)
 
-    from sqlalchemy import event
-
     event.listen(engine, "checkout", on_checkout)
     try:
         assert publishes_first.apply(args=("no-db", False)).successful()
@@ -1427,30 +1381,6 @@ def test_delay_on_commit_in_a_retried_call_publishes_once(
     assert published() == [(target.name, ("retried",), {})]
     assert titles() == ["retried"]
     assert_closed()
-
-
-@DB
-def test_on_commit_callback_may_open_a_scope_of_its_own() -> None:
-    """After the commit, a callback that writes gets a transaction of its own.
-
-    (Not a SAVEPOINT on the finished scope's closed session, which nobody would commit.)
-    """
-    inner: list[bool] = []
-
-    def follow_up() -> None:
-        with session_scope() as session:
-            inner.append(session.in_nested_transaction())
-            insert(session, "follow-up")
-
-    with session_scope() as session:
-        insert(session, "first")
-        on_commit(follow_up)
-    try:
-        assert inner == [False]
-        assert_closed()
-        assert titles() == ["first", "follow-up"]
-    finally:
-        session.close()  # a no-op unless a callback reopened the finished scope's session
 
 
 @DB

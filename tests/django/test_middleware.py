@@ -386,48 +386,6 @@ def test_request_inside_sa_session_is_a_savepoint(sa_session: Any, client: Clien
     assert list(found.scalars()) == ["from-orm", "from-view"]
 
 
-def test_on_commit_in_a_request_that_never_used_the_database(client: Client) -> None:
-    """A callback registered by a view that touched no database runs once the response is OK."""
-    from tests import views as test_views
-
-    test_views.callbacks_run.clear()
-    assert client.get("/on-commit/200/").status_code == 200
-    assert client.get("/on-commit/400/").status_code == 400
-    assert test_views.callbacks_run == [200]
-
-
-@pytest.mark.parametrize("outcome", ["raise", "400"])
-def test_callbacks_of_a_views_own_commit_run_when_the_request_then_fails(outcome: str) -> None:
-    """What the view committed itself stays, and so does the callback that waited for it."""
-    from tests import views as test_views
-
-    test_views.callbacks_run.clear()
-    client = Client(raise_request_exception=False)
-    expected = 500 if outcome == "raise" else 400
-    assert client.get(f"/commit-midway/{outcome}/").status_code == expected
-    assert test_views.callbacks_run == ["midway"]
-    assert titles() == ["midway"]
-    assert checked_out() == 0
-
-
-@pytest.mark.parametrize("outcome", ["raise", "400"])
-def test_async_callbacks_of_a_views_own_commit_run_when_the_request_then_fails(
-    outcome: str,
-) -> None:
-    """Under ASGI too, the callback of what the view committed itself runs."""
-    from tests import views as test_views
-
-    async def scenario(async_client: AsyncClient) -> None:
-        response = await async_client.get(f"/commit-midway/{outcome}/")
-        assert response.status_code == (500 if outcome == "raise" else 400)
-        assert await _titles_async() == ["midway"]
-        assert await sync_to_async(checked_out)() == 0
-
-    test_views.callbacks_run.clear()
-    asyncio.run(scenario(AsyncClient(raise_request_exception=False)))
-    assert test_views.callbacks_run == ["midway"]
-
-
 # -- request.db_session stands in for the session, lazily ---------------------------------------
 
 

@@ -7,8 +7,6 @@ inside real scopes on the test database.
 from __future__ import annotations
 
 import asyncio
-import copy
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,56 +14,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from mingus_sessions import (
     PoolExhaustedError,
     SessionError,
     execute_with_retry,
-    get_engine,
     session_scope,
 )
 from mingus_sessions._core.state import state
-
-BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
-
-db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-
-class Boom(Exception):
-    """A non-database failure raised inside scopes."""
+from tests.scopes.helpers import BACKEND, Boom, checked_out, db, insert, titles, with_pools
 
 
 class Abort(BaseException):
     """A BaseException that is not an Exception, like GeneratorExit or a task's hard stop."""
-
-
-def insert(session: Session, title: str) -> None:
-    session.execute(
-        text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"), {"title": title}
-    )
-
-
-def titles(pool: str | None = None) -> list[str]:
-    """Every title, read from a fresh scope (so only committed rows)."""
-    with session_scope(pool) as session:
-        return list(
-            session.execute(text("SELECT title FROM testapp_note ORDER BY title")).scalars()
-        )
-
-
-def checked_out(pool: str | None = None) -> int:
-    return int(get_engine(pool).pool.checkedout())  # type: ignore[attr-defined]
-
-
-def with_pools(settings: Any, **extra: Any) -> None:
-    """Set ``MINGUS_SESSIONS`` to the suite's settings plus the ``extra`` pools."""
-    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
-    config["POOLS"].update(extra)
-    settings.MINGUS_SESSIONS = config
 
 
 # -- R5: pool exhausted ---------------------------------------------------------------------------
