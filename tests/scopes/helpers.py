@@ -15,7 +15,6 @@ from mingus_sessions import get_engine, session_scope
 
 BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
 
-
 db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 

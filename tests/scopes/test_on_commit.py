@@ -14,9 +14,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from mingus_sessions import (
-    session_scope,
-)
+from mingus_sessions import session_scope
 from mingus_sessions._core import callbacks
 from mingus_sessions._core.state import state
 from mingus_sessions.after_commit import on_commit

@@ -12,11 +12,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 import mingus_sessions
-from mingus_sessions import (
-    current_session,
-    get_engine,
-    session_scope,
-)
+from mingus_sessions import current_session, get_engine, session_scope
 from mingus_sessions._core.state import state
 from tests.helpers import NoteRow
 from tests.scopes.helpers import BACKEND, Boom, checked_out, db, insert, titles

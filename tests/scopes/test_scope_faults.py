@@ -17,12 +17,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from mingus_sessions import (
-    PoolExhaustedError,
-    SessionError,
-    execute_with_retry,
-    session_scope,
-)
+from mingus_sessions import PoolExhaustedError, SessionError, execute_with_retry, session_scope
 from mingus_sessions._core.state import state
 from tests.scopes.helpers import BACKEND, Boom, checked_out, db, insert, titles, with_pools
 
