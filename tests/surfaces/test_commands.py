@@ -38,13 +38,7 @@ from mingus_sessions.metrics import (
     stop_monitoring,
 )
 from tests.helpers import Holder, add_alias, add_unreachable_alias
-
-BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
-EXPECTED_BACKEND = {
-    "sqlite": "sqlite+pysqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+mysqldb",
-}[BACKEND]
+from tests.surfaces.helpers import BACKEND, EXPECTED_BACKEND, SESSION_KEYS, db
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGE = REPO / "manage.py"
@@ -53,18 +47,6 @@ MANAGE = REPO / "manage.py"
 USAGE_ERROR = 3
 #: A password that must never appear in any command's output.
 SECRET = "s3cret-command-password-never-shown"
-
-db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-SESSION_KEYS = {
-    "total_sessions",
-    "active_sessions",
-    "committed_transactions",
-    "transaction_rollbacks",
-    "failed_sessions",
-    "savepoints",
-    "retries",
-}
 
 
 @pytest.fixture(autouse=True)

@@ -7,16 +7,12 @@ checked as Prometheus reads it, and compared value by value with
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connections
 from sqlalchemy import event, text
 
@@ -28,15 +24,16 @@ from mingus_sessions.metrics import (
     get_pool_metrics,
     get_session_stats,
     render_prometheus,
-    stop_monitoring,
 )
 from mingus_sessions.metrics.prometheus import CONTENT_TYPE
 from tests.helpers import Holder
+from tests.surfaces.helpers import BACKEND, configure, db, select_one
+
+#: A running sampler would publish a fleet entry that advise_pools() reads
+#: instead of this process's live metrics (tests/surfaces/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_sampler")
 
 parser = pytest.importorskip("prometheus_client.parser")
-
-BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
-db = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 PASSWORD = "s3ntinel-Pa55word-in-prometheus"
 MARKER = "needle-5d1e-bound-parameter"
@@ -73,28 +70,6 @@ def capacity_of(found: dict[str, Any], alias: str) -> dict[str, Any]:
 
 def aliases_in(found: dict[str, Any]) -> set[str]:
     return {a for c in found["capacity"].values() for a in c["databases"].split(", ")}
-
-
-@pytest.fixture(autouse=True)
-def _no_sampler() -> Iterator[None]:
-    # A running sampler would publish a fleet entry that advise_pools() reads
-    # instead of this process's live metrics.
-    stop_monitoring()
-    yield
-    stop_monitoring()
-
-
-def configure(settings: Any, pools: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
-    config["POOLS"].update(pools or {})
-    config.update(top)
-    settings.MINGUS_SESSIONS = config
-    return config
-
-
-def select_one(pool: str | None = None) -> None:
-    with session_scope(pool) as session:
-        session.execute(text("SELECT 1"))
 
 
 def families(exposition: str) -> dict[str, Any]:
