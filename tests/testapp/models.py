@@ -18,7 +18,7 @@ class Note(models.Model):
         return self.title
 
 
-# -- Models for tests/test_tables.py (mingus_sessions.tables.table_for) --
+# -- Models for tests/django/test_tables_*.py (mingus_sessions.tables.table_for) --
 
 
 class UpperCharField(models.CharField):  # type: ignore[type-arg]
