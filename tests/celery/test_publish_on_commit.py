@@ -17,8 +17,8 @@ import pytest
 from celery import Celery
 from django.db import transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 
 from mingus_sessions import (
     AfterCommitError,
@@ -256,6 +256,8 @@ def test_delay_on_commit_before_the_call_touches_the_database_opens_nothing() ->
 
     def on_checkout(*args: Any) -> None:
         checkouts.append(1)
+
+    from sqlalchemy import event
 
     event.listen(engine, "checkout", on_checkout)
     try:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -118,6 +117,8 @@ def test_a_task_that_never_uses_the_database_checks_out_nothing() -> None:
 
     def on_checkout(*args: Any) -> None:
         checkouts.append(1)
+
+    from sqlalchemy import event
 
     event.listen(engine, "checkout", on_checkout)
     try:

@@ -36,7 +36,6 @@ from mingus_sessions.engines import get_entry
 from mingus_sessions.metrics import (
     get_fleet_metrics,
     get_pool_metrics,
-    reset_metrics,
     start_monitoring,
     stop_monitoring,
 )
@@ -127,6 +126,7 @@ def test_time_series_grows_per_tick_and_stays_bounded(
 @db
 def test_interval_p99_after_a_reset_is_of_what_came_after_it(settings: Any) -> None:
     """A reset zeroes the histogram: the next point is of the new counts, never of differences."""
+    from mingus_sessions.metrics import reset_metrics
 
     configure(settings, FLEET={"CACHE": "default", "INTERVAL": 60})
     recorder = get_entry("main").probe
