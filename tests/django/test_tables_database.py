@@ -33,14 +33,7 @@ from mingus_sessions import session_scope
 from mingus_sessions.tables import table_for
 from tests.django.helpers import PUBLISHED
 from tests.helpers import admin_connection
-from tests.testapp.models import (
-    Author,
-    Book,
-    Extremes,
-    Gadget,
-    Profile,
-    Tag,
-)
+from tests.testapp.models import Author, Book, Extremes, Gadget, Profile, Tag
 
 #: Every test builds its tables anew (tests/django/conftest.py).
 pytestmark = pytest.mark.usefixtures("fresh_tables")

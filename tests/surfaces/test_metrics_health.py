@@ -11,21 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from mingus_sessions import (
-    get_circuit_breaker,
-    get_engine,
-)
+from mingus_sessions import get_circuit_breaker, get_engine
 from mingus_sessions._core.state import state
-from mingus_sessions.metrics import (
-    check_all_pools,
-    get_pool_metrics,
-)
+from mingus_sessions.metrics import check_all_pools, get_pool_metrics
 from mingus_sessions.metrics.api import check_pool, overall_status
 from tests.helpers import Holder, add_postgresql_alias, closed_port
-from tests.surfaces.helpers import (
-    configure,
-    db,
-)
+from tests.surfaces.helpers import configure, db
 
 #: No sampler reads or publishes these pools while a test runs (tests/surfaces/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_sampler")

@@ -16,11 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from mingus_sessions import (
-    PoolExhaustedError,
-    get_engine,
-    session_scope,
-)
+from mingus_sessions import PoolExhaustedError, get_engine, session_scope
 from mingus_sessions._core.recorder import PoolRecorder
 from mingus_sessions.engines import get_entry
 from mingus_sessions.metrics import (

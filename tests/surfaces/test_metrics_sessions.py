@@ -14,11 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from mingus_sessions import (
-    execute_with_retry,
-    get_engine,
-    session_scope,
-)
+from mingus_sessions import execute_with_retry, get_engine, session_scope
 from mingus_sessions._core.histogram import Histogram
 from mingus_sessions._core.recorder import PoolRecorder
 from mingus_sessions.engines import get_entry

@@ -17,19 +17,9 @@ from sqlalchemy import event, text
 from mingus_sessions import get_engine, get_session, session_scope
 from mingus_sessions._core.recorder import SLOWEST_KEPT, PoolRecorder
 from mingus_sessions.engines import get_entry
-from mingus_sessions.metrics import (
-    get_pool_metrics,
-    start_monitoring,
-)
+from mingus_sessions.metrics import get_pool_metrics, start_monitoring
 from mingus_sessions.sessions import LazyScope
-from tests.surfaces.helpers import (
-    BACKEND,
-    configure,
-    db,
-    records,
-    select_one,
-    wait_until,
-)
+from tests.surfaces.helpers import BACKEND, configure, db, records, select_one, wait_until
 
 #: No sampler before the test, none after it (tests/surfaces/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_sampler")
