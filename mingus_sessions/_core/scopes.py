@@ -12,7 +12,7 @@ copy of this code elsewhere.
 
 The plain session's branch is written out in :func:`end_scope` itself: it is
 the path of nearly every scope, and each call saved there is a call saved per
-transaction (``tests/test_call_budget.py`` counts them).
+transaction (``tests/scopes/test_call_budget.py`` counts them).
 """
 
 from __future__ import annotations

@@ -45,6 +45,22 @@ def test_execute_with_retry_retries_transient_errors() -> None:
     assert state.sessions.retries == 2
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("base_delay", 1e12), ("max_delay", 1e12), ("base_delay", -1), ("max_delay", float("nan"))],
+)
+def test_execute_with_retry_refuses_a_delay_the_clock_cannot_sleep(
+    keyword: str, value: float
+) -> None:
+    """execute_with_retry hands its delays to the policy unchanged: one out of range is refused
+    before the first call, naming the argument, instead of an OverflowError replacing the
+    failure being retried."""
+    calls: list[int] = []
+    with pytest.raises(ValueError, match=f"^{keyword} must be a number of seconds from 0 to 86400"):
+        mingus_sessions.execute_with_retry(lambda: calls.append(1), **{keyword: value})  # type: ignore[arg-type]
+    assert calls == []
+
+
 @db
 def test_execute_with_retry_retries_a_whole_scope() -> None:
     """A transient failure inside a scope rolls it back and the retried scope commits once."""
