@@ -41,7 +41,7 @@ from . import conf, monitor
 from ._core.errors import ConfigurationError, SessionError
 from ._core.frames import active_scope, enter, leave
 from ._core.state import state
-from .request_session import RequestSession, new_request_session
+from .request_session import RequestSession, new_request_session, request_pool
 from .sessions import LazyScope
 
 __all__ = ["RequestSession", "SessionMiddleware"]
@@ -107,28 +107,18 @@ _get_active = active_scope.get
 _object_setattr = object.__setattr__
 _new = RequestSession.__new__
 
-#: The pool of request scopes while the settings are invalid: no pool has this
-#: name, so opening such a scope's session reads the settings, and raises.
-_UNCONFIGURED = "(invalid settings)"
+def _read_settings() -> None:
+    """Read what the middleware needs of the settings, once per settings (the registry keeps it).
 
-
-def _read_settings() -> str:
-    """The pool of request scopes under the settings in force; whether they turn monitoring on.
-
-    Read on the first request, and again after a settings change (the
-    registry forgets them then).
+    With invalid settings a request that never uses its session still gets an
+    answer (the health endpoint's JSON, say); one that does gets their
+    ConfigurationError when its session opens. They are read again at the next
+    request.
     """
     try:
-        config = conf.get_config()
+        request_pool()
     except ConfigurationError:
-        # A request that never uses its session still gets an answer (the
-        # health endpoint's JSON, say); one that does gets this error when its
-        # session opens. Read again at the next request, nothing is kept.
         state.request_monitoring = False
-        return _UNCONFIGURED
-    state.request_monitoring = config.monitoring
-    state.request_pool = config.default_pool
-    return config.default_pool
 
 
 class SessionMiddleware:
@@ -148,15 +138,13 @@ class SessionMiddleware:
             return self.__acall__(request)
         # _begin() and new_request_session(), written out: on this path a
         # Python call costs as much as the rest of what the middleware does.
-        pool = state.request_pool
-        if pool is None:  # the first request, or the settings changed
-            pool = _read_settings()
+        if state.request_pool is None:  # the first request, or the settings changed
+            _read_settings()
         if state.sampler is None and state.request_monitoring:
             # A server process starts its sampler with its first request: after
             # any fork (gunicorn --preload), and never in management commands.
             monitor.ensure_monitoring("web")
         scope = _new(RequestSession)
-        _object_setattr(scope, "pool", pool)
         parent = _get_active()
         if parent is not None:  # served inside a scope (a test's sa_session)
             _object_setattr(scope, "parent", parent)
@@ -203,12 +191,11 @@ class SessionMiddleware:
     @staticmethod
     def _begin(request: HttpRequest) -> RequestSession:
         """The request's scope, set as ``request.db_session`` (not active yet)."""
-        pool = state.request_pool
-        if pool is None:
-            pool = _read_settings()
+        if state.request_pool is None:
+            _read_settings()
         if state.sampler is None and state.request_monitoring:
             monitor.ensure_monitoring("web")
-        scope = new_request_session(pool, _get_active())
+        scope = new_request_session(_get_active())
         request.db_session = scope  # type: ignore[attr-defined]
         return scope
 

@@ -14,10 +14,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from . import conf
 from ._core.frames import Frame
+from ._core.state import state
 from .sessions import LazyScope
 
-__all__ = ["RequestSession", "new_request_session"]
+__all__ = ["RequestSession", "new_request_session", "request_pool"]
 
 _object_setattr = object.__setattr__
 _object_delattr = object.__delattr__
@@ -25,7 +27,6 @@ _object_delattr = object.__delattr__
 #: What a RequestSession keeps on itself: every other attribute is the session's.
 _STATE = frozenset(
     {
-        "pool",
         "parent",
         "joined",
         "early",
@@ -48,16 +49,23 @@ class RequestSession(LazyScope):
     ``repr()`` opens the session. The object is also the request's frame in the
     context, so ``current_session()`` in the view is this same session.
 
-    :func:`new_request_session` makes one writing only its pool (and its
-    parent, inside another scope): the other fields start as the class
-    attributes of :class:`~mingus_sessions._core.frames.Frame`, so a request
-    that never uses its session pays for one small object and no Python call.
-    ``__class__`` answers ``isinstance()`` as Django's lazy objects do: the
-    session's class, without opening it.
+    :func:`new_request_session` makes one writing nothing (but its parent,
+    inside another scope): its fields start as the class attributes of
+    :class:`~mingus_sessions._core.frames.Frame`, and its pool is the default
+    pool of the settings in force, read when something asks (opening its
+    session, a nested scope looking for it), so a request that never uses its
+    session pays for one small object and no Python call. ``__class__``
+    answers ``isinstance()`` as Django's lazy objects do: the session's class,
+    without opening it.
     """
 
     # Nothing to set: object's own C-level __init__ (see new_request_session).
     __init__ = object.__init__  # type: ignore[assignment]
+
+    @property
+    def pool(self) -> str:  # type: ignore[override]
+        """``DEFAULT_POOL``; ConfigurationError if the settings are invalid."""
+        return request_pool()
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # what isinstance() asks: the session's class
@@ -125,10 +133,19 @@ _OWN = _STATE | frozenset(name for klass in RequestSession.__mro__[:-1] for name
 _new = RequestSession.__new__
 
 
-def new_request_session(pool: str, parent: Frame | None) -> RequestSession:
-    """A request's scope of ``pool``, inside ``parent`` (an active scope, or None)."""
+def request_pool() -> str:
+    """The pool of request scopes: ``DEFAULT_POOL``, read once per settings (the registry's)."""
+    pool = state.request_pool
+    if pool is None:
+        config = conf.get_config()  # ConfigurationError if the settings are invalid
+        state.request_monitoring = config.monitoring
+        pool = state.request_pool = config.default_pool
+    return pool
+
+
+def new_request_session(parent: Frame | None) -> RequestSession:
+    """A request's scope, inside ``parent`` (an active scope, or None)."""
     scope: RequestSession = _new(RequestSession)
-    _object_setattr(scope, "pool", pool)
     if parent is not None:  # served inside a scope (a test's sa_session)
         _object_setattr(scope, "parent", parent)
     return scope

@@ -579,7 +579,7 @@ def test_request_session_used_directly() -> None:
     from mingus_sessions.middleware import RequestSession
     from mingus_sessions.request_session import new_request_session
 
-    scope = new_request_session("main", None)
+    scope = new_request_session(None)
     assert isinstance(scope, RequestSession)
     assert isinstance(scope, Session)
     assert scope != object()
