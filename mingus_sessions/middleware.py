@@ -107,6 +107,7 @@ _get_active = active_scope.get
 _object_setattr = object.__setattr__
 _new = RequestSession.__new__
 
+
 def _read_settings() -> None:
     """Read what the middleware needs of the settings, once per settings (the registry keeps it).
 
