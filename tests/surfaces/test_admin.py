@@ -25,7 +25,13 @@ from django.test.utils import CaptureQueriesContext
 from sqlalchemy import text
 
 from mingus_sessions import get_circuit_breaker, get_engine, monitor, session_scope
-from mingus_sessions.admin.charts import Line, format_ms, line_chart, utilization_bar
+from mingus_sessions.admin.charts import (
+    Line,
+    format_ms,
+    format_percent,
+    line_chart,
+    utilization_bar,
+)
 from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
 from mingus_sessions.models import ConnectionPool
 from tests.helpers import add_alias
@@ -584,6 +590,37 @@ def test_utilization_bar_is_clamped_and_labelled() -> None:
     assert 'width="50.0"' in utilization_bar(0.5)
     assert 'width="100.0"' in utilization_bar(3.0)
     assert 'aria-label="utilization 0 %"' in utilization_bar(-1)
+
+
+def test_utilization_bar_parts_carry_the_classes_the_stylesheet_colours() -> None:
+    """The empty track and the fill have classes (the theme's colours), the level included."""
+    assert 'class="mingus-bar-track"' in utilization_bar(0.5)
+    assert 'class="mingus-bar-fill mingus-bar-ok"' in utilization_bar(0.5)
+    assert 'class="mingus-bar-fill mingus-bar-warn"' in utilization_bar(0.75)
+    assert 'class="mingus-bar-fill mingus-bar-high"' in utilization_bar(0.95)
+
+
+def test_line_chart_has_a_point_with_its_value_per_sample() -> None:
+    """Every sample is a point whose title says the line, the value and the time; the chart's
+    background, grid, axes and texts carry the classes that the stylesheet colours."""
+    svg = line_chart(
+        chart_id="c",
+        title="t",
+        description="d.",
+        lines=[Line("main", [(0.0, 0.25), (10.0, 0.5), (20.0, 1.0)]), Line("b<", [(5.0, 0.0)])],
+        y_label="utilization",
+        y_format=format_percent,
+        y_max=1.0,
+    )
+    titles = re.findall(r'<circle [^>]*class="(mingus-point[^"]*)"><title>([^<]*)</title>', svg)
+    assert titles == [
+        ("mingus-point mingus-series-0", "main: 25 % at 00:00:00 UTC"),
+        ("mingus-point mingus-series-0", "main: 50 % at 00:00:10 UTC"),
+        ("mingus-point mingus-latest mingus-series-0", "main: 100 % at 00:00:20 UTC"),
+        ("mingus-point mingus-latest mingus-series-1", "b&lt;: 0 % at 00:00:05 UTC"),
+    ]
+    for part in ("mingus-chart-bg", "mingus-grid", "mingus-axis", "mingus-text"):
+        assert f'class="{part}"' in svg
 
 
 def test_odd_pool_names_are_quoted_and_escaped(changer: Client, settings: Any) -> None:
