@@ -9,7 +9,9 @@ sentinel password of an extra alias appears on no page (S1).
 from __future__ import annotations
 
 import copy
+import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
@@ -49,7 +52,9 @@ ACTION_URLS = [
     BASE + "reset-all/",
     BASE + "dispose-all/",
 ]
-PAGES = [DASHBOARD, POOL_PAGE.format("main"), POOL_PAGE.format("other")]
+#: This process's page (it is in the fleet: opening a page starts its sampler).
+PROCESS_PAGE = BASE + f"process/{quote(socket.gethostname())}/{os.getpid()}/"
+PAGES = [DASHBOARD, POOL_PAGE.format("main"), POOL_PAGE.format("other"), PROCESS_PAGE]
 
 
 @pytest.fixture(autouse=True)
@@ -236,8 +241,8 @@ def test_dashboard_shows_every_pool_the_charts_and_the_fleet(viewer: Client) -> 
     assert "acquire wait p99 (ms)" in page
     assert "<polyline" in page  # the sampler's first point
     assert "closed" in page  # breaker state
-    assert response.context["pools"][0].metrics.checkouts == 3
-    assert [row.metrics.name for row in response.context["pools"]] == ["main", "other"]
+    assert response.context["pools"][0].metrics["checkouts"] == 3
+    assert [row.metrics["name"] for row in response.context["pools"]] == ["main", "other"]
 
 
 def test_dashboard_and_pool_page_query_no_model_table(viewer: Client) -> None:
