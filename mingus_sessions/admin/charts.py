@@ -302,6 +302,7 @@ def utilization_bar(utilization: float, *, width: int = 100, height: int = 12) -
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="mingus-bar" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{label}">'
+        f"<title>{label}</title>"
         f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="{_BACKGROUND}" '
         f'stroke="#bbbbbb" class="mingus-bar-track"/>'
         f'<rect x="0" y="0" width="{width * ratio:.1f}" height="{height}" fill="{colour}" '

@@ -73,6 +73,8 @@ class Fleet:
     cache: str
     #: ``FLEET["INTERVAL"]``: how often each process publishes, in seconds.
     interval: float
+    #: The one pool shown per process (a pool's page), or "" for all of them.
+    only: str = ""
 
     def find(self, host: str, pid: int) -> ProcessRow | None:
         """The live process ``pid`` on ``host``, or None when it is not in the fleet."""
@@ -99,7 +101,7 @@ def read_fleet(site: str, names: Sequence[str], *, pool: str | None = None) -> F
         # A down or misconfigured cache: the page says the fleet is unknown, and the log
         # keeps the traceback (the page shows the error's class only, never a location).
         logger.warning("The admin could not read the fleet cache %r", cache, exc_info=True)
-        return Fleet([], type(exc).__name__, cache, interval)
+        return Fleet([], type(exc).__name__, cache, interval, pool or "")
     here = (socket.gethostname(), os.getpid())
     now = time.time()
     processes = []
@@ -129,4 +131,4 @@ def read_fleet(site: str, names: Sequence[str], *, pool: str | None = None) -> F
                 ),
             )
         )
-    return Fleet(processes, "", cache, interval)
+    return Fleet(processes, "", cache, interval, pool or "")

@@ -598,8 +598,10 @@ def test_utilization_bar_is_clamped_and_labelled() -> None:
 
 
 def test_utilization_bar_parts_carry_the_classes_the_stylesheet_colours() -> None:
-    """The empty track and the fill have classes (the theme's colours), the level included."""
+    """The empty track and the fill have classes (the theme's colours), the level included;
+    the bar's value is its title, shown on hover."""
     assert 'class="mingus-bar-track"' in utilization_bar(0.5)
+    assert "<title>utilization 50 %</title>" in utilization_bar(0.5)
     assert 'class="mingus-bar-fill mingus-bar-ok"' in utilization_bar(0.5)
     assert 'class="mingus-bar-fill mingus-bar-warn"' in utilization_bar(0.75)
     assert 'class="mingus-bar-fill mingus-bar-high"' in utilization_bar(0.95)

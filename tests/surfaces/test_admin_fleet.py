@@ -41,6 +41,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BASE = "/admin/mingus_sessions/connectionpool/"
 HOST = socket.gethostname()
 
+#: The publishing interval of the test with two processes: the late marker shows between
+#: two and three intervals of silence, a window wide enough to look into. (Whole seconds: a
+#: Redis cache truncates an entry's lifetime of 3 intervals to whole seconds.)
+INTERVAL = 1.0
+
 
 def process_page(pid: int, host: str = HOST) -> str:
     return f"{BASE}process/{quote(host)}/{pid}/"
@@ -260,6 +265,12 @@ def test_process_page_needs_the_view_permission(settings: Any) -> None:
     assert client.get(url + "?live=1").status_code == 403
 
 
+def child_age(pid: int) -> float:
+    """Seconds since process ``pid`` last published (0 while it is not in the fleet)."""
+    found = [p for p in get_fleet_metrics() if p["pid"] == pid]
+    return time.time() - float(found[0]["updated_at"]) if found else 0.0
+
+
 CHILD = r"""
 import copy, json, os, time
 spec = json.loads(os.environ["MINGUS_ADMIN_CHILD"])
@@ -300,7 +311,7 @@ def redis_fleet(settings: Any) -> Iterator[dict[str, Any]]:
         "KEY_PREFIX": f"mingus-admin-test-{uuid.uuid4().hex}",
     }
     settings.CACHES = {**django_settings.CACHES, "fleet": cache}
-    fleet = {"CACHE": "fleet", "INTERVAL": 0.2}
+    fleet = {"CACHE": "fleet", "INTERVAL": INTERVAL}
     configure(settings, FLEET=fleet)
     yield {"caches": {**django_settings.CACHES, "fleet": cache}, "fleet": fleet}
     stop_monitoring()
@@ -313,7 +324,8 @@ def test_another_process_has_its_page_until_it_stops(
     viewer: Client, redis_fleet: dict[str, Any]
 ) -> None:
     """A worker child publishing to Redis is listed and linked; its page shows its pools and
-    sessions; after it is killed, its page (and its live part) says it is not live: 404."""
+    sessions; stopped, it is marked late; killed, its page (and its live part) says it is
+    not live: 404."""
     databases: dict[str, dict[str, Any]] = {}
     if BACKEND != "sqlite":  # the child uses this run's test databases
         databases = {
@@ -354,8 +366,16 @@ def test_another_process_has_its_page_until_it_stops(
         assert other.metrics["checkouts"] == 4
         assert response.context["process"].sessions["total_sessions"] == 4
 
-        os.kill(child.pid, signal.SIGTERM)
-        assert child.wait(10) == -signal.SIGTERM
+        os.kill(child.pid, signal.SIGSTOP)  # it publishes no more, as a hung process would
+        assert wait_until(lambda: child_age(child.pid) > 2 * INTERVAL)
+        late = viewer.get(BASE).content.decode()
+        child_rows = re.search(rf'data-process="{HOST}:{child.pid}">(.*?)</tbody>', late, re.S)
+        assert child_rows is not None  # listed until three intervals have passed ...
+        assert 'class="mingus-late">late</span>' in child_rows.group(1)  # ... marked late
+        assert "mingus-late" not in fleet_rows(late)[f"{HOST}:{os.getpid()}/main"]
+
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
         assert wait_until(lambda: child.pid not in {p["pid"] for p in get_fleet_metrics()})
         gone = viewer.get(process_page(child.pid))
         assert gone.status_code == 404
