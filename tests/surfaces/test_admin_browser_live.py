@@ -329,7 +329,7 @@ def hide_and_show(page: Any, fetches: list[float]) -> dict[str, Any]:
 
 
 def test_the_dashboard_refreshes_in_place_and_pauses_while_hidden(
-    admin_site: dict[str, str],
+    admin_site: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """New figures (a count, an open breaker) appear without a reload; the page's state stays;
     no fetch while the tab is hidden; timers, listeners and detached nodes do not grow."""
@@ -339,7 +339,7 @@ def test_the_dashboard_refreshes_in_place_and_pauses_while_hidden(
     with sync_api.sync_playwright() as playwright:
         browser = launch(playwright)
         try:
-            context = browser.new_context(viewport=VIEWPORT)
+            context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
             context.add_init_script(INSTRUMENT)
             page = context.new_page()
             page.set_default_timeout(15_000)
@@ -348,6 +348,8 @@ def test_the_dashboard_refreshes_in_place_and_pauses_while_hidden(
             page.on("framenavigated", lambda frame: navigations.append(frame.url))
             page.wait_for_function(f"() => {STATUS}.startsWith('Updated at')")
             seen = see_new_figures(page)
+            shot = screenshot_dir(tmp_path_factory) / "dashboard-breaker-open-auto-dark.png"
+            page.screenshot(path=str(shot), full_page=True)
             session = context.new_cdp_session(page)
             wait_for_fetches(page, fetches, len(fetches) + 2)
             early = dom_counters(page, session)
