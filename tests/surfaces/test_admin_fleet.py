@@ -72,7 +72,8 @@ def viewer() -> Client:
 
 
 def fleet_rows(page: str) -> dict[str, list[str]]:
-    """The fleet table's rows by "process/pool": the cells' texts after the pool's name."""
+    """The fleet table's rows by "process/pool": the cells' texts after the pool's name (a bar's
+    SVG left out)."""
     table = re.search(r'<table id="fleet-table".*?</table>', page, re.S)
     assert table is not None, "no fleet table"
     rows: dict[str, list[str]] = {}
@@ -86,7 +87,9 @@ def fleet_rows(page: str) -> dict[str, list[str]]:
                 continue
             after = row[pool.end() :]
             cells = [
-                " ".join(re.sub(r"<[^>]+>", " ", c).split())
+                " ".join(
+                    re.sub(r"<[^>]+>", " ", re.sub(r"<svg.*?</svg>", "", c, flags=re.S)).split()
+                )
                 for c in re.findall(r"<td[^>]*>(.*?)</td>", after, re.S)
             ]
             rows[f"{process}/{re.sub(r'<[^>]+>', '', pool.group(1)).strip()}"] = cells
