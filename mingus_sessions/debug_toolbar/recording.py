@@ -37,12 +37,16 @@ current: ContextVar[Recording | None] = ContextVar(
 #: A pool's engine, or the joined engine of that pool on Django's connection.
 Source = tuple[str, bool]
 
-# Frames in these directories are left out of the stack traces shown (as the
-# toolbar's HIDE_IN_STACKTRACES leaves out Django's database layer).
-_LIBRARY_DIRS = tuple(
-    os.path.dirname(module.__file__) + os.sep
-    for module in (sqlalchemy, mingus_sessions)
-    if module.__file__
+# Frames of these files are left out of the stack traces shown (as the
+# toolbar's HIDE_IN_STACKTRACES leaves out Django's database layer): the two
+# packages' directories, and the functions SQLAlchemy generates at run time.
+_LIBRARY_FILES = (
+    *(
+        os.path.dirname(module.__file__) + os.sep
+        for module in (sqlalchemy, mingus_sessions)
+        if module.__file__
+    ),
+    "<sqlalchemy generated",
 )
 
 
@@ -105,7 +109,7 @@ class Recording:
     @staticmethod
     def _stack() -> list[Any]:
         """The toolbar's stack trace (empty unless ENABLE_STACKTRACES), without library frames."""
-        return [entry for entry in get_stack_trace() if not entry[0].startswith(_LIBRARY_DIRS)]
+        return [entry for entry in get_stack_trace() if not entry[0].startswith(_LIBRARY_FILES)]
 
     def _now(self) -> float:
         return perf_counter() - self.started
