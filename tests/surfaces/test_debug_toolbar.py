@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -357,3 +361,37 @@ def test_a_forked_child_starts_without_the_listeners() -> None:
     assert during != before
     assert json.loads(reply) == [before, True]
     assert listener_counts(engine) == before
+
+
+def test_the_demo_shows_the_panel_with_debug_on(tmp_path: Any) -> None:
+    """The demo project turns the toolbar and this panel on with DEBUG, and off without it."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "DEMO_VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_SECRET_KEY": "tests-only-not-secret",
+    }
+    manage = [sys.executable, str(repo / "manage.py")]
+    migrate = subprocess.run(
+        [*manage, "migrate", "-v", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    probe = (
+        "from django.test import Client; "
+        "page = Client(HTTP_HOST='127.0.0.1').get('/').content.decode(); "
+        "print('djdt-SQLAlchemyPanel' in page, 'statements in' in page)"
+    )
+    found = {}
+    for debug in ("1", "0"):
+        shell = subprocess.run(
+            [*manage, "shell", "-v", "0", "-c", probe],
+            env={**env, "DJANGO_DEBUG": debug},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert shell.returncode == 0, shell.stderr
+        found[debug] = shell.stdout.split()
+    assert found == {"1": ["True", "True"], "0": ["False", "False"]}
