@@ -96,6 +96,10 @@ def _build(name: str) -> PoolEntry:
             track_sites=isinstance(probe, PoolRecorder) and probe.leak_threshold is not None,
         )
         state.pools[name] = entry
+        listeners = state.panel_listeners
+        if listeners is not None:
+            # Built during a request the debug-toolbar panel instruments.
+            listeners.watch(engine, name, joined=False)
         return entry
 
 

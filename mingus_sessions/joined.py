@@ -176,6 +176,10 @@ def _joined_engine(entry: PoolEntry) -> Engine:
             _refuse_in_doomed_transactions(engine.dialect, alias, entry.name)
             state.joined_engines.clear()  # drop engines of pools that were rebuilt
             state.joined_engines[key] = engine
+            listeners = state.panel_listeners
+            if listeners is not None:
+                # Built during a request the debug-toolbar panel instruments.
+                listeners.watch(engine, entry.name, joined=True)
     return engine
 
 

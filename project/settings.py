@@ -19,6 +19,7 @@ nothing here is hardened for production.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,30 @@ LOGGING = {
         "mingus_sessions": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+
+
+# --- django-debug-toolbar (with DEBUG on, when it is installed) ------------------
+# The toolbar with mingus_sessions' SQLAlchemy panel next to Django's SQL panel
+# (docs/web.md, "The debug-toolbar panel"); installed by the debug-toolbar extra.
+
+DEBUG_TOOLBAR = DEBUG and importlib.util.find_spec("debug_toolbar") is not None
+if DEBUG_TOOLBAR:
+    INSTALLED_APPS += ["debug_toolbar"]
+    # First, so that its panels see every other middleware's work (the request
+    # scope's commit or rollback included).
+    MIDDLEWARE = ["debug_toolbar.middleware.DebugToolbarMiddleware", *MIDDLEWARE]
+    INTERNAL_IPS = ["127.0.0.1", "::1"]
+    DEBUG_TOOLBAR_PANELS = [
+        "debug_toolbar.panels.history.HistoryPanel",
+        "debug_toolbar.panels.versions.VersionsPanel",
+        "debug_toolbar.panels.timer.TimerPanel",
+        "debug_toolbar.panels.settings.SettingsPanel",
+        "debug_toolbar.panels.headers.HeadersPanel",
+        "debug_toolbar.panels.request.RequestPanel",
+        "debug_toolbar.panels.sql.SQLPanel",
+        "mingus_sessions.debug_toolbar.SQLAlchemyPanel",
+        "debug_toolbar.panels.staticfiles.StaticFilesPanel",
+        "debug_toolbar.panels.templates.TemplatesPanel",
+        "debug_toolbar.panels.cache.CachePanel",
+        "debug_toolbar.panels.signals.SignalsPanel",
+    ]

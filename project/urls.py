@@ -9,6 +9,7 @@ test's endpoints under ``/load/`` (:mod:`project.loadviews`).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from health_check.views import HealthCheckView
@@ -32,3 +33,9 @@ urlpatterns = [
     path("load/orm/communications", loadviews.orm_write, name="load_orm_write"),
     path("", include("project.communications.urls")),
 ]
+
+
+# --- django-debug-toolbar (project/settings.py turns it on with DEBUG) -----------
+
+if getattr(settings, "DEBUG_TOOLBAR", False):
+    urlpatterns += [path("__debug__/", include("debug_toolbar.urls"))]

@@ -46,6 +46,20 @@ class _Sampler(Protocol):
     def halt(self) -> None: ...
 
 
+class _PanelListeners(Protocol):
+    """The debug-toolbar panel's engine listeners, as the registry sees them.
+
+    Told of each engine built while they are in place, and taken off every
+    engine at once (``mingus_sessions.debug_toolbar``).
+    """
+
+    def watch(self, engine: Engine, pool: str, *, joined: bool) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def after_fork(self) -> None: ...
+
+
 class ProcessState:
     """The package's state in this process; there is one, :data:`state`."""
 
@@ -86,6 +100,9 @@ class ProcessState:
         #: Set by the pytest plugin while it is active: asked before a pool
         #: hands out a connection whether the running test may use the database.
         self.connect_guard: Callable[[str], None] | None = None
+        #: The debug-toolbar panel's listeners on the engines, while some request
+        #: is instrumented by it; None otherwise (and always without the toolbar).
+        self.panel_listeners: _PanelListeners | None = None
 
     # -- the three events --------------------------------------------------------------------
 
@@ -111,6 +128,10 @@ class ProcessState:
         # does not have: left in place, they would never finish.
         self.sampler = None
         self.health_pings.clear()
+        # The requests the panel was instrumenting are the parent's.
+        listeners, self.panel_listeners = self.panel_listeners, None
+        if listeners is not None:
+            listeners.after_fork()
 
     def settings_changed(self) -> None:
         """Forget what was built from the previous settings, and dispose of the engines."""
@@ -120,6 +141,7 @@ class ProcessState:
             self.joined_engines.clear()
             self.request_pool = None
             self.commit_hooks.clear()
+        self.forget_panel_listeners()
         self.dispose_engines()
 
     def reset(self) -> None:
@@ -130,11 +152,23 @@ class ProcessState:
             self.health_pings.clear()
             self.tables.clear()
             self.table_metadata.clear()
+        self.forget_panel_listeners()
         self.sessions.reset()
         self.transactions.reset()
         if sampler is not None:
             sampler.halt()
         self.dispose_engines()
+
+    def forget_panel_listeners(self) -> None:
+        """Take the debug-toolbar panel's listeners off every engine, and forget them.
+
+        A request still instrumented keeps its own reference and releases it
+        as usual; the next one starts a new set on the engines then in use.
+        """
+        with self.lock:
+            listeners, self.panel_listeners = self.panel_listeners, None
+        if listeners is not None:
+            listeners.detach()
 
     # -- engines ----------------------------------------------------------------------------
 
