@@ -7,12 +7,17 @@ query, add, change form, delete, history) is routed. Its URLs are, under
 - ``""``: the dashboard (the changelist URL, so the admin index links to it);
 - ``pool/<name>/``: one pool (named like a change view, so admin log entries
   link to it);
+- ``process/<host>/<pid>/``: one process of the fleet (404 once it is no longer live);
 - ``reset-all/``, ``dispose-all/``; ``pool/<name>/reset/``, ``pool/<name>/dispose/``,
   ``pool/<name>/reset-breaker/``: the actions, POST only.
 
 Every view goes through ``admin_site.admin_view``: active staff only (others
 are sent to the login page), CSRF-checked, never cached. Pages need the view
 permission (or change, which implies it); actions need the change permission.
+
+A page asked with ``?live=1`` answers its live parts alone (the page's body
+without the admin's header, sidebar and messages): what the page's script
+fetches every few seconds to refresh itself in place.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from django.views.decorators.http import require_POST
 from ..engines import pool_names
 from ..models import ConnectionPool
 from .actions import ACTIONS, get_action
-from .views import admin_url, dashboard_context, pool_context, url_name
+from .views import admin_url, dashboard_context, pool_context, process_context, url_name
 
 __all__ = ["ConnectionPoolAdmin"]
 
@@ -66,6 +71,11 @@ class ConnectionPoolAdmin(_ModelAdmin):
         patterns = [
             path("", wrap(self.changelist_view), name=url_name("changelist")),
             path("pool/<str:pool>/", wrap(self.pool_view), name=url_name("change")),
+            path(
+                "process/<str:host>/<int:pid>/",
+                wrap(self.process_view),
+                name=url_name("process"),
+            ),
         ]
         for action in ACTIONS.values():
             view = wrap(require_POST(self.action_view))
@@ -111,7 +121,7 @@ class ConnectionPoolAdmin(_ModelAdmin):
             dashboard_context(self.admin_site.name, can_change=context["has_change_permission"])
         )
         context.update(extra_context or {})
-        return TemplateResponse(request, _TEMPLATES + "dashboard.html", context)
+        return _render(request, "dashboard", context)
 
     def pool_view(self, request: HttpRequest, pool: str) -> HttpResponse:
         """One pool's page."""
@@ -121,7 +131,19 @@ class ConnectionPoolAdmin(_ModelAdmin):
         context.update(
             pool_context(self.admin_site.name, name, can_change=context["has_change_permission"])
         )
-        return TemplateResponse(request, _TEMPLATES + "pool.html", context)
+        return _render(request, "pool", context)
+
+    def process_view(self, request: HttpRequest, host: str, pid: int) -> HttpResponse:
+        """One process of the fleet; 404 when it is not live, 503 when the fleet is unknown."""
+        name = unquote(host)
+        context = self._context(request, f"Process {name}:{pid}")
+        context.update(process_context(self.admin_site.name, name, pid))
+        status = 200
+        if context["fleet"].error:
+            status = 503
+        elif context["process"] is None:
+            status = 404
+        return _render(request, "process", context, status=status)
 
     def action_view(
         self, request: HttpRequest, action: str, pool: str | None = None
@@ -141,6 +163,16 @@ class ConnectionPoolAdmin(_ModelAdmin):
         if pool is not None and request.POST.get("next") == "pool":
             return HttpResponseRedirect(admin_url(site, "change", unquote(pool)))
         return HttpResponseRedirect(admin_url(site, "changelist"))
+
+
+def _render(
+    request: HttpRequest, page: str, context: dict[str, Any], *, status: int = 200
+) -> HttpResponse:
+    """The page ``page``, or with ``?live=1`` its live parts alone (the refresh's fetch)."""
+    live = request.GET.get("live") == "1"
+    template = f"{_TEMPLATES}_{page}_body.html" if live else f"{_TEMPLATES}{page}.html"
+    context["live_url"] = f"{request.path}?live=1"
+    return TemplateResponse(request, template, context, status=status)
 
 
 def _known_pool(quoted: str) -> str:

@@ -9,7 +9,9 @@ sentinel password of an extra alias appears on no page (S1).
 from __future__ import annotations
 
 import copy
+import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
@@ -25,7 +28,13 @@ from django.test.utils import CaptureQueriesContext
 from sqlalchemy import text
 
 from mingus_sessions import get_circuit_breaker, get_engine, monitor, session_scope
-from mingus_sessions.admin.charts import Line, format_ms, line_chart, utilization_bar
+from mingus_sessions.admin.charts import (
+    Line,
+    format_ms,
+    format_percent,
+    line_chart,
+    utilization_bar,
+)
 from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
 from mingus_sessions.models import ConnectionPool
 from tests.helpers import add_alias
@@ -43,7 +52,9 @@ ACTION_URLS = [
     BASE + "reset-all/",
     BASE + "dispose-all/",
 ]
-PAGES = [DASHBOARD, POOL_PAGE.format("main"), POOL_PAGE.format("other")]
+#: This process's page (it is in the fleet: opening a page starts its sampler).
+PROCESS_PAGE = BASE + f"process/{quote(socket.gethostname())}/{os.getpid()}/"
+PAGES = [DASHBOARD, POOL_PAGE.format("main"), POOL_PAGE.format("other"), PROCESS_PAGE]
 
 
 @pytest.fixture(autouse=True)
@@ -230,8 +241,8 @@ def test_dashboard_shows_every_pool_the_charts_and_the_fleet(viewer: Client) -> 
     assert "acquire wait p99 (ms)" in page
     assert "<polyline" in page  # the sampler's first point
     assert "closed" in page  # breaker state
-    assert response.context["pools"][0].metrics.checkouts == 3
-    assert [row.metrics.name for row in response.context["pools"]] == ["main", "other"]
+    assert response.context["pools"][0].metrics["checkouts"] == 3
+    assert [row.metrics["name"] for row in response.context["pools"]] == ["main", "other"]
 
 
 def test_dashboard_and_pool_page_query_no_model_table(viewer: Client) -> None:
@@ -584,6 +595,39 @@ def test_utilization_bar_is_clamped_and_labelled() -> None:
     assert 'width="50.0"' in utilization_bar(0.5)
     assert 'width="100.0"' in utilization_bar(3.0)
     assert 'aria-label="utilization 0 %"' in utilization_bar(-1)
+
+
+def test_utilization_bar_parts_carry_the_classes_the_stylesheet_colours() -> None:
+    """The empty track and the fill have classes (the theme's colours), the level included;
+    the bar's value is its title, shown on hover."""
+    assert 'class="mingus-bar-track"' in utilization_bar(0.5)
+    assert "<title>utilization 50 %</title>" in utilization_bar(0.5)
+    assert 'class="mingus-bar-fill mingus-bar-ok"' in utilization_bar(0.5)
+    assert 'class="mingus-bar-fill mingus-bar-warn"' in utilization_bar(0.75)
+    assert 'class="mingus-bar-fill mingus-bar-high"' in utilization_bar(0.95)
+
+
+def test_line_chart_has_a_point_with_its_value_per_sample() -> None:
+    """Every sample is a point whose title says the line, the value and the time; the chart's
+    background, grid, axes and texts carry the classes that the stylesheet colours."""
+    svg = line_chart(
+        chart_id="c",
+        title="t",
+        description="d.",
+        lines=[Line("main", [(0.0, 0.25), (10.0, 0.5), (20.0, 1.0)]), Line("b<", [(5.0, 0.0)])],
+        y_label="utilization",
+        y_format=format_percent,
+        y_max=1.0,
+    )
+    titles = re.findall(r'<circle [^>]*class="(mingus-point[^"]*)"><title>([^<]*)</title>', svg)
+    assert titles == [
+        ("mingus-point mingus-series-0", "main: 25 % at 00:00:00 UTC"),
+        ("mingus-point mingus-series-0", "main: 50 % at 00:00:10 UTC"),
+        ("mingus-point mingus-latest mingus-series-0", "main: 100 % at 00:00:20 UTC"),
+        ("mingus-point mingus-latest mingus-series-1", "b&lt;: 0 % at 00:00:05 UTC"),
+    ]
+    for part in ("mingus-chart-bg", "mingus-grid", "mingus-axis", "mingus-text"):
+        assert f'class="{part}"' in svg
 
 
 def test_odd_pool_names_are_quoted_and_escaped(changer: Client, settings: Any) -> None:

@@ -8,12 +8,9 @@ metrics through its form, reads the success message, and opens a pool's page.
 The dashboard's screenshot goes to ``test-artifacts/admin-dashboard.png``, the
 pool page's to ``test-artifacts/admin-pool.png``; with ``MINGUS_UPDATE_DOCS_SCREENSHOT=1``
 the dashboard's also replaces ``docs/images/admin-dashboard.png`` (never by default,
-so that a test run leaves the tracked files alone).
-
-Without ``/usr/bin/chromium`` the test is skipped, except under CI (``CI``
-set), where it fails. Playwright drives that Chromium; it never downloads one.
-Django's ORM is used only before the browser starts and after it stops: while
-Playwright's sync API is running, the test thread counts as async context.
+so that a test run leaves the tracked files alone). The themes, the refresh, the
+values on hover and the process pages are in ``test_admin_browser_live.py``; what
+both files share (and when they are skipped) is in ``browser.py``.
 """
 
 from __future__ import annotations
@@ -23,71 +20,29 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import django.contrib.admin
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
-from django.test import override_settings
 from sqlalchemy import text
 
 from mingus_sessions import monitor, session_scope
 from mingus_sessions.metrics import get_pool_metrics, start_monitoring, stop_monitoring
+from tests.surfaces.browser import (
+    BACKEND,
+    ROOT,
+    launch,
+    log_in,
+    operator,
+    require_browser,
+    static_url,  # noqa: F401 - a fixture
+    traffic,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-BACKEND = os.environ.get("MINGUS_TEST_DATABASE", "sqlite")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = [ROOT / "test-artifacts" / "admin-dashboard.png"]
 if os.environ.get("MINGUS_UPDATE_DOCS_SCREENSHOT") == "1":
     SCREENSHOTS.append(ROOT / "docs" / "images" / "admin-dashboard.png")
-PASSWORD = "browser-test-password"
-
-
-def _require_browser() -> Any:
-    """Playwright's sync API, or a skip (a failure under CI) when the browser is missing."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
-    else:
-        try:
-            from playwright import sync_api
-        except ImportError:
-            missing = "playwright is not installed (pip install -e '.[dev]')"
-    if missing is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"The browser test needs a browser under CI: {missing}.")
-        pytest.skip(missing)
-    return sync_api
-
-
-@pytest.fixture(scope="session")
-def static_url() -> Iterator[None]:
-    """The admin's own static files, served by the live server (the suite's settings have none).
-
-    Without ``django.contrib.staticfiles`` installed, the live server serves
-    STATIC_ROOT under STATIC_URL, and reads STATIC_URL once, when the
-    session-scoped server starts: so this session-scoped fixture must come
-    before ``live_server`` in the test's arguments.
-    """
-    admin_static = Path(django.contrib.admin.__file__).parent / "static"
-    override = override_settings(STATIC_URL="/static/", STATIC_ROOT=str(admin_static))
-    override.enable()
-    yield
-    override.disable()
 
 
 @pytest.fixture(autouse=True)
@@ -97,56 +52,64 @@ def _no_sampler() -> Iterator[None]:
     stop_monitoring()
 
 
-def _traffic(stop_after: float) -> None:
-    """Scopes on both pools from several threads, contending for a small main pool."""
-    statement = "SELECT pg_sleep(0.02)" if BACKEND == "postgresql" else "SELECT 1"
-    deadline = time.monotonic() + stop_after
+def walk_through(page: Any, dashboard: str) -> dict[str, Any]:
+    """Sign in, read the dashboard, reset pool "other" by its form, open pool "main"."""
+    found: dict[str, Any] = {}
+    log_in(page, dashboard)
 
-    def work(pool: str) -> int:
-        done = 0
-        while time.monotonic() < deadline:
-            with session_scope(pool) as session:
-                session.execute(text(statement))
-            done += 1
-            time.sleep(0.005)  # as a request would, rather than re-taking the connection at once
-        return done
+    found["title"] = page.title()
+    found["heading"] = page.inner_text("#content h1")
+    found["pool_links"] = page.locator("#pool-configuration tbody th a").all_inner_texts()
+    found["fleet_rows"] = page.locator("#fleet-table tbody tr").count()
+    found["fleet_text"] = page.inner_text("#fleet-table")
+    found["charts"] = page.locator("svg.mingus-chart").count()
+    found["lines"] = page.locator("svg.mingus-chart polyline").count()
+    found["chart_title"] = page.locator("svg.mingus-chart > title").first.text_content()
 
-    with ThreadPoolExecutor(max_workers=6, thread_name_prefix="admin-browser-load") as pool:
-        futures = [pool.submit(work, "main" if n < 5 else "other") for n in range(6)]
-        assert all(f.result() > 0 for f in futures)
-    if BACKEND == "postgresql":
-        with session_scope("main") as session:  # one statement past the slow threshold
-            session.execute(text("SELECT pg_sleep(0.06)"))
+    page.click('form[data-action="reset"][data-pool="other"] button')
+    page.wait_for_url(dashboard)
+    found["message"] = page.inner_text("ul.messagelist li.success")
+    page.wait_for_timeout(300)  # two more samples, then reload so the charts are fresh
+    page.reload()
+    for path in SCREENSHOTS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+
+    page.click("#pool-configuration tbody th a >> text=main")
+    page.wait_for_url(f"{dashboard}pool/main/")
+    found["pool_heading"] = page.inner_text("#content h1")
+    found["pool_charts"] = page.locator("svg.mingus-chart").count()
+    found["slow_table"] = page.locator("#slow-queries-table").count()
+    found["leaks"] = page.inner_text("#leak-summary")
+    found["pool_buttons"] = page.locator("#pool-actions form button").all_inner_texts()
+    page.screenshot(path=str(SCREENSHOTS[0].with_name("admin-pool.png")), full_page=True)
+    return found
 
 
+@pytest.mark.usefixtures("static_url")  # before live_server: see browser.static_url
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])
-def test_dashboard_in_a_real_browser(static_url: None, live_server: Any, settings: Any) -> None:
+def test_dashboard_in_a_real_browser(live_server: Any, settings: Any) -> None:
     """Log in, see every pool, the fleet and charts, reset a pool through its form."""
-    sync_api = _require_browser()
+    sync_api = require_browser()
     config = copy.deepcopy(django_settings.MINGUS_SESSIONS)
     config["POOLS"]["main"].update(POOL_SIZE=2, MAX_OVERFLOW=1)
     config.update(SLOW_QUERY_THRESHOLD=0.05, FLEET={"CACHE": "default", "INTERVAL": 0.2})
     settings.MINGUS_SESSIONS = config
 
-    user = User.objects.create_user("operator", password=PASSWORD, is_staff=True)
-    user.user_permissions.add(
-        Permission.objects.get(
-            content_type__app_label="mingus_sessions", codename="change_connectionpool"
-        )
-    )
+    user = operator()
     assert start_monitoring(role="web") is True
-    _traffic(stop_after=1.5)
+    traffic(stop_after=1.5)
+    if BACKEND == "postgresql":
+        with session_scope("main") as session:  # one statement past the slow threshold
+            session.execute(text("SELECT pg_sleep(0.06)"))
     time.sleep(0.5)  # a few more samples after the load
     assert len(monitor.get_time_series()["main"]) >= 5
     before = get_pool_metrics("other").checkouts
     assert before > 0
 
     dashboard = f"{live_server.url}/admin/mingus_sessions/connectionpool/"
-    found: dict[str, Any] = {}
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(15_000)
@@ -163,40 +126,7 @@ def test_dashboard_in_a_real_browser(static_url: None, live_server: Any, setting
             page.route("**/*", only_local)
             failed: list[str] = []
             page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-            page.goto(dashboard)
-            assert "/admin/login/" in page.url
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(dashboard)
-
-            found["title"] = page.title()
-            found["heading"] = page.inner_text("#content h1")
-            found["pool_links"] = page.locator("#pool-configuration tbody th a").all_inner_texts()
-            found["fleet_rows"] = page.locator("#fleet-table tbody tr").count()
-            found["fleet_text"] = page.inner_text("#fleet-table")
-            found["charts"] = page.locator("svg.mingus-chart").count()
-            found["lines"] = page.locator("svg.mingus-chart polyline").count()
-            found["chart_title"] = page.locator("svg.mingus-chart > title").first.text_content()
-            found["scripts"] = page.locator("script:not([src])").count()
-
-            page.click('form[data-action="reset"][data-pool="other"] button')
-            page.wait_for_url(dashboard)
-            found["message"] = page.inner_text("ul.messagelist li.success")
-            page.wait_for_timeout(300)  # two more samples, then reload so the charts are fresh
-            page.reload()
-            for path in SCREENSHOTS:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(path), full_page=True)
-
-            page.click("#pool-configuration tbody th a >> text=main")
-            page.wait_for_url(f"{dashboard}pool/main/")
-            found["pool_heading"] = page.inner_text("#content h1")
-            found["pool_charts"] = page.locator("svg.mingus-chart").count()
-            found["slow_table"] = page.locator("#slow-queries-table").count()
-            found["leaks"] = page.inner_text("#leak-summary")
-            found["pool_buttons"] = page.locator("#pool-actions form button").all_inner_texts()
-            page.screenshot(path=str(SCREENSHOTS[0].with_name("admin-pool.png")), full_page=True)
+            found = walk_through(page, dashboard)
         finally:
             browser.close()
 
