@@ -112,6 +112,11 @@ def _fleet(request: HttpRequest) -> FleetView | HttpResponse:
     local = _flag(request, "local")
     if local is None:
         return JsonResponse({"error": "local must be 1 or 0"}, status=400)
+    if not conf.get_config().monitoring:
+        # No process publishes: the answering one is all there is to show.
+        view = read_fleet(local=True, role="web")
+        view.note = "MONITORING is off: the answering process alone"
+        return view
     # The answering process is a web process: it belongs in the fleet it shows.
     monitor.ensure_monitoring("web")
     return read_fleet(local=local, role="web", fresh=True)

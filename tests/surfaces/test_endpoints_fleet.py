@@ -23,7 +23,7 @@ from sqlalchemy import text
 from mingus_sessions import session_scope
 from mingus_sessions.metrics import get_pool_metrics, stop_monitoring
 from mingus_sessions.metrics._fleet import run_action
-from tests.surfaces.helpers import FAKE_HOST, publish
+from tests.surfaces.helpers import FAKE_HOST, configure, publish
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -120,6 +120,21 @@ def test_local_shows_the_answering_process_alone(viewer: Client, fleet_cache: An
     response = viewer.get("/metrics/database?local=maybe")
     assert response.status_code == 400
     assert response.json()["error"] == "local must be 1 or 0"
+
+
+def test_with_monitoring_off_the_answering_process_is_shown(viewer: Client, settings: Any) -> None:
+    """No process publishes when MONITORING is off: the endpoints show the one that answers."""
+    configure(settings, MONITORING=False)
+    traffic()
+    body = viewer.get("/metrics/database").json()
+    assert [(p["host"], p["pid"]) for p in body["processes"]] == [ME]
+    assert body["fleet"] == {
+        "source": "local",
+        "processes": 1,
+        "note": "MONITORING is off: the answering process alone",
+    }
+    assert body["pool_metrics"]["main"]["pool_size"] == 5  # gauges and settings; no counters
+    assert viewer.get("/metrics/database/prometheus").status_code == 200
 
 
 @pytest.mark.usefixtures("unreachable_fleet")
