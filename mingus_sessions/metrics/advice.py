@@ -169,12 +169,11 @@ def _pool_advice(name: str, total: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _unobserved(name: str, note: str | None) -> dict[str, Any]:
+def _unobserved(name: str) -> dict[str, Any]:
     return _advice(
         name,
         "info",
-        "No live process of the fleet has published this pool's metrics"
-        + (f" ({note})." if note else "."),
+        "No live process of the fleet has published this pool's metrics.",
         "Ask again once servers and workers have served traffic: each publishes every "
         'FLEET["INTERVAL"] seconds to FLEET["CACHE"], which they must share.',
         setting=None,
@@ -319,6 +318,6 @@ def advise_pools(*, local: bool = False) -> dict[str, Any]:
         if name in totals:
             advice.extend(_pool_advice(name, totals[name]))
         else:
-            advice.append(_unobserved(name, view.note))
+            advice.append(_unobserved(name))
     capacity, warnings = _capacity(totals, len(view.processes))
     return {"advice": advice + warnings, "capacity": capacity, "fleet": fleet_info}

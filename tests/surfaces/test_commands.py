@@ -394,6 +394,14 @@ def test_pool_reset_says_which_processes_have_not_applied_it_when_the_wait_ends(
 
 
 @db
+def test_pool_reset_with_no_live_process_says_so(fleet_cache: Any) -> None:
+    """Nobody publishes: the command says there was no process to reach, and exits 0."""
+    assert run("pool_reset", "--pool", "main").splitlines()[-1] == (
+        "No process of the fleet is live: there was no other process to reach."
+    )
+
+
+@db
 @pytest.mark.usefixtures("unreachable_fleet")
 def test_pool_reset_with_the_fleet_cache_down_says_nothing_reached_the_fleet() -> None:
     """An unreachable cache: exit 2, one line, and no pretence of a reset fleet."""

@@ -124,9 +124,12 @@ def _lines(
     lines = [f"Reset {what} across the fleet ({targets} live process(es) when it was issued)."]
     if report.note:
         lines.append(f"Note: {report.note}.")
+    if not (applied or pending or gone):
+        lines.append("No process of the fleet is live: there was no other process to reach.")
+        return lines
     lines.append(
         f"Applied by {len(applied)} process(es) within {report.waited:.1f} s: "
-        + (", ".join(applied) or "none")
+        + (", ".join(applied) or "none yet")
     )
     if pending:
         lines.append(
