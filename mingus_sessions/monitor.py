@@ -64,6 +64,8 @@ class _Monitor:
         #: applied, with when; both insertion-ordered and bounded.
         self.seen_actions: dict[str, None] | None = None
         self.applied: dict[str, float] = {}
+        #: Guards both: a request thread running an action marks it while this thread samples.
+        self.actions_lock = threading.Lock()
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
 
     def halt(self) -> None:
@@ -134,12 +136,12 @@ class _Monitor:
         except Exception:
             logger.warning("Could not read the fleet's actions", exc_info=True)
             return
-        if self.seen_actions is None:
-            self.seen_actions = dict.fromkeys(action["id"] for action in listed)
-            return
-        for action in listed:
-            if action["id"] in self.seen_actions:
-                continue
+        with self.actions_lock:
+            if self.seen_actions is None:
+                self.seen_actions = dict.fromkeys(action["id"] for action in listed)
+                return
+            fresh = [action for action in listed if action["id"] not in self.seen_actions]
+        for action in fresh:
             self.mark_seen(action["id"])
             try:
                 fleet.apply_action(action)
@@ -151,21 +153,25 @@ class _Monitor:
 
     def mark_seen(self, action_id: str) -> None:
         """Never apply ``action_id`` from the list (this process applies it itself, or did)."""
-        if self.seen_actions is None:
-            self.seen_actions = {}
-        self.seen_actions[action_id] = None
-        while len(self.seen_actions) > ACTIONS_REMEMBERED:
-            del self.seen_actions[next(iter(self.seen_actions))]
+        with self.actions_lock:
+            if self.seen_actions is None:
+                self.seen_actions = {}
+            self.seen_actions[action_id] = None
+            while len(self.seen_actions) > ACTIONS_REMEMBERED:
+                del self.seen_actions[next(iter(self.seen_actions))]
 
     def note_applied(self, action_id: str) -> None:
         """Record that this process applied ``action_id``; its next snapshot says so."""
         self.mark_seen(action_id)
-        self.applied[action_id] = time.time()
-        while len(self.applied) > ACTIONS_REMEMBERED:
-            del self.applied[next(iter(self.applied))]
+        with self.actions_lock:
+            self.applied[action_id] = time.time()
+            while len(self.applied) > ACTIONS_REMEMBERED:
+                del self.applied[next(iter(self.applied))]
 
     def publish(self, pools: dict[str, Any], now: float) -> None:
-        found = fleet.process_snapshot(self.role, pools, now, applied=self.applied)
+        with self.actions_lock:
+            applied = dict(self.applied)
+        found = fleet.process_snapshot(self.role, pools, now, applied=applied)
         found["host"], found["pid"] = self.host, self.pid
         fleet.publish(fleet.fleet_cache(), found, self.interval)
 
