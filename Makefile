@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum 
 DEMO_HOST ?= 127.0.0.1:8000
 
 .PHONY: demo test lint format typecheck test-core test-sqlite test-postgresql test-mysql test-py312 \
-	test-faults test-topology test-load bench clean
+	test-faults test-fleet test-topology test-load bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
@@ -48,6 +48,12 @@ test-py312:
 ## (stopped, hung and restarted by the tests), with real Celery workers.
 test-faults: $(STAMP)
 	PY=$(PY) bash scripts/test_faults.sh
+
+## make test-fleet: a deployment of real processes (gunicorn with three workers, a Celery
+## worker) on PostgreSQL and Redis, seen and steered as one fleet by the pool commands, the
+## admin and Prometheus scrapes (promtool from Debian's prometheus package); a minute or so.
+test-fleet: $(STAMP)
+	PY=$(PY) bash scripts/test_fleet.sh
 
 ## make test-topology: PgBouncer, a standby promoted mid-test and a silent network
 ## partition, each on servers the tests start (as root: the partition test makes a

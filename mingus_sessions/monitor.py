@@ -1,38 +1,36 @@
-"""The monitoring sampler and the fleet view.
+"""The monitoring sampler, and the fleet view it feeds.
 
 One daemon thread per process, started by :func:`start_monitoring` (or by
 itself on a server's first request and in a Celery worker's first task, so
 never before a fork and never in management commands that do not need it).
 Every ``FLEET["INTERVAL"]`` seconds it:
 
+- applies the fleet-wide actions (reset, dispose, reset the breaker) issued
+  since its last sample by another process (``pool_reset``, the admin);
 - appends a point per pool to a bounded time series (for the admin charts),
   with the acquire-wait p99 of that interval alone;
 - reports connections held past ``LEAK_THRESHOLD`` while they are still held;
-- publishes this process's snapshot to the cache named in ``FLEET["CACHE"]``,
-  so that :func:`get_fleet_metrics` in any process lists every live process.
+- publishes this process's snapshot to the cache named in ``FLEET["CACHE"]``
+  (:mod:`mingus_sessions.fleet`), with the actions it applied, so that
+  :func:`get_fleet_metrics` in any process lists every live process.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
-import random
-import secrets
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from . import conf
+from . import conf, fleet
 from ._core.histogram import quantile_of
 from ._core.recorder import PoolRecorder
-from ._core.snapshot import PoolMetrics, snapshot
 from ._core.state import state
-from .breakers import get_circuit_breaker
-from .engines import get_entry, pool_names
+from .engines import get_entry
+from .fleet import get_fleet_metrics
 
 __all__ = [
     "ensure_monitoring",
@@ -47,20 +45,8 @@ logger = logging.getLogger("mingus_sessions")
 
 #: Points kept per pool: an hour at the default 10 s interval.
 SERIES_POINTS = 360
-_PREFIX = "mingus_sessions:fleet:"
-_INDEX = _PREFIX + "index"
-_INDEX_LOCK = _PREFIX + "index-lock"
-#: A process that has not published for this many intervals is no longer listed.
-STALE_INTERVALS = 3
-#: A member re-stamps its index entry after this many intervals...
-INDEX_REFRESH_INTERVALS = 10
-#: ...and the index forgets members silent for this many (a wide margin over the refresh).
-INDEX_PRUNE_INTERVALS = 30
-#: Lifetime of the index lock, in whole seconds (Redis and Memcached round timeouts down to
-#: seconds): it frees itself this long after a holder that died while holding it.
-INDEX_LOCK_LEASE = 5
-#: How long a publisher waits for the index lock before it leaves the update to its next tick.
-INDEX_LOCK_WAIT = 1.0
+#: Action ids a sampler remembers (seen or applied): more than the fleet keeps listed.
+ACTIONS_REMEMBERED = 4 * fleet.ACTIONS_KEPT
 
 
 class _Monitor:
@@ -73,6 +59,13 @@ class _Monitor:
         self.previous_buckets: dict[str, tuple[PoolRecorder, float, list[int]]] = {}
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        #: The ids of the fleet's actions this process has seen (None before it first read
+        #: them: what was issued before it joined is not its to apply), and of those it
+        #: applied, with when; both insertion-ordered and bounded.
+        self.seen_actions: dict[str, None] | None = None
+        self.applied: dict[str, float] = {}
+        #: Guards both: a request thread running an action marks it while this thread samples.
+        self.actions_lock = threading.Lock()
         self.thread = threading.Thread(target=self.run, name="mingus-monitor", daemon=True)
 
     def halt(self) -> None:
@@ -86,7 +79,7 @@ class _Monitor:
 
     @property
     def member(self) -> str:
-        return f"{self.host}:{self.pid}"
+        return fleet.member(self.host, self.pid)
 
     def run(self) -> None:
         # start_monitoring() took the first sample; the thread takes the next ones.
@@ -97,15 +90,9 @@ class _Monitor:
                 logger.warning("Monitoring sample failed", exc_info=True)
 
     def tick(self) -> None:
+        self.take_actions()
         now = time.time()
-        pools: dict[str, PoolMetrics] = {}
-        for name in pool_names():
-            try:
-                pools[name] = _pool_metrics(name)
-            except Exception:
-                # One pool that cannot be read (a missing driver) must not stop
-                # the others' samples, leak scans and fleet entry.
-                logger.warning("Monitoring could not read pool %s", name, exc_info=True)
+        pools = fleet.read_pools()
         for name, metrics in pools.items():
             probe = get_entry(name).probe
             interval_p99 = 0.0
@@ -140,98 +127,69 @@ class _Monitor:
         delta = [count - before for count, before in zip(buckets, previous[2], strict=True)]
         return buckets if min(delta, default=0) < 0 else delta
 
-    def publish(self, pools: dict[str, Any], now: float) -> None:
-        from django.core.cache import caches
+    # -- the fleet -------------------------------------------------------------------------
 
-        cache = caches[conf.get_config().fleet.cache]
-        ttl = self.interval * STALE_INTERVALS
-        cache.set(
-            _PREFIX + self.member,
-            {
-                "host": self.host,
-                "pid": self.pid,
-                "role": self.role,
-                "updated_at": now,
-                "pools": {name: metrics.as_dict() for name, metrics in pools.items()},
-                "sessions": state.sessions.snapshot(),
-            },
-            timeout=max(ttl, 1.0),
-        )
-        # The index is written only under its lock (see _change_index), so most ticks just
-        # read it: a member rewrites it when it is missing from it (first tick, or the index
-        # was evicted) or when its stamp is due, never every tick from every process.
+    def take_actions(self) -> None:
+        """Apply the fleet's actions issued since the last sample (errors logged, not raised)."""
         try:
-            seen = (cache.get(_INDEX) or {}).get(self.member)
+            listed = fleet.listed_actions(fleet.fleet_cache())
         except Exception:
-            logger.warning("Could not read the fleet index", exc_info=True)
+            logger.warning("Could not read the fleet's actions", exc_info=True)
             return
-        if seen is not None and now - seen < self.interval * INDEX_REFRESH_INTERVALS:
-            return
-        horizon = now - self.interval * INDEX_PRUNE_INTERVALS
+        with self.actions_lock:
+            if self.seen_actions is None:
+                self.seen_actions = dict.fromkeys(action["id"] for action in listed)
+                return
+            fresh = [action for action in listed if action["id"] not in self.seen_actions]
+        for action in fresh:
+            self.mark_seen(action["id"])
+            try:
+                fleet.apply_action(action)
+            except Exception:
+                logger.warning("Could not apply the fleet action %r", action, exc_info=True)
+                continue
+            self.note_applied(action["id"])
+            logger.info("Applied the fleet action %s (%s) from %s", *_described(action))
 
-        def join(index: dict[str, float]) -> dict[str, float] | None:
-            index[self.member] = now
-            return {member: at for member, at in index.items() if at >= horizon}
+    def mark_seen(self, action_id: str) -> None:
+        """Never apply ``action_id`` from the list (this process applies it itself, or did)."""
+        with self.actions_lock:
+            if self.seen_actions is None:
+                self.seen_actions = {}
+            self.seen_actions[action_id] = None
+            while len(self.seen_actions) > ACTIONS_REMEMBERED:
+                del self.seen_actions[next(iter(self.seen_actions))]
 
-        self._change_index(cache, join)
+    def note_applied(self, action_id: str) -> None:
+        """Record that this process applied ``action_id``; its next snapshot says so."""
+        self.mark_seen(action_id)
+        with self.actions_lock:
+            self.applied[action_id] = time.time()
+            while len(self.applied) > ACTIONS_REMEMBERED:
+                del self.applied[next(iter(self.applied))]
+
+    def publish(self, pools: dict[str, Any], now: float) -> None:
+        with self.actions_lock:
+            applied = dict(self.applied)
+        found = fleet.process_snapshot(self.role, pools, now, applied=applied)
+        found["host"], found["pid"] = self.host, self.pid
+        fleet.publish(fleet.fleet_cache(), found, self.interval)
+
+    def publish_now(self) -> None:
+        """Publish a fresh snapshot at once (after an action this process ran itself)."""
+        self.publish(fleet.read_pools(), time.time())
 
     def unpublish(self) -> None:
-        from django.core.cache import caches
-
-        cache = caches[conf.get_config().fleet.cache]
-        cache.delete(_PREFIX + self.member)
-
-        def leave(index: dict[str, float]) -> dict[str, float] | None:
-            return index if index.pop(self.member, None) is not None else None
-
-        self._change_index(cache, leave)
-
-    def _change_index(
-        self, cache: Any, change: Callable[[dict[str, float]], dict[str, float] | None]
-    ) -> None:
-        """Read, change and write back the fleet index while holding its lock.
-
-        Without the lock, two processes doing this at once each write back a copy lacking
-        the other's change, which drops a live member. ``cache.add`` is the atomic primitive
-        every Django cache backend has (Redis SET NX, Memcached add, locmem under its lock,
-        the database cache's primary key), and its timeout makes the lock a lease: a holder
-        that dies frees it after INDEX_LOCK_LEASE. Waiting is bounded; on giving up nothing
-        is written (so nobody is dropped) and the next tick tries again. Cache errors are
-        logged, never raised.
-        """
-        token = secrets.token_hex(8)
-        try:
-            deadline = time.monotonic() + INDEX_LOCK_WAIT
-            pause = 0.002
-            while True:
-                leased = time.monotonic()
-                if cache.add(_INDEX_LOCK, token, timeout=INDEX_LOCK_LEASE):
-                    break
-                if leased >= deadline:
-                    logger.warning("The fleet index stayed locked; not updated this time")
-                    return
-                time.sleep(pause * (0.5 + random.random()))  # jittered: no lockstep retries
-                pause = min(pause * 2, 0.05)
-            try:
-                changed = change(cache.get(_INDEX) or {})
-                if changed is None:
-                    return
-                # A holder stalled past half its lease may have lost the lock to another
-                # process; writing its copy now could undo that one's change.
-                if time.monotonic() - leased > INDEX_LOCK_LEASE / 2:
-                    logger.warning("The fleet index update was too slow; not written")
-                    return
-                cache.set(_INDEX, changed, timeout=None)
-            finally:
-                # Release only our own lease: if it lapsed, the lock may be another's now.
-                if cache.get(_INDEX_LOCK) == token:
-                    cache.delete(_INDEX_LOCK)
-        except Exception:
-            logger.warning("Could not update the fleet index", exc_info=True)
+        fleet.unpublish(fleet.fleet_cache(), self.member)
 
 
-def _pool_metrics(name: str) -> PoolMetrics:
-    return snapshot(get_entry(name), get_circuit_breaker(name).state)
+def _described(action: dict[str, Any]) -> tuple[str, str, str]:
+    pools = action.get("pools")
+    return (
+        "+".join(action["do"]),
+        "every pool" if pools is None else ", ".join(pools),
+        str(action.get("by", "?")),
+    )
 
 
 def is_monitoring() -> bool:
@@ -275,35 +233,19 @@ def stop_monitoring() -> None:
         monitor.halt()
 
 
+def sampler() -> _Monitor | None:
+    """This process's running sampler, if any (for the surfaces' fleet actions)."""
+    found = state.sampler
+    return found if isinstance(found, _Monitor) else None
+
+
 def get_time_series(pool: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The sampled points of each pool (or of ``pool``), oldest first."""
-    monitor = state.sampler
-    if not isinstance(monitor, _Monitor):
+    monitor = sampler()
+    if monitor is None:
         return {}
     return {
         name: list(points)
         for name, points in list(monitor.series.items())
         if pool is None or name == pool
     }
-
-
-def get_fleet_metrics() -> list[dict[str, Any]]:
-    """One dict per live process (host, pid, role, updated_at, pools, sessions)."""
-    from django.core.cache import caches
-
-    config = conf.get_config()
-    cache = caches[config.fleet.cache]
-    ttl = config.fleet.interval * STALE_INTERVALS
-    now = time.time()
-    index: dict[str, float] = cache.get(_INDEX) or {}
-    found = cache.get_many([_PREFIX + member for member in index])
-    live = [
-        snap
-        for snap in found.values()
-        if isinstance(snap, dict) and now - float(snap.get("updated_at", 0)) <= ttl
-    ]
-    for snap in live:
-        snap["updated_at_iso"] = dt.datetime.fromtimestamp(
-            snap["updated_at"], tz=dt.UTC
-        ).isoformat()
-    return sorted(live, key=lambda snap: (snap["host"], snap["pid"]))

@@ -4,15 +4,38 @@ Plain Python. Values are recorded in whole microseconds into log-linear
 buckets, as HdrHistogram does: one per microsecond below 32 µs, then 16 per
 power of two. Memory never grows with traffic, and a percentile is reported as
 its bucket's upper bound, at most one bucket (3 to 6.25%) above the true value.
-Recording is a table lookup and three updates with no lock: under the GIL an
+Recording is a table lookup and four updates with no lock: under the GIL an
 increment can at worst be lost in a race, never corrupt the histogram.
+
+Each value is also counted in one of a few fixed buckets whose bounds are
+OpenTelemetry's advisory boundaries (:data:`FIXED_BOUNDS_US`), so that an
+exporter can publish a histogram that adds up across processes exactly: the
+log-linear buckets do not have those bounds among their edges.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
-__all__ = ["Histogram", "Percentiles", "quantile_of"]
+__all__ = ["FIXED_BOUNDS_US", "Histogram", "Percentiles", "quantile_of"]
+
+#: OpenTelemetry's advisory bucket boundaries for database client durations
+#: (``db.client.operation.duration``: 1, 5, 10, 50, 100, 500 ms, 1, 5, 10 s), in µs.
+#: The fixed bucket ``i`` counts the values ``v`` with ``FIXED_BOUNDS_US[i - 1] <= v <
+#: FIXED_BOUNDS_US[i]``; the last one, everything from 10 s. A value is a duration
+#: truncated to whole µs, so ``v < bound`` holds exactly when the duration was below it.
+FIXED_BOUNDS_US = (
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+)
 
 _SUB_BITS = 5
 _SUB = 1 << _SUB_BITS  # 32 sub-buckets per power of two
@@ -48,6 +71,8 @@ def _bucket_table() -> tuple[int, ...]:
 
 
 _BUCKET_OF = _bucket_table()
+#: The fixed bucket of each tabled value (its number of bounds at or below it).
+_FIXED_OF = tuple(bisect_right(FIXED_BOUNDS_US, value) for value in range(_TABLED))
 
 
 def _upper_bound(index: int) -> int:
@@ -96,24 +121,32 @@ class Percentiles:
 class Histogram:
     """Durations in microseconds: :meth:`record`, then :meth:`percentiles`."""
 
-    __slots__ = ("_buckets", "max_us", "sum_us")
+    __slots__ = ("_buckets", "_fixed", "max_us", "sum_us")
 
     def __init__(self) -> None:
         self._buckets = [0] * _BUCKETS
+        self._fixed = [0] * (len(FIXED_BOUNDS_US) + 1)
         self.sum_us = 0
         self.max_us = 0
 
     def record(self, micros: int) -> None:
-        # This runs twice per checkout: a table lookup for the usual values,
-        # _index() inlined for the rest, and no separate count to increment.
+        # This runs twice per checkout: table lookups for the usual values,
+        # _index() inlined and a C bisect for the rest, no Python call, and no
+        # separate count to increment.
         if micros < _TABLED:
-            index = _BUCKET_OF[micros] if micros >= 0 else 0
+            if micros >= 0:
+                index = _BUCKET_OF[micros]
+                fixed = _FIXED_OF[micros]
+            else:
+                index = fixed = 0
         else:
             shift = micros.bit_length() - _SUB_BITS
             index = _SUB + (shift - 1) * _HALF + ((micros >> shift) - _HALF)
             if index >= _BUCKETS:
                 index = _BUCKETS - 1
+            fixed = bisect_right(FIXED_BOUNDS_US, micros)
         self._buckets[index] += 1
+        self._fixed[fixed] += 1
         self.sum_us += micros
         if micros > self.max_us:
             self.max_us = micros
@@ -128,12 +161,17 @@ class Histogram:
 
     def reset(self) -> None:
         self._buckets = [0] * _BUCKETS
+        self._fixed = [0] * (len(FIXED_BOUNDS_US) + 1)
         self.sum_us = 0
         self.max_us = 0
 
     def buckets(self) -> list[int]:
         """A copy of the bucket counts (for per-interval percentiles by difference)."""
         return list(self._buckets)
+
+    def fixed_counts(self) -> list[int]:
+        """A copy of the counts per fixed bucket (:data:`FIXED_BOUNDS_US`, then the rest)."""
+        return list(self._fixed)
 
     def value_at(self, quantile: float) -> int:
         """The value (µs) at ``quantile`` (0..1): the upper bound of its bucket, capped at max."""

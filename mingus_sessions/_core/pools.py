@@ -3,8 +3,9 @@
 Plain SQLAlchemy. :class:`PoolProbe` holds, per named pool, what the error
 messages and the metrics need beyond ``size()``, ``checkedin()``,
 ``checkedout()`` and ``overflow()``: how many callers wait for a connection
-right now, the last failure to open one, and (when monitoring is on) how long
-each checkout waited and how many timed out.
+right now and how many checkouts had to queue since the last reset, the last
+failure to open one, and (when monitoring is on) how long each checkout waited
+and how many timed out.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PoolProbe:
         "last_connect_error",
         "last_connect_error_at",
         "name",
+        "queued",
         "timeouts",
         "waiting",
     )
@@ -41,6 +43,9 @@ class PoolProbe:
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiting = 0
+        #: Checkouts that found no idle connection and no overflow left, so queued
+        #: for one (the evidence that a pool is too small, with the timeouts).
+        self.queued = 0
         self.timeouts = 0
         #: Checkout waits in µs; None while monitoring is off (nothing is timed).
         self.acquire: Histogram | None = None
@@ -51,6 +56,7 @@ class PoolProbe:
     def enter_wait(self) -> None:
         with self._lock:
             self.waiting += 1
+            self.queued += 1
 
     def leave_wait(self) -> None:
         with self._lock:

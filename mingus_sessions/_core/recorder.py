@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 
@@ -69,6 +70,7 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         "connect_errors",
         "connect_time",
         "connects",
+        "health_thread",
         "hold",
         "invalidations",
         "leak_threshold",
@@ -101,6 +103,9 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         self._outstanding: dict[int, list[Any]] = {}
         self._slowest: list[SlowQuery] = []
         self._slowest_lock = threading.Lock()
+        #: The thread id of a health check's ping while it runs (0 otherwise): its
+        #: checkout is not traffic, so it counts as no checkout, wait or hold.
+        self.health_thread = 0
         self._zero()
 
     def _zero(self) -> None:
@@ -111,6 +116,7 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         self.leaks = 0
         self.slow_queries = 0
         self.timeouts = 0
+        self.queued = 0
         self.opened = 0
         self.closed = 0
         self.peak_in_use = len(self._outstanding)
@@ -180,8 +186,11 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         try:
             now = perf_counter()  # the acquire wait's end and the hold time's start
-            self.checkouts += 1
             started = record.__dict__.pop(ACQUIRE_STARTED, None)
+            # An attribute test, no call, unless a health check's ping is running.
+            if self.health_thread and self.health_thread == get_ident():
+                return  # the ping's own checkout: no traffic, not held by anyone's code
+            self.checkouts += 1
             if started is not None:
                 self.acquire.record(int((now - started) * 1_000_000))  # type: ignore[union-attr]
             site: Site | None = None

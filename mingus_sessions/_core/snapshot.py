@@ -53,6 +53,7 @@ class PoolMetrics:
     circuit_state: str = "closed"
     since: str = ""
     peak_checked_out: int = 0
+    queued: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (percentiles as nested dicts)."""
@@ -116,4 +117,5 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
         circuit_state=circuit_state,
         since=_iso(recorder.since) if recorder else "",
         peak_checked_out=max(recorder.peak_in_use, checked_out) if recorder else checked_out,
+        queued=probe.queued,
     )

@@ -1,15 +1,19 @@
-"""Pool sizing advice from what was observed, and a capacity check against the server.
+"""Pool sizing advice from what the fleet observed, and a capacity check against the server.
 
-:func:`advise_pools` reads each pool's metrics (every live process's when the
-fleet view has them, else this process's): timeouts, acquire waits, overflow
-use, peak checked out and leaks, and turns them into concrete recommendations.
-The capacity check adds up, per database, live processes x (size + overflow)
-and compares it with the server's ``max_connections`` (PostgreSQL, MySQL).
+:func:`advise_pools` reads every live process's metrics from the fleet cache
+(``local=True``: this process's) and gives, per pool, at most one
+recommendation per setting, each quoting the evidence it rests on (in the
+message, and as ``evidence``): checkouts, checkouts that queued for a
+connection, timeouts, the peak in use of any one process, leaks. A pool grows
+only when callers queued or timed out; overflow that was used without anyone
+queueing is turned into pool size at the same capacity; a pool used far below
+its size shrinks. The capacity check adds up, per database server, processes x
+(size + overflow) and compares it with the server's ``max_connections``
+(PostgreSQL, MySQL).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import defaultdict
 from typing import Any
@@ -17,124 +21,164 @@ from typing import Any
 from sqlalchemy import text
 
 from ..engines import get_entry, pool_names
-from .api import get_pool_metrics
+from ._fleet import pool_totals, read_fleet
 
 __all__ = ["advise_pools"]
 
-logger = logging.getLogger("mingus_sessions")
-
 #: Checkouts observed before sizing advice is given.
 MIN_CHECKOUTS = 50
-#: Acquire-wait p99 (ms) above which callers wait noticeably for connections.
-WAIT_P99_MS = 10.0
+#: Share of checkouts that queued for a connection from which a pool is too small.
+QUEUED_SHARE = 0.01
+#: Checkouts observed before advice to shrink a pool (it must have been busy enough to tell).
+SHRINK_CHECKOUTS = 1000
 #: Share of usable server connections above which the capacity check warns.
 CAPACITY_WARNING = 0.8
 
 
-def _advice(pool: str, severity: str, message: str, recommendation: str) -> dict[str, str]:
+def _advice(
+    pool: str,
+    severity: str,
+    message: str,
+    recommendation: str,
+    *,
+    setting: str | None,
+    evidence: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "pool": pool,
         "severity": severity,
         "message": message,
         "recommendation": recommendation,
+        "setting": setting,
+        "evidence": evidence,
     }
 
 
-def _observed() -> tuple[dict[str, list[dict[str, Any]]], int]:
-    """Per pool, the metrics dicts of every live process; and how many processes."""
-    from ..monitor import get_fleet_metrics
-
-    per_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    try:
-        fleet = get_fleet_metrics()
-    except Exception:
-        logger.debug("Fleet view unavailable for advice", exc_info=True)
-        fleet = []
-    for process in fleet:
-        for name, metrics in process.get("pools", {}).items():
-            per_pool[name].append(metrics)
-    processes = len(fleet)
-    if not fleet:  # this process alone
-        for name, metrics in get_pool_metrics().items():
-            per_pool[name].append(metrics.as_dict())
-        processes = 1
-    return per_pool, processes
+def _evidence(total: dict[str, Any]) -> dict[str, Any]:
+    """What the advice on one pool rests on, across the processes that have it."""
+    return {
+        "processes": total["processes"],
+        "checkouts": total["checkouts"],
+        "queued": total.get("queued", 0),
+        "timeouts": total["timeouts"],
+        "peak_in_use": total["peak_checked_out"],
+        "pool_size": total["pool_size"],
+        "max_overflow": total["max_overflow"],
+        "wait_p99_ms": total["acquire_wait_ms"]["p99"],
+        "hold_p99_ms": total["hold_ms"]["p99"],
+        "leaks": total["leaks"],
+    }
 
 
-def _pool_advice(name: str, seen: list[dict[str, Any]]) -> list[dict[str, str]]:
-    first = seen[0]
-    size, overflow_max, timeout = first["pool_size"], first["max_overflow"], first["timeout"]
-    checkouts = sum(m["checkouts"] for m in seen)
-    timeouts = sum(m["timeouts"] for m in seen)
-    leaks = sum(m["leaks"] for m in seen)
-    peak = max(m.get("peak_checked_out", m["checked_out"]) for m in seen)
-    wait_p99 = max(m["acquire_wait_ms"]["p99"] for m in seen)
-    hold_p99 = max(m["hold_ms"]["p99"] for m in seen)
-    found: list[dict[str, str]] = []
-    if timeouts:
-        target = max(peak + 2, size + max(2, size // 2))
-        found.append(
-            _advice(
-                name,
-                "critical",
-                f"{timeouts} checkout(s) timed out after {timeout:g} s; at most {peak} connections "
-                f"were in use at once (size {size}, overflow {overflow_max}).",
-                f"Raise POOL_SIZE to {target}, or find the transactions that hold connections "
-                f"(p99 held {hold_p99:.1f} ms) and shorten them.",
-            )
+def _size_advice(name: str, e: dict[str, Any]) -> dict[str, Any] | None:
+    """The one POOL_SIZE recommendation the evidence supports, if any."""
+    size, overflow, peak = e["pool_size"], e["max_overflow"], e["peak_in_use"]
+    capacity = size + overflow
+    seen = (
+        f"{e['checkouts']} checkout(s) in {e['processes']} process(es), {e['queued']} queued "
+        f"for a connection, {e['timeouts']} timed out; at most {peak} of {capacity} "
+        "connections in use at once in any process"
+    )
+    if e["timeouts"] and peak < capacity:
+        # Timeouts with connections to spare: opening them failed or was too slow.
+        return _advice(
+            name,
+            "warning",
+            f"{seen}: checkouts timed out while the pool was not full.",
+            "Do not grow the pool: check that the database accepts connections in time "
+            "(the pool's connect errors and connect time).",
+            setting=None,
+            evidence=e,
         )
-    elif checkouts >= MIN_CHECKOUTS and wait_p99 > WAIT_P99_MS:
+    if e["timeouts"]:
+        target = size + max(2, size // 2)
+        return _advice(
+            name,
+            "critical",
+            f"{seen}: the pool was full and callers gave up.",
+            f"Raise POOL_SIZE from {size} to {target}, or shorten the transactions that hold "
+            f"connections (p99 held {e['hold_p99_ms']:.1f} ms).",
+            setting="POOL_SIZE",
+            evidence=e,
+        )
+    if e["queued"] and e["queued"] >= QUEUED_SHARE * e["checkouts"]:
+        return _advice(
+            name,
+            "warning",
+            f"{seen}: callers waited for a free connection (p99 acquire wait "
+            f"{e['wait_p99_ms']:.1f} ms).",
+            f"Raise POOL_SIZE from {size} to {size + 2} so that callers stop queueing.",
+            setting="POOL_SIZE",
+            evidence=e,
+        )
+    if e["queued"]:
+        return None  # a few waits among many checkouts: no reason to change anything
+    if peak > size:
+        return _advice(
+            name,
+            "warning",
+            f"{seen}: overflow connections were needed, and each one is opened and closed "
+            "again, paying the connect time each time.",
+            f"Raise POOL_SIZE from {size} to {peak} and lower MAX_OVERFLOW from {overflow} to "
+            f"{capacity - peak}: the same capacity of {capacity}, kept open.",
+            setting="POOL_SIZE",
+            evidence=e,
+        )
+    if e["checkouts"] >= SHRINK_CHECKOUTS and size > 2 and peak * 2 <= size:
+        return _advice(
+            name,
+            "info",
+            f"{seen}: the pool is larger than any process needed.",
+            f"Lower POOL_SIZE from {size} to {max(peak + 1, 2)} to free server connections.",
+            setting="POOL_SIZE",
+            evidence=e,
+        )
+    return None
+
+
+def _pool_advice(name: str, total: dict[str, Any]) -> list[dict[str, Any]]:
+    e = _evidence(total)
+    found: list[dict[str, Any]] = []
+    sized = _size_advice(name, e)
+    if sized is not None:
+        found.append(sized)
+    if e["leaks"]:
         found.append(
             _advice(
                 name,
                 "warning",
-                f"Callers waited {wait_p99:.1f} ms (p99) for a connection; peak in use {peak} of "
-                f"{size + overflow_max}.",
-                f"Raise POOL_SIZE to {max(peak + 2, size + 2)} so that callers stop queueing.",
-            )
-        )
-    if peak > size and not timeouts:
-        found.append(
-            _advice(
-                name,
-                "warning",
-                f"Overflow was needed: up to {peak} connections for a POOL_SIZE of {size}. "
-                "Overflow "
-                "connections are opened and closed again, paying the connect time each time.",
-                f"Raise POOL_SIZE to {peak}.",
-            )
-        )
-    if checkouts >= MIN_CHECKOUTS * 20 and size > 2 and peak * 2 <= size and not timeouts:
-        target = max(peak + 1, 2)
-        found.append(
-            _advice(
-                name,
-                "info",
-                f"At most {peak} of {size} connections were ever in use over {checkouts} "
-                "checkouts.",
-                f"Lower POOL_SIZE to {target} to free server connections.",
-            )
-        )
-    if leaks:
-        found.append(
-            _advice(
-                name,
-                "warning",
-                f"{leaks} connection(s) were held longer than LEAK_THRESHOLD (see the "
+                f"{e['leaks']} connection(s) were held longer than LEAK_THRESHOLD (see the "
                 "mingus_sessions.leaks log for where they were checked out).",
                 "Close sessions with session_scope() (or close() in a finally block).",
+                setting=None,
+                evidence=e,
             )
         )
-    if checkouts < MIN_CHECKOUTS and not found:
+    if e["checkouts"] < MIN_CHECKOUTS and not found:
         found.append(
             _advice(
                 name,
                 "info",
-                f"Only {checkouts} checkout(s) observed so far.",
+                f"Only {e['checkouts']} checkout(s) observed so far in {e['processes']} "
+                "process(es).",
                 "Ask again after some traffic; sizing advice needs observations.",
+                setting=None,
+                evidence=e,
             )
         )
     return found
+
+
+def _unobserved(name: str) -> dict[str, Any]:
+    return _advice(
+        name,
+        "info",
+        "No live process of the fleet has published this pool's metrics.",
+        "Ask again once servers and workers have served traffic: each publishes every "
+        'FLEET["INTERVAL"] seconds to FLEET["CACHE"], which they must share.',
+        setting=None,
+        evidence={"processes": 0},
+    )
 
 
 def _server_of(pool: str) -> str:
@@ -187,32 +231,24 @@ def _read_limits(pool: str) -> tuple[int | None, int]:
         return int(conn.execute(text("SELECT @@max_connections")).scalar_one()), 1
 
 
-def advise_pools() -> dict[str, Any]:
-    """``{"advice": [{"pool", "severity", "message", "recommendation"}], "capacity": {...}}``."""
-    per_pool, processes = _observed()
-    advice: list[dict[str, str]] = []
-    for name in pool_names():
-        seen = per_pool.get(name) or [get_pool_metrics(name).as_dict()]
-        advice.extend(_pool_advice(name, seen))
-
+def _capacity(
+    totals: dict[str, dict[str, Any]], processes: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per database server: processes x (size + overflow) against its limit; and the advice."""
     # max_connections is per server: pools on two aliases of one server share it.
     by_server: dict[str, list[str]] = defaultdict(list)
     for name in pool_names():
         by_server[_server_of(name)].append(name)
     capacity: dict[str, Any] = {}
+    advice: list[dict[str, Any]] = []
     for server, names in by_server.items():
         database = ", ".join(sorted({get_entry(n).config.database for n in names}))
-        demand = 0
         pools: dict[str, Any] = {}
         for name in names:
-            config = get_entry(name).config
-            using = max(len(per_pool.get(name, [])), 1) if processes > 1 else processes
-            pools[name] = {
-                "processes": using,
-                "capacity": config.capacity,
-                "demand": using * config.capacity,
-            }
-            demand += using * config.capacity
+            size = get_entry(name).config.capacity
+            using = totals[name]["processes"] if name in totals else 0
+            pools[name] = {"processes": using, "capacity": size, "demand": using * size}
+        demand = sum(p["demand"] for p in pools.values())
         try:
             most, reserved = _server_limits(names[0])
             error = None
@@ -231,9 +267,8 @@ def advise_pools() -> dict[str, Any]:
             "pools": pools,
             **({"error": error} if error else {}),
         }
-        if usable is None:
-            continue
-        if demand > usable:
+        evidence = {"processes": processes, "demand": demand, "usable": usable}
+        if usable is not None and demand > usable:
             advice.append(
                 _advice(
                     ", ".join(names),
@@ -243,17 +278,46 @@ def advise_pools() -> dict[str, Any]:
                     f"(max_connections {most}, {reserved} reserved).",
                     "Lower POOL_SIZE / MAX_OVERFLOW, run fewer processes, put PgBouncer in front "
                     '(POOL_CLASS "null"), or raise max_connections.',
+                    setting=None,
+                    evidence=evidence,
                 )
             )
-        elif demand > usable * CAPACITY_WARNING:
+        elif usable is not None and demand > usable * CAPACITY_WARNING:
             advice.append(
                 _advice(
                     ", ".join(names),
                     "warning",
                     f"Server {server} ({database}): the pools may open {demand} of the {usable} "
-                    "connections "
-                    "the server allows; one more process could exhaust it.",
+                    "connections the server allows; one more process could exhaust it.",
                     "Leave headroom: lower MAX_OVERFLOW or raise max_connections.",
+                    setting=None,
+                    evidence=evidence,
                 )
             )
-    return {"advice": advice, "capacity": capacity}
+    return capacity, advice
+
+
+def advise_pools(*, local: bool = False) -> dict[str, Any]:
+    """``{"advice": [...], "capacity": {...}, "fleet": {...}}`` from every live process.
+
+    Each advice is ``{"pool", "severity", "message", "recommendation", "setting",
+    "evidence"}``. ``fleet`` says where the figures come from (``source``: ``"fleet"`` or,
+    with ``local``, ``"local"``), how many ``processes``, and, when the fleet cache cannot
+    be read, ``error`` (then there is no advice: this process alone is not the deployment).
+    """
+    view = read_fleet(local=local)
+    fleet_info: dict[str, Any] = {"source": view.source, "processes": len(view.processes)}
+    if view.note:
+        fleet_info["note"] = view.note
+    if view.problem is not None:
+        fleet_info["error"] = view.problem
+        return {"advice": [], "capacity": {}, "fleet": fleet_info}
+    totals = pool_totals(view.processes, pool_names())
+    advice: list[dict[str, Any]] = []
+    for name in pool_names():
+        if name in totals:
+            advice.extend(_pool_advice(name, totals[name]))
+        else:
+            advice.append(_unobserved(name))
+    capacity, warnings = _capacity(totals, len(view.processes))
+    return {"advice": advice + warnings, "capacity": capacity, "fleet": fleet_info}

@@ -16,6 +16,8 @@ from .._core.snapshot import PoolMetrics, snapshot
 from .._core.state import state
 from ..breakers import get_circuit_breaker
 from ..engines import get_entry, pool_names
+from ..fleet import reset_local_metrics
+from ._reasons import unreachable_detail
 
 __all__ = [
     "check_all_pools",
@@ -95,17 +97,9 @@ def get_performance_metrics() -> dict[str, Any]:
 
 
 def reset_metrics(pool: str | None = None) -> None:
-    """Zero the counters and distributions of ``pool``, or of every pool and the sessions."""
-    names = (pool,) if pool is not None else pool_names()
-    for name in names:
-        probe = get_entry(name).probe
-        if isinstance(probe, PoolRecorder):
-            probe.reset()
-        else:
-            probe.timeouts = 0
-    if pool is None:
-        state.sessions.reset()
-        state.transactions.reset()
+    """Zero this process's counters and distributions of ``pool``, or of every pool and the
+    sessions (``manage.py pool_reset`` and the admin reach every process of the fleet)."""
+    reset_local_metrics(pool)
 
 
 # -- health ----------------------------------------------------------------------------------
@@ -122,8 +116,14 @@ class _Ping:
         )
 
     def _run(self, name: str) -> None:
+        recorder: PoolRecorder | None = None
         try:
-            with get_entry(name).engine.connect() as conn:
+            entry = get_entry(name)
+            if isinstance(entry.probe, PoolRecorder):
+                # The ping's checkout is not traffic: the recorder leaves it uncounted.
+                recorder = entry.probe
+                recorder.health_thread = threading.get_ident()
+            with entry.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except ConfigurationError as exc:
             # The pool's connection settings, not the database: its message
@@ -136,8 +136,10 @@ class _Ping:
                 "pool's DATABASES OPTIONS and CONNECT_ARGS"
             )
         except Exception as exc:  # noqa: BLE001 - any other failure means unreachable
-            self.error = f"unreachable ({type(exc).__name__})"
+            self.error = unreachable_detail(exc)
         finally:
+            if recorder is not None:
+                recorder.health_thread = 0
             self.done.set()
 
 
@@ -230,7 +232,7 @@ def check_all_pools(
         if not answered:
             results[name] = {
                 "status": UNHEALTHY,
-                "detail": f"no answer within {timeout:g} s",
+                "detail": f"unreachable: timed out (no answer within {timeout:g} s)",
                 **base,
             }
         elif ping.error is not None:

@@ -63,3 +63,46 @@ def test_memory_does_not_grow_with_the_number_of_values() -> None:
     found.reset()
     assert (found.count, found.sum_us, found.max_us) == (0, 0, 0)
     assert quantile_of(found.buckets(), 0.99) == 0
+
+
+# -- the fixed buckets on OpenTelemetry's boundaries ------------------------------------------
+
+
+def _fixed_by_hand(values: list[int]) -> list[int]:
+    """Per fixed bucket: the values below its bound and at or above the previous one."""
+    bounds = histogram.FIXED_BOUNDS_US
+    counts = [0] * (len(bounds) + 1)
+    for value in values:
+        counts[sum(1 for bound in bounds if bound <= value)] += 1
+    return counts
+
+
+def test_fixed_bounds_are_opentelemetrys_advisory_boundaries() -> None:
+    """1, 5, 10, 50, 100, 500 ms, 1, 5, 10 s (db.client.operation.duration), in µs."""
+    seconds = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]
+    assert list(histogram.FIXED_BOUNDS_US) == [round(s * 1_000_000) for s in seconds]
+
+
+def test_fixed_buckets_count_exactly_on_both_sides_of_each_bound() -> None:
+    """A value below a bound counts under it, the bound itself above: exact, whatever the
+    log-linear bucket holding it (the table's values and the bisected ones alike)."""
+    edge = histogram._TABLED
+    values = [-3, 0, 1, edge - 1, edge, edge + 1, 2**45]
+    for bound in histogram.FIXED_BOUNDS_US:
+        values += [bound - 1, bound, bound + 1]
+    found = Histogram()
+    for value in values:
+        found.record(value)
+    assert found.fixed_counts() == _fixed_by_hand([max(v, 0) for v in values])
+    assert sum(found.fixed_counts()) == found.count
+
+
+def test_fixed_buckets_agree_with_random_durations_and_reset() -> None:
+    rng = random.Random(11)
+    values = [int(rng.lognormvariate(9, 2.5)) for _ in range(20_000)]
+    found = Histogram()
+    for value in values:
+        found.record(value)
+    assert found.fixed_counts() == _fixed_by_hand(values)
+    found.reset()
+    assert found.fixed_counts() == [0] * (len(histogram.FIXED_BOUNDS_US) + 1)

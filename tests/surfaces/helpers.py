@@ -94,3 +94,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
 def records(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:
     """The captured records of ``logger``."""
     return [r for r in caplog.records if r.name == logger]
+
+
+#: The host name of the processes that tests publish by hand.
+FAKE_HOST = "fleet-host"
+
+
+def publish(number: int, role: str = "web", **pools: dict[str, Any]) -> dict[str, Any]:
+    """Publish process ``number`` of :data:`FAKE_HOST` to the FLEET cache: this process's
+    snapshot, with the figures in ``pools`` ({pool: {field: value}}) set; returns it."""
+    from mingus_sessions import fleet
+
+    found = fleet.local_snapshot(role)
+    found["host"], found["pid"] = FAKE_HOST, 1000 + number
+    for name, figures in pools.items():
+        found["pools"][name].update(figures)
+    fleet.publish(fleet.fleet_cache(), found, 60)
+    return found

@@ -29,7 +29,7 @@ from django.db import connections
 from django.test import Client
 from sqlalchemy import text
 
-from mingus_sessions import monitor, session_scope
+from mingus_sessions import fleet, monitor, session_scope
 from mingus_sessions._core.recorder import PoolRecorder
 from mingus_sessions._core.state import state
 from mingus_sessions.engines import get_entry
@@ -173,14 +173,14 @@ def test_a_pool_that_cannot_be_read_does_not_stop_the_others_samples(
     settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     configure(settings, FLEET={"CACHE": "default", "INTERVAL": 60})
-    real = monitor._pool_metrics
+    real = fleet._pool_metrics
 
     def one_pool_broken(pool: str) -> Any:
         if pool == "other":
             raise ImportError("no driver for the other pool")
         return real(pool)
 
-    monkeypatch.setattr(monitor, "_pool_metrics", one_pool_broken)
+    monkeypatch.setattr(fleet, "_pool_metrics", one_pool_broken)
     sampler = monitor._Monitor("test", 60)
     sampler.tick()
     assert set(sampler.series) == {"main"}
@@ -256,9 +256,9 @@ def test_fleet_skips_processes_that_stopped_publishing(settings: Any) -> None:
         }
 
     try:
-        cache.set(monitor._PREFIX + stale_member, snapshot(stale_member, now - 0.35), None)
-        cache.set(monitor._PREFIX + live_member, snapshot(live_member, now), None)
-        cache.set(monitor._INDEX, {stale_member: now - 0.35, live_member: now}, None)
+        cache.set(fleet.PREFIX + stale_member, snapshot(stale_member, now - 0.35), None)
+        cache.set(fleet.PREFIX + live_member, snapshot(live_member, now), None)
+        cache.set(fleet.INDEX, {stale_member: now - 0.35, live_member: now}, None)
         assert start_monitoring(role="web")
         listed = {(p["host"], p["pid"]) for p in get_fleet_metrics()}
         assert ("ghost-host", 999991) not in listed
@@ -269,8 +269,8 @@ def test_fleet_skips_processes_that_stopped_publishing(settings: Any) -> None:
         assert listed == {(socket.gethostname(), os.getpid())}
     finally:
         stop_monitoring()
-        cache.delete_many([monitor._PREFIX + stale_member, monitor._PREFIX + live_member])
-        cache.delete(monitor._INDEX)
+        cache.delete_many([fleet.PREFIX + stale_member, fleet.PREFIX + live_member])
+        cache.delete(fleet.INDEX)
 
 
 @db
@@ -349,15 +349,15 @@ def redis_fleet(settings: Any) -> Iterator[dict[str, Any]]:
         "KEY_PREFIX": f"mingus-test-{uuid.uuid4().hex}",
     }
     settings.CACHES = {**django_settings.CACHES, "fleet": fleet_cache}
-    fleet = {"CACHE": "fleet", "INTERVAL": 0.2}
-    configure(settings, FLEET=fleet)
-    spec = {"caches": {**django_settings.CACHES, "fleet": fleet_cache}, "fleet": fleet}
+    fleet_setting = {"CACHE": "fleet", "INTERVAL": 0.2}
+    configure(settings, FLEET=fleet_setting)
+    spec = {"caches": {**django_settings.CACHES, "fleet": fleet_cache}, "fleet": fleet_setting}
     yield spec
     stop_monitoring()
     cache = caches["fleet"]
-    index = cache.get(monitor._INDEX) or {}
-    cache.delete_many([monitor._PREFIX + member for member in index])
-    cache.delete(monitor._INDEX)
+    index = cache.get(fleet.INDEX) or {}
+    cache.delete_many([fleet.PREFIX + member for member in index])
+    cache.delete(fleet.INDEX)
     cache.close()
 
 
@@ -480,18 +480,18 @@ def test_concurrent_publishers_never_drop_each_other(race_cache: Any) -> None:
     sys.setswitchinterval(1e-6)  # interleave the threads as often as possible
     try:
         for _ in range(25):
-            race_cache.delete(monitor._INDEX)
+            race_cache.delete(fleet.INDEX)
             all_at_once([lambda m=m: m.publish({}, time.time()) for m in members])
-            assert set(race_cache.get(monitor._INDEX)) == {m.member for m in members}
+            assert set(race_cache.get(fleet.INDEX)) == {m.member for m in members}
             all_at_once(
                 [lambda m=m: m.unpublish() for m in leavers]
                 # 601 s on, each joiner's stamp is due, so it rewrites the index too
                 + [lambda m=m: m.publish({}, time.time() + 601) for m in joiners]
             )
-            assert set(race_cache.get(monitor._INDEX)) == {m.member for m in joiners}
+            assert set(race_cache.get(fleet.INDEX)) == {m.member for m in joiners}
     finally:
         sys.setswitchinterval(switch)
-    assert race_cache.get(monitor._INDEX_LOCK) is None  # every holder released it
+    assert race_cache.get(fleet.INDEX_LOCK) is None  # every holder released it
     listed = {(p["host"], p["pid"], p["role"]) for p in get_fleet_metrics()}
     assert listed == {("race-host", m.pid, "worker") for m in joiners}
 
@@ -499,29 +499,29 @@ def test_concurrent_publishers_never_drop_each_other(race_cache: Any) -> None:
 def test_fleet_index_prunes_silent_members(race_cache: Any) -> None:
     """A member silent for 30 intervals leaves the index when another one writes it."""
     now = time.time()
-    race_cache.set(monitor._INDEX, {"gone:1": now - 30 * 60 - 1, "quiet:2": now - 29 * 60}, None)
+    race_cache.set(fleet.INDEX, {"gone:1": now - 30 * 60 - 1, "quiet:2": now - 29 * 60}, None)
     publisher(1).publish({}, now)
-    assert set(race_cache.get(monitor._INDEX)) == {"quiet:2", "race-host:100001"}
+    assert set(race_cache.get(fleet.INDEX)) == {"quiet:2", "race-host:100001"}
 
 
 def test_fleet_index_lock_held_elsewhere_is_left_alone(
     race_cache: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A lock that another process holds (or died holding): wait a bounded time, write nothing."""
-    monkeypatch.setattr(monitor, "INDEX_LOCK_WAIT", 0.1)
+    monkeypatch.setattr(fleet, "INDEX_LOCK_WAIT", 0.1)
     caplog.set_level(logging.WARNING, logger="mingus_sessions")
-    race_cache.set(monitor._INDEX, {"other:1": time.time()}, None)
-    assert race_cache.add(monitor._INDEX_LOCK, "another-holder", timeout=60)
+    race_cache.set(fleet.INDEX, {"other:1": time.time()}, None)
+    assert race_cache.add(fleet.INDEX_LOCK, "another-holder", timeout=60)
     member = publisher(1)
     started = time.monotonic()
     member.publish({}, time.time())  # no exception
     assert time.monotonic() - started < 2
-    assert race_cache.get(monitor._INDEX) == {"other:1": pytest.approx(time.time(), abs=5)}
-    assert race_cache.get(monitor._INDEX_LOCK) == "another-holder"  # not ours to release
+    assert race_cache.get(fleet.INDEX) == {"other:1": pytest.approx(time.time(), abs=5)}
+    assert race_cache.get(fleet.INDEX_LOCK) == "another-holder"  # not ours to release
     assert any("stayed locked" in r.getMessage() for r in records(caplog, "mingus_sessions"))
-    race_cache.delete(monitor._INDEX_LOCK)  # the lease lapses
+    race_cache.delete(fleet.INDEX_LOCK)  # the lease lapses
     member.publish({}, time.time())  # the next tick joins
-    assert set(race_cache.get(monitor._INDEX)) == {"other:1", member.member}
+    assert set(race_cache.get(fleet.INDEX)) == {"other:1", member.member}
 
 
 def test_fleet_index_cache_errors_are_logged_not_raised(
@@ -532,7 +532,7 @@ def test_fleet_index_cache_errors_are_logged_not_raised(
     set_key = race_cache.set
 
     def failing_set(key: str, *args: Any, **kwargs: Any) -> None:
-        if key == monitor._INDEX:
+        if key == fleet.INDEX:
             raise ConnectionError("cache went away")
         set_key(key, *args, **kwargs)
 
@@ -540,9 +540,9 @@ def test_fleet_index_cache_errors_are_logged_not_raised(
     member = publisher(1)
     member.publish({}, time.time())
     member.unpublish()
-    assert race_cache.get(monitor._INDEX_LOCK) is None
+    assert race_cache.get(fleet.INDEX_LOCK) is None
     assert any(
-        "Could not update the fleet index" in r.getMessage()
+        "Could not update the fleet's mingus_sessions:fleet:index" in r.getMessage()
         for r in records(caplog, "mingus_sessions")
     )
 

@@ -17,12 +17,24 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ..._core.errors import ConfigurationError
 from ...engines import pool_names
 
-__all__ = ["USAGE_ERROR", "PoolCommand", "positive_seconds"]
+__all__ = [
+    "FLEET_UNREACHABLE",
+    "NOT_APPLIED",
+    "USAGE_ERROR",
+    "PoolCommand",
+    "non_negative_seconds",
+    "positive_seconds",
+]
 
 #: Exit code of a command that could not run as asked: a bad option, an
 #: unknown pool, invalid settings. Not 1 or 2, which ``pool_check`` uses for
 #: "degraded" and "unhealthy" (and argparse's own 2 would read as "unhealthy").
 USAGE_ERROR = 3
+#: Exit code of ``pool_status``, ``pool_advise`` and ``pool_reset`` when the FLEET cache
+#: cannot be read: nothing is shown or done (``--local`` still works).
+FLEET_UNREACHABLE = 2
+#: Exit code of ``pool_reset`` when live processes had not applied it when the wait ended.
+NOT_APPLIED = 4
 
 
 class _Parser(CommandParser):
@@ -48,6 +60,13 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def non_negative_seconds(value: str) -> float:
+    """An argparse ``type``: a number of seconds, 0 or more."""
+    if value.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_seconds(value)
+
+
 class PoolCommand(BaseCommand):
     """Base of the pool commands: ``--json``, pool-name checks, usage errors exit 3.
 
@@ -64,6 +83,15 @@ class PoolCommand(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--json", action="store_true", help="Print JSON instead of the readable text."
+        )
+
+    def add_local(self, parser: CommandParser, what: str) -> None:
+        """The ``--local`` switch: this process instead of every live process of the fleet."""
+        parser.add_argument(
+            "--local",
+            action="store_true",
+            help=f"{what} this command's own process only, instead of every live process of "
+            'the fleet (read from the FLEET["CACHE"] cache).',
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -49,9 +49,12 @@ def _use_of(pool: Mapping[str, Any]) -> str:
 
 
 def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One row per pool (``PoolMetrics.as_dict()`` values)."""
+    """One row per pool (``PoolMetrics.as_dict()`` values, or the fleet's totals, which add
+    the number of processes: then a ``PROCS`` column)."""
+    procs = any("processes" in m for m in pools.values())
     headers = (
         "POOL",
+        *(("PROCS",) if procs else ()),
         "DATABASE",
         "BACKEND",
         "SIZE+OVF",
@@ -68,6 +71,7 @@ def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = [
         (
             name,
+            *((m.get("processes", 1),) if procs else ()),
             m["database"],
             m["backend"],
             f"{m['pool_size']}+{m['max_overflow']}",
@@ -98,7 +102,8 @@ def session_line(sessions: Mapping[str, int]) -> str:
 
 
 def fleet_lines(fleet: Sequence[Mapping[str, Any]], now: float) -> list[str]:
-    """One row per process: host, pid, role, seconds since it published, each pool's use."""
+    """One row per process: host, pid, role, seconds since it published, each pool's use
+    (and ``!`` after a pool whose breaker is not closed or that timed out)."""
     if not fleet:
         return [
             "No process is publishing: monitoring runs in server and worker processes, "
@@ -110,11 +115,23 @@ def fleet_lines(fleet: Sequence[Mapping[str, Any]], now: float) -> list[str]:
     rows = []
     for process in fleet:
         pools = process.get("pools", {})
-        used = [_use_of(pools[name]) if name in pools else "-" for name in names]
+        used = [
+            _use_of(pools[name]) + _alarm(pools[name]) if name in pools else "-" for name in names
+        ]
         age = max(now - float(process["updated_at"]), 0.0)
         rows.append((process["host"], process["pid"], process["role"], f"{age:.0f}s", *used))
     headers = ("HOST", "PID", "ROLE", "AGE", *names)
     return table(headers, rows)
+
+
+def _alarm(pool: Mapping[str, Any]) -> str:
+    """`` breaker open``, `` 3 timeouts``: what is wrong with a process's pool, if anything."""
+    found = []
+    if pool.get("circuit_state", "closed") != "closed":
+        found.append(f"breaker {pool['circuit_state']}")
+    if pool.get("timeouts"):
+        found.append(f"{pool['timeouts']} timeouts")
+    return f" ({', '.join(found)})" if found else ""
 
 
 def advice_lines(result: Mapping[str, Any]) -> list[str]:
