@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import random
 import secrets
@@ -163,7 +164,9 @@ def publish(cache: Any, found: dict[str, Any], interval: float) -> None:
     """Store a process's snapshot and keep it in the index (re-stamped every 10 intervals)."""
     name = member(found["host"], found["pid"])
     now = float(found["updated_at"])
-    cache.set(PREFIX + name, found, timeout=max(interval * STALE_INTERVALS, 1.0))
+    # Whole seconds, rounded up: Redis and Memcached truncate a fractional timeout, which
+    # would expire a snapshot before the readers call it stale.
+    cache.set(PREFIX + name, found, timeout=max(math.ceil(interval * STALE_INTERVALS), 1))
     # The index is written only under its lock, so most ticks just read it: a member
     # rewrites it when it is missing from it (first tick, or the index was evicted) or
     # when its stamp is due, never every tick from every process.

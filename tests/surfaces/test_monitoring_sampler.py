@@ -361,6 +361,15 @@ def redis_fleet(settings: Any) -> Iterator[dict[str, Any]]:
     cache.close()
 
 
+def test_a_snapshot_on_redis_outlives_its_fractional_timeout(redis_fleet: dict[str, Any]) -> None:
+    """Redis keeps whole seconds: a 0.4 s interval (stale after 1.2 s) must not expire at 1 s."""
+    found = fleet.local_snapshot("web")
+    fleet.publish(fleet.fleet_cache(), found, 0.4)
+    time.sleep(1.1)
+    key = fleet.PREFIX + fleet.member(found["host"], found["pid"])
+    assert caches["fleet"].get(key) is not None
+
+
 @db
 @pytest.mark.slow
 def test_fleet_of_two_processes_sharing_redis(redis_fleet: dict[str, Any]) -> None:
