@@ -194,6 +194,17 @@ if os.environ.get("DEMO_CACHE_URL"):
             "KEY_PREFIX": os.environ.get("DEMO_CACHE_KEY_PREFIX", "mingus_demo"),
         }
     }
+else:
+    # The demo runs a web server and a Celery worker: the fleet cache must be one
+    # they share and must need no server, so a folder of files (a process-local
+    # cache would hide the worker, and the fleet check warns about it).
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 
 
 # --- mingus_sessions ---------------------------------------------------------
