@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .breaker import CircuitBreaker, counts_as_failure
 from .errors import DatabaseConnectionError, SessionError, TransactionError, TransactionTimeoutError
+from .pools import QueueFullError
 from .state import state
 from .translate import pool_exhausted, translate
 
@@ -56,6 +57,7 @@ def translated(
         waiters=probe.waiting,
         timeout=config.timeout,
         connect_error=connect_error,
+        max_waiting=config.max_waiting if isinstance(exc, QueueFullError) else None,
     )
 
 

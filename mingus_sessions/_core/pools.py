@@ -6,24 +6,60 @@ messages and the metrics need beyond ``size()``, ``checkedin()``,
 right now and how many checkouts had to queue since the last reset, the last
 failure to open one, and (when monitoring is on) how long each checkout waited
 and how many timed out.
+
+:class:`WaitAwareQueuePool` is ``QueuePool`` with two changes of behaviour: a
+returned connection goes to the caller that waited longest
+(:mod:`.handoff`), and an idle connection's liveness is checked at checkout
+without a round trip where the driver allows (:mod:`.liveness`), pinging only
+those idle longer than ``PING_IDLE``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
+from .handoff import Empty, HandOffQueue, LineFull, TryAgain
 from .histogram import Histogram
+from .liveness import LivenessCheck
 
-__all__ = ["ACQUIRE_STARTED", "PoolProbe", "WaitAwareQueuePool"]
+__all__ = [
+    "ACQUIRE_STARTED",
+    "CheckoutChecks",
+    "PoolProbe",
+    "QueueFullError",
+    "WaitAwareQueuePool",
+]
 
 #: The attribute of a connection record that holds when its checkout began
 #: (``perf_counter``), from the pool to the metrics' checkout listener.
 ACQUIRE_STARTED = "_mingus_acquire_started"
+#: The attribute of a connection record that holds when it was last returned
+#: (``monotonic``): how long it sat idle decides between a check and a ping.
+RETURNED_AT = "_mingus_returned_at"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutChecks:
+    """What a queue pool checks before it hands out an idle connection.
+
+    ``pre_ping``: True (check ``alive`` when idle at most ``ping_idle``
+    seconds, else ping), "always" (ping every time) or False (nothing).
+    ``alive`` is the driver's check without a round trip; None: always ping.
+    """
+
+    pre_ping: bool | str = False
+    alive: LivenessCheck | None = None
+    ping_idle: float = 1.0
+
+
+class QueueFullError(sa_exc.TimeoutError):
+    """A checkout refused at once: ``MAX_WAITING`` callers already wait."""
 
 
 class PoolProbe:
@@ -85,15 +121,39 @@ class PoolProbe:
 
 
 class WaitAwareQueuePool(QueuePool):
-    """A :class:`~sqlalchemy.pool.QueuePool` that counts the callers waiting for a slot."""
+    """A ``QueuePool`` with fair hand-off, liveness checks and a count of waiting callers."""
 
     # Log as SQLAlchemy's own QueuePool ("sqlalchemy.pool.impl.QueuePool.<pool>"),
     # so echo_pool and the project's "sqlalchemy" logging settings apply, and a
     # DEBUG level on the "mingus_sessions" logger does not turn on pool tracing.
     _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
+    _queue_class = HandOffQueue[ConnectionPoolEntry]
+    _pool: HandOffQueue[ConnectionPoolEntry]
 
-    def __init__(self, creator: Any, *, probe: PoolProbe | None = None, **kw: Any) -> None:
-        super().__init__(creator, **kw)
+    # Positional-or-keyword, not keyword-only: create_engine() hands a pool only
+    # the arguments it finds among its class's named parameters.
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        timeout: float = 30.0,
+        use_lifo: bool = False,
+        max_waiting: int = 0,
+        checkout_checks: CheckoutChecks | None = None,
+        probe: PoolProbe | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(
+            creator,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            timeout=timeout,
+            use_lifo=use_lifo,
+            **kw,
+        )
+        self._pool.max_waiting = max_waiting
+        self.checkout_checks = checkout_checks or CheckoutChecks()
         # Engine.dispose(close=True) disposes the pool, then replaces it by its
         # recreate(): the old one is retired, and closes what comes back to it.
         # (After a fork, dispose(close=False) only replaces it: the parent's
@@ -102,36 +162,122 @@ class WaitAwareQueuePool(QueuePool):
         self._retired = False
         self.probe = probe if probe is not None else PoolProbe(self._orig_logging_name or "")
 
+    @property
+    def max_waiting(self) -> int:
+        return self._pool.max_waiting
+
     def _do_get(self) -> ConnectionPoolEntry:
         probe = self.probe
         # With monitoring on, the acquire wait runs from here to the checkout
-        # event (so it includes pre-ping and connecting, as HikariCP's does);
-        # the recorder's checkout listener reads the start from the record.
+        # event (so it includes the liveness check and connecting, as HikariCP's
+        # does); the recorder's checkout listener reads the start from the record.
         started = time.perf_counter() if probe.acquire is not None else None
         try:
-            # Lock-free when a connection is idle or overflow is left (the
-            # usual case); only a caller that may block is counted as waiting.
-            # The idle deque's length is read without the queue's mutex (its
-            # qsize() takes it, in two Python calls): a stale answer only
-            # decides whether this caller is counted as a waiter.
-            if self._pool.queue or self._overflow < self._max_overflow:  # type: ignore[attr-defined]
-                entry = super()._do_get()
-            else:
-                probe.enter_wait()
-                try:
-                    entry = super()._do_get()
-                finally:
-                    probe.leave_wait()
-        except sa_exc.TimeoutError as exc:
-            # QueuePool._do_get calls itself (this method) when it loses a race
-            # for an overflow slot: count the timeout once, where it ends.
-            if not getattr(exc, "_mingus_sessions_timeout_counted", False):
-                exc._mingus_sessions_timeout_counted = True  # type: ignore[attr-defined]
-                probe.timeouts += 1
+            entry = self._take()
+        except sa_exc.TimeoutError:
+            probe.timeouts += 1
             raise
         if started is not None:
             entry.__dict__[ACQUIRE_STARTED] = started
         return entry
+
+    def _take(self) -> ConnectionPoolEntry:
+        """An idle connection, else a new one if there is room, else one handed over in line."""
+        queue = self._pool
+        deadline: float | None = None
+        first = False
+        while True:
+            try:
+                return self._checked(queue.get(False))
+            except Empty:
+                pass
+            if self._inc_overflow():
+                try:
+                    return self._create_connection()
+                except BaseException:
+                    self._dec_overflow()
+                    raise
+            if deadline is None:
+                deadline = time.monotonic() + self._timeout
+            record = self._wait_in_line(deadline, first)
+            if record is not None:
+                return self._checked(record)
+            # Woken (or refused a place) because there is room to open one: try
+            # again, at the head of the line should another thread take it first.
+            first = True
+
+    def _wait_in_line(self, deadline: float, first: bool) -> ConnectionPoolEntry | None:
+        """The connection handed to this caller, or None to try opening one."""
+        probe = self.probe
+        probe.enter_wait()
+        try:
+            return self._pool.get(
+                True, deadline - time.monotonic(), first=first, can_open=self._has_room
+            )
+        except TryAgain:
+            return None
+        except Empty:
+            raise sa_exc.TimeoutError(
+                f"QueuePool limit of size {self.size()} overflow {self.overflow()} reached, "
+                f"connection timed out, timeout {self._timeout:0.2f}",
+                code="3o7r",
+            ) from None
+        except LineFull:
+            raise QueueFullError(
+                f"QueuePool limit of size {self.size()} overflow {self.overflow()} reached "
+                f"and {self._pool.max_waiting} callers already wait (max_waiting)",
+                code="3o7r",
+            ) from None
+        finally:
+            probe.leave_wait()
+
+    def _has_room(self) -> bool:
+        return self._max_overflow == -1 or self._overflow < self._max_overflow
+
+    def _dec_overflow(self) -> Literal[True]:
+        super()._dec_overflow()
+        # A connection that failed to open (or closed for good) leaves room
+        # that a caller already in line would otherwise never see.
+        self._pool.wake_one()
+        return True
+
+    def _checked(self, record: ConnectionPoolEntry) -> ConnectionPoolEntry:
+        """``record``, its connection replaced first if it fails its liveness check."""
+        checks = self.checkout_checks
+        connection = record.dbapi_connection
+        if not checks.pre_ping or connection is None or self._replaced_anyway(record):
+            return record
+        idle = time.monotonic() - record.__dict__.get(RETURNED_AT, 0.0)
+        ping = checks.pre_ping == "always" or checks.alive is None or idle > checks.ping_idle
+        try:
+            fine = (
+                self._dialect._do_ping_w_event(connection) if ping else checks.alive(connection)  # type: ignore[misc]
+            )
+        except BaseException as err:
+            # Not a disconnect (those return False): the connection goes back
+            # invalidated and the error reaches the caller, as with pool_pre_ping.
+            record._checkin_failed(err, _fairy_was_created=False)  # type: ignore[attr-defined]
+            raise
+        if not fine:
+            self.logger.info(
+                "Connection %r failed its %s at checkout; replacing it",
+                connection,
+                "ping" if ping else "liveness check",
+            )
+            if ping:
+                # As pool_pre_ping does: a ping that fails suggests the server
+                # went away, so every connection older than now is replaced.
+                self._invalidate_time = time.time()
+            # Closed here; the checkout that follows opens a new one.
+            record.invalidate()
+        return record
+
+    def _replaced_anyway(self, record: ConnectionPoolEntry) -> bool:
+        """The checkout will reconnect ``record`` (recycle age, pool invalidation): no check."""
+        started = record.starttime  # type: ignore[attr-defined]
+        if self._invalidate_time > started:
+            return True
+        return self._recycle > -1 and time.time() - started > self._recycle
 
     def dispose(self) -> None:
         self._disposed = True
@@ -140,15 +286,33 @@ class WaitAwareQueuePool(QueuePool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         if self._retired:
             # Out when the engine replaced this pool: it checks out from the
-            # new one now, and nobody would ever take this one from here.
+            # new one now, and nobody would ever take this one from here. A
+            # caller still in this pool's line opens a connection of its own.
             record.close()
+            self._pool.wake_one()
             return
+        record.__dict__[RETURNED_AT] = time.monotonic()
         super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:
-        fresh = super().recreate()
-        if isinstance(fresh, WaitAwareQueuePool):
-            fresh.probe = self.probe
+        self.logger.info("Pool recreating")
+        fresh = self.__class__(
+            self._creator,
+            pool_size=self._pool.maxsize,
+            max_overflow=self._max_overflow,
+            timeout=self._timeout,
+            use_lifo=self._pool.use_lifo,
+            max_waiting=self._pool.max_waiting,
+            checkout_checks=self.checkout_checks,
+            probe=self.probe,
+            pre_ping=self._pre_ping,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
         if self._disposed:
             self._retired = True
             super().dispose()  # a connection returned while it was being replaced

@@ -277,13 +277,28 @@ def pool_exhausted(
     waiters: int,
     timeout: float,
     connect_error: BaseException | None,
+    max_waiting: int | None = None,
 ) -> PoolExhaustedError:
-    """A :class:`PoolExhaustedError` whose message tells "pool full" from "server down"."""
-    message = (
-        f"Pool {_name(pool)} is exhausted: no connection became free within {timeout:g} s "
+    """A :class:`PoolExhaustedError` whose message tells "pool full" from "server down".
+
+    ``max_waiting``: the checkout was refused at once because that many callers
+    already waited (the pool's ``MAX_WAITING``), not timed out.
+    """
+    state = (
         f"(size {size}, checked out {checked_out}, overflow {overflow} of {max_overflow}, "
         f"waiters {waiters})."
     )
+    if max_waiting is not None:
+        message = (
+            f"Pool {_name(pool)} is exhausted and its queue was full: {max_waiting} callers "
+            f"already waited for a connection, the most MAX_WAITING ({max_waiting}) allows, "
+            f"so this checkout was refused at once {state}"
+        )
+    else:
+        message = (
+            f"Pool {_name(pool)} is exhausted: no connection became free within {timeout:g} s "
+            + state
+        )
     if connect_error is not None:
         message += (
             " The database itself looks unreachable: the last attempt to open a connection "

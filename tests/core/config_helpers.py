@@ -24,9 +24,9 @@ TOP_KEYS = (
     "LEAK_THRESHOLD, RETRY, CIRCUIT_BREAKER, FLEET, METRICS_TOKEN, REQUEST_COMMIT_HOOK"
 )
 POOL_KEYS = (
-    "DATABASE, POOL_CLASS, POOL_SIZE, MAX_OVERFLOW, POOL_RECYCLE, POOL_TIMEOUT, PRE_PING, "
-    "USE_LIFO, ECHO, ECHO_POOL, READ_ONLY, ISOLATION_LEVEL, CONNECT_ARGS, SOCKET_TIMEOUT, "
-    "PGBOUNCER, PGBOUNCER_PREPARED"
+    "DATABASE, POOL_CLASS, POOL_SIZE, MAX_OVERFLOW, POOL_RECYCLE, POOL_TIMEOUT, MAX_WAITING, "
+    "PRE_PING, PING_IDLE, USE_LIFO, ECHO, ECHO_POOL, READ_ONLY, ISOLATION_LEVEL, CONNECT_ARGS, "
+    "SOCKET_TIMEOUT, PGBOUNCER, PGBOUNCER_PREPARED"
 )
 
 #: The example from DESIGN.md: the seeds' three pools.
@@ -152,8 +152,10 @@ def e007_above(key: str, shown: str, *, none: bool = False) -> Problem:
     )
 
 
-def e011(key: str, shown: str, *, debug: bool = False) -> Problem:
+def e011(key: str, shown: str, *, debug: bool = False, also: str | None = None) -> Problem:
     choices = 'True, False or "debug"' if debug else "True or False"
+    if also is not None:
+        choices = f'True, False or "{also}"'
     return E(11, f"{key} must be {choices}, not {shown}.", f"Set {key} to {choices}.")
 
 

@@ -179,7 +179,31 @@ POOL_CASES = [
         id="E007-timeout-too-long",
     ),
     # E011: the pool's booleans
-    case(main_pool(PRE_PING="yes"), e011(f'{MAIN}["PRE_PING"]', "'yes'"), id="E011-pre-ping"),
+    case(
+        main_pool(PRE_PING="yes"),
+        e011(f'{MAIN}["PRE_PING"]', "'yes'", also="always"),
+        id="E011-pre-ping",
+    ),
+    case(
+        main_pool(PING_IDLE=-1),
+        e007_positive(f'{MAIN}["PING_IDLE"]', -1, 1.0),
+        id="E007-ping-idle-negative",
+    ),
+    case(
+        main_pool(PING_IDLE="1s"),
+        e007_number(f'{MAIN}["PING_IDLE"]', "'1s'", 1.0),
+        id="E007-ping-idle-str",
+    ),
+    case(
+        main_pool(MAX_WAITING=-1),
+        e007_below(f'{MAIN}["MAX_WAITING"]', -1, 0),
+        id="E007-max-waiting-negative",
+    ),
+    case(
+        main_pool(MAX_WAITING=2.5),
+        e007_int(f'{MAIN}["MAX_WAITING"]', "2.5", 0),
+        id="E007-max-waiting-float",
+    ),
     case(main_pool(USE_LIFO=1), e011(f'{MAIN}["USE_LIFO"]', "1"), id="E011-use-lifo"),
     case(main_pool(READ_ONLY="true"), e011(f'{MAIN}["READ_ONLY"]', "'true'"), id="E011-read-only"),
     case(
@@ -264,6 +288,23 @@ def test_problem(raw: Any, env: dict[str, str], kwargs: dict[str, Any], expected
     config, problems = parse(raw, env, **kwargs)
     assert problems == [expected]
     assert config is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, (True, 1.0, 0)),
+        ({"PRE_PING": "always", "PING_IDLE": 0, "MAX_WAITING": 16}, ("always", 0.0, 16)),
+        ({"PRE_PING": False, "PING_IDLE": 0.25}, (False, 0.25, 0)),
+    ],
+)
+def test_liveness_and_waiting_keys(values: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    """PRE_PING takes True, False or "always"; PING_IDLE 0 means ping every idle checkout."""
+    config, problems = parse(main_pool(**values))
+    assert problems == []
+    assert config is not None
+    main = config.pools["main"]
+    assert (main.pre_ping, main.ping_idle, main.max_waiting) == expected
 
 
 # -- edge cases of names and backends ------------------------------------------------

@@ -473,6 +473,35 @@ def test_queue_pool_arguments() -> None:
     assert kwargs["echo_pool"] is True
 
 
+@pytest.mark.parametrize("pre_ping", [True, "always", False])
+def test_the_queue_pool_checks_liveness_itself(pre_ping: bool | str) -> None:
+    """SQLAlchemy's pre-ping is off on the queue pool: PRE_PING goes to its own checks."""
+    kwargs = spec_for(PG, pool(pre_ping=pre_ping, ping_idle=2.5, max_waiting=7)).kwargs
+    assert kwargs["pool_pre_ping"] is False
+    assert kwargs["max_waiting"] == 7
+    checks = kwargs["checkout_checks"]
+    assert (checks.pre_ping, checks.ping_idle) == (pre_ping, 2.5)
+    assert callable(checks.alive)
+
+
+@pytest.mark.parametrize(("settings_dict", "driver"), [(SQLITE, None), (PG, "psycopg2")])
+def test_drivers_without_a_liveness_check_ping(settings_dict: dict[str, Any], driver: Any) -> None:
+    """SQLite, psycopg2 (and MySQL) have no check without a round trip: the pool pings."""
+    spec = build_engine_spec(settings_dict, pool(), pg_driver=driver)
+    checks = spec.kwargs["checkout_checks"]
+    assert checks.pre_ping is True
+    assert checks.alive is None
+
+
+@pytest.mark.parametrize(("pre_ping", "expected"), [(True, True), ("always", True), (False, False)])
+def test_other_pools_keep_sqlalchemys_pre_ping(pre_ping: bool | str, expected: bool) -> None:
+    """A pool of another class pings with SQLAlchemy's pool_pre_ping, and gets no checks."""
+    kwargs = spec_for(PG, pool(pool_class="null", pre_ping=pre_ping)).kwargs
+    assert kwargs["pool_pre_ping"] is expected
+    assert "checkout_checks" not in kwargs
+    assert "max_waiting" not in kwargs
+
+
 @pytest.mark.parametrize(("log_parameters", "hidden"), [(False, True), (True, False)])
 def test_hide_parameters_unless_logging_them(log_parameters: bool, hidden: bool) -> None:
     """Bound parameters stay out of SQLAlchemy's logs and errors unless LOG_QUERY_PARAMETERS."""

@@ -722,3 +722,24 @@ def test_pool_exhausted_message_tells_full_pool_from_unreachable_database() -> N
     assert "Connection refused" in str(down)
     assert "h4-param" not in str(down)
     assert "secret_column" not in str(down)
+
+
+def test_pool_exhausted_by_a_full_queue_says_so() -> None:
+    """A checkout refused past MAX_WAITING says the queue was full, not that it timed out."""
+    error = pool_exhausted(
+        "main",
+        size=5,
+        checked_out=5,
+        overflow=0,
+        max_overflow=0,
+        waiters=8,
+        timeout=10.0,
+        connect_error=None,
+        max_waiting=8,
+    )
+    assert type(error) is PoolExhaustedError
+    assert error.transient is True
+    text = str(error)
+    assert "queue was full: 8 callers already waited" in text
+    assert "MAX_WAITING (8)" in text
+    assert "within 10 s" not in text

@@ -65,6 +65,9 @@ def plain_engine() -> Any:
     kwargs = dict(spec.kwargs)
     if kwargs.get("poolclass") is WaitAwareQueuePool:
         kwargs["poolclass"] = QueuePool
+        del kwargs["max_waiting"]
+        # What our pool checks itself, SQLAlchemy's does with its ping.
+        kwargs["pool_pre_ping"] = bool(kwargs.pop("checkout_checks").pre_ping)
     return create_engine(spec.url, **kwargs)
 
 

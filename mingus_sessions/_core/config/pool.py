@@ -155,7 +155,9 @@ def _build_pool(
         if recycle is None
         else out.integer(recycle, at("POOL_RECYCLE"), minimum=-1, default=1800),
         timeout=out.number(values["POOL_TIMEOUT"], at("POOL_TIMEOUT"), default=30.0) or 30.0,
-        pre_ping=bool(out.boolean(values["PRE_PING"], at("PRE_PING"))),
+        max_waiting=out.integer(values["MAX_WAITING"], at("MAX_WAITING"), minimum=0, default=0),
+        pre_ping=out.boolean(values["PRE_PING"], at("PRE_PING"), also="always"),
+        ping_idle=_ping_idle(values["PING_IDLE"], at("PING_IDLE"), out),
         use_lifo=bool(out.boolean(values["USE_LIFO"], at("USE_LIFO"))),
         echo=out.boolean(values["ECHO"], at("ECHO"), allow_debug=True),
         echo_pool=out.boolean(values["ECHO_POOL"], at("ECHO_POOL"), allow_debug=True),
@@ -168,6 +170,13 @@ def _build_pool(
             out.boolean(values["PGBOUNCER_PREPARED"], at("PGBOUNCER_PREPARED"))
         ),
     )
+
+
+def _ping_idle(value: Any, where: str, out: _Collector) -> float:
+    """``PING_IDLE``: seconds of idleness past which a checkout pings (0: always ping)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return out.number(value, where, default=1.0) or 1.0
 
 
 def _pool_class(pool_class: Any, where: str, out: _Collector) -> str:

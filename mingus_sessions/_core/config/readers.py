@@ -83,13 +83,22 @@ class _Collector:
             return default
         return float(value)
 
-    def boolean(self, value: Any, where: str, *, allow_debug: bool = False) -> bool | str:
-        """True or False, or "debug" where ``allow_debug`` (E011)."""
+    def boolean(
+        self, value: Any, where: str, *, allow_debug: bool = False, also: str | None = None
+    ) -> bool | str:
+        """True or False, or "debug" where ``allow_debug``, or the word ``also`` (E011)."""
         if isinstance(value, bool):
             return value
         if allow_debug and value == "debug":
             return "debug"
-        choices = 'True, False or "debug"' if allow_debug else "True or False"
+        if also is not None and value == also:
+            return also
+        if allow_debug:
+            choices = 'True, False or "debug"'
+        elif also is not None:
+            choices = f'True, False or "{also}"'
+        else:
+            choices = "True or False"
         self.add(
             11, f"{where} must be {choices}, not {_show(value)}.", f"Set {where} to {choices}."
         )

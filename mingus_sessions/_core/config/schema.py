@@ -39,7 +39,9 @@ POOL_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MAX_OVERFLOW": 10,
         "POOL_RECYCLE": 1800,
         "POOL_TIMEOUT": 30,
+        "MAX_WAITING": 0,
         "PRE_PING": True,
+        "PING_IDLE": 1.0,
         "USE_LIFO": False,
         "ECHO": False,
         "ECHO_POOL": False,
@@ -116,7 +118,13 @@ class PoolConfig:
     max_overflow: int = 10
     recycle: int = 1800
     timeout: float = 30.0
-    pre_ping: bool = True
+    #: Callers that may queue for a connection at once; past them a checkout fails
+    #: at once (0: no limit).
+    max_waiting: int = 0
+    #: True: check liveness at checkout without a round trip when used within
+    #: ``ping_idle`` seconds, else ping; "always": ping every checkout; False: never.
+    pre_ping: bool | str = True
+    ping_idle: float = 1.0
     use_lifo: bool = False
     echo: bool | str = False
     echo_pool: bool | str = False

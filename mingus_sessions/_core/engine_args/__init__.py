@@ -38,7 +38,8 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, StaticPool
 
 from ..config import SUPPORTED_ENGINES, SUPPORTED_SUMMARY, PoolConfig
 from ..errors import ConfigurationError
-from ..pools import WaitAwareQueuePool
+from ..liveness import liveness_check
+from ..pools import CheckoutChecks, WaitAwareQueuePool
 from .common import DEFAULT_CONNECT_TIMEOUT, VendorArgs, setting_key
 from .mysql import mysql_args
 from .oracle import oracle_args
@@ -126,7 +127,7 @@ def _engine_kwargs(
 ) -> dict[str, Any]:
     """``create_engine``'s keyword arguments: logging, pre-ping, isolation, the pool's own."""
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": pool.pre_ping,
+        "pool_pre_ping": bool(pool.pre_ping),
         "pool_logging_name": pool.name,
         "logging_name": pool.name,
         "echo": pool.echo,
@@ -146,6 +147,15 @@ def _engine_kwargs(
             pool_timeout=pool.timeout,
             pool_recycle=pool.recycle,
             pool_use_lifo=pool.use_lifo,
+        )
+    if issubclass(pool_class, WaitAwareQueuePool):
+        # The pool checks liveness itself, cheaper than SQLAlchemy's ping.
+        kwargs["pool_pre_ping"] = False
+        kwargs["max_waiting"] = pool.max_waiting
+        kwargs["checkout_checks"] = CheckoutChecks(
+            pre_ping=pool.pre_ping,
+            alive=liveness_check(f"{vendor}+{made.driver}", primary=not pool.read_only),
+            ping_idle=pool.ping_idle,
         )
     elif pool_class is StaticPool and vendor == "sqlite":
         # Recycling the one connection of an in-memory database would empty it.
