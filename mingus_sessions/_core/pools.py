@@ -223,9 +223,11 @@ class WaitAwareQueuePool(QueuePool):
                 code="3o7r",
             ) from None
         except LineFull:
+            waiting = self._pool.max_waiting
             raise QueueFullError(
                 f"QueuePool limit of size {self.size()} overflow {self.overflow()} reached "
-                f"and {self._pool.max_waiting} callers already wait (max_waiting)",
+                f"and {waiting} {'caller' if waiting == 1 else 'callers'} already wait "
+                "(max_waiting)",
                 code="3o7r",
             ) from None
         finally:

@@ -290,8 +290,9 @@ def pool_exhausted(
     )
     if max_waiting is not None:
         message = (
-            f"Pool {_name(pool)} is exhausted and its queue was full: {max_waiting} callers "
-            f"already waited for a connection, the most MAX_WAITING ({max_waiting}) allows, "
+            f"Pool {_name(pool)} is exhausted and its queue was full: {max_waiting} "
+            f"{'caller' if max_waiting == 1 else 'callers'} already waited for a connection, "
+            f"the most MAX_WAITING ({max_waiting}) allows, "
             f"so this checkout was refused at once {state}"
         )
     else:

@@ -121,6 +121,42 @@ def test_pool_exhausted_while_database_unreachable_chains_the_connect_failure(
 
 
 @db
+def test_past_max_waiting_a_scope_is_refused_at_once(settings: Any) -> None:
+    """R5: with MAX_WAITING callers already in line, the next scope fails now, saying so."""
+    with_pools(settings, tiny={**TINY, "POOL_TIMEOUT": 10, "MAX_WAITING": 1})
+    waiter_errors: list[BaseException] = []
+
+    def wait_in_line() -> None:
+        try:
+            with session_scope("tiny") as session:
+                session.execute(text("SELECT 1"))
+        except BaseException as exc:
+            waiter_errors.append(exc)
+
+    with Holders():
+        waiter = threading.Thread(target=wait_in_line)
+        waiter.start()
+        probe = state.pools["tiny"].probe
+        deadline = time.monotonic() + 10
+        while probe.waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert probe.waiting == 1
+        started = time.monotonic()
+        with pytest.raises(PoolExhaustedError) as info, session_scope("tiny") as session:
+            session.execute(text("SELECT 1"))
+        refused_after = time.monotonic() - started
+    waiter.join(10)
+    assert waiter_errors == []  # the one in line was served once the holders let go
+    assert refused_after < 0.5
+    message = str(info.value)
+    assert "queue was full: 1 caller already waited" in message
+    assert "MAX_WAITING (1)" in message
+    assert info.value.transient is True
+    assert probe.timeouts == 1
+    assert checked_out("tiny") == 0
+
+
+@db
 def test_pool_serves_again_after_exhaustion(settings: Any) -> None:
     """R5: once the holders let go, the exhausted pool serves both its connections again."""
     with_pools(settings, tiny=TINY)
