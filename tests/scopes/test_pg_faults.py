@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
@@ -52,34 +52,6 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH_ROLE = "mingus_h4_auth"
-
-
-def _admin_params() -> dict[str, Any]:
-    return {
-        "host": os.environ.get("PGHOST", "127.0.0.1"),
-        "port": os.environ.get("PGPORT", "5432"),
-        "user": os.environ.get("PGUSER", "postgres"),
-        "password": os.environ.get("PGPASSWORD") or None,
-        "dbname": "postgres",
-    }
-
-
-@pytest.fixture
-def admin() -> Iterator[Any]:
-    """An autocommit superuser connection, made with psycopg directly, to hurt backends."""
-    conn = psycopg.connect(autocommit=True, **_admin_params())
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def db_name() -> str:
-    """The name of the test database of the alias "default" (this run's only)."""
-    name = connection.settings_dict["NAME"]
-    assert name.startswith("test_")
-    return str(name)
 
 
 def _pool_backends(

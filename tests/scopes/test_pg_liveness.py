@@ -10,7 +10,6 @@ gone is replaced before any scope sees it, whichever way it was found.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from sqlalchemy import text
 from mingus_sessions import DatabaseUnavailableError, get_engine, session_scope
 from mingus_sessions._core.pools import RETURNED_AT
 from mingus_sessions._core.state import state
-from tests.scopes.test_pg_faults import _pool_backends, _terminate, admin, db_name  # noqa: F401
 from tests.scopes.helpers import with_pools
+from tests.scopes.test_pg_faults import _pool_backends, _terminate
 
 pytestmark = [
     pytest.mark.postgresql,
@@ -34,7 +33,7 @@ class PingCounter:
 
 
 @pytest.fixture
-def pings(monkeypatch: pytest.MonkeyPatch) -> Iterator[PingCounter]:
+def pings(monkeypatch: pytest.MonkeyPatch) -> PingCounter:
     """Counts the pings of the default pool's engine."""
     counter = PingCounter()
     dialect = get_engine().pool._dialect
@@ -45,7 +44,7 @@ def pings(monkeypatch: pytest.MonkeyPatch) -> Iterator[PingCounter]:
         return bool(ping(connection))
 
     monkeypatch.setattr(dialect, "_do_ping_w_event", counted)
-    yield counter
+    return counter
 
 
 def backend_pid() -> int:
