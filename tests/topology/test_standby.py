@@ -175,3 +175,28 @@ def test_a_read_only_pool_on_a_standby_reads_and_is_refused_writes(
     assert get_circuit_breaker("writes").failures == 0
     assert len(opened) == 1
     assert not opened[0].closed
+
+
+def test_a_write_pool_discards_idle_connections_to_a_hot_standby(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, standby: Cluster
+) -> None:
+    """PRE_PING on a pool that is not READ_ONLY: a connection whose server reports
+    in_hot_standby is discarded at checkout, for free (the server sends the report itself);
+    after the promotion the pool settles on one connection again."""
+    on_server(monkeypatch, settings, standby)
+    opened = connections_opened()
+    for _ in range(3):
+        with session_scope("writes") as session:
+            session.execute(text("SELECT count(*) FROM notes"))
+    assert len(opened) == 3, "each checkout found its idle connection on a standby"
+    assert all(conn.closed for conn in opened[:2])
+
+    standby.promote()
+    poll(lambda: standby.sql("SELECT pg_is_in_recovery()") == [(False,)], 30, "promoted")
+    for number in range(4):
+        write(f"after promotion {number}")
+    # The idle connection opened before the promotion still carries the report of a
+    # standby (a backend sends the change with its next result): it is replaced once.
+    assert len(opened) <= 4
+    assert not opened[-1].closed
+    assert standby.sql("SELECT count(*) FROM notes WHERE title LIKE 'after promotion %'") == [(4,)]
