@@ -51,14 +51,11 @@ as MISSED, not turned into a failure.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +65,11 @@ if __package__ in (None, ""):
 from bench.bench_metrics import (
     bench_database,
     count_calls,
-    quartiles,
     raw_engine,
     setup_django,
     versions,
 )
+from bench.rows import Operation, Row, judged, paired, report, single_figure
 
 #: Python calls per session_scope() SELECT 1 with metrics on, measured at 370; the
 #: guard leaves a little room and flags anything beyond it.
@@ -82,61 +79,6 @@ BREAKER_P99_US = 50.0
 
 #: The view without SQLAlchemy gets this many times the rounds of the other rows.
 NO_DATABASE_ROUNDS_FACTOR = 3
-
-Operation = Callable[[int], None]
-
-
-@dataclass
-class Row:
-    """One comparison: A is ours, B the anchor."""
-
-    name: str
-    a_us: float
-    b_us: float
-    ratio: float
-    iqr: tuple[float, float]
-    target: str
-    met: bool | None  # None: reported, no target
-    notes: list[str] = field(default_factory=list)
-
-
-def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Row:
-    """Time ``a`` and ``b`` (``n`` operations each) in alternating order; return the figures."""
-    a(max(n // 4, 1))
-    b(max(n // 4, 1))
-    a_us: list[float] = []
-    b_us: list[float] = []
-    for index in range(rounds):
-        order = ((a, a_us), (b, b_us)) if index % 2 == 0 else ((b, b_us), (a, a_us))
-        for operation, samples in order:
-            gc.collect()
-            started = time.perf_counter()
-            operation(n)
-            samples.append((time.perf_counter() - started) / n * 1e6)
-        if verbose:
-            print(f"    round {index:3}: A {a_us[-1]:9.1f} µs  B {b_us[-1]:9.1f} µs", flush=True)
-    ratios = [x / y for x, y in zip(a_us, b_us, strict=True)]
-    return Row(
-        name="",
-        a_us=statistics.median(a_us),
-        b_us=statistics.median(b_us),
-        ratio=statistics.median(ratios),
-        iqr=quartiles(ratios),
-        target="",
-        met=None,
-    )
-
-
-def single_figure(name: str, value: float, target: str, met: bool) -> Row:
-    """A row with one figure (in the A column) and no anchor to compare with."""
-    nan = float("nan")
-    return Row(name=name, a_us=value, b_us=nan, ratio=nan, iqr=(nan, nan), target=target, met=met)
-
-
-def judged(row: Row, name: str, target: str, met: bool | None) -> Row:
-    row.name, row.target, row.met = name, target, met
-    return row
-
 
 # -- what is timed ----------------------------------------------------------------------------
 
@@ -476,28 +418,6 @@ def calls_per_scope() -> tuple[float, float]:
 
 
 # -- the report -------------------------------------------------------------------------------
-
-
-def _figure(value: float, digits: int = 1) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"
-
-
-def report(rows: list[Row], out: Any) -> None:
-    print(
-        f"{'comparison (A = ours, B = anchor)':68} {'A µs':>9} {'B µs':>9} {'A/B':>7} "
-        f"{'IQR':>13}  {'target':<44} verdict",
-        file=out,
-    )
-    for row in rows:
-        iqr = "-" if row.iqr[0] != row.iqr[0] else f"{row.iqr[0]:.3f}..{row.iqr[1]:.3f}"
-        verdict = "reported" if row.met is None else ("met" if row.met else "MISSED")
-        print(
-            f"{row.name:68} {_figure(row.a_us):>9} {_figure(row.b_us):>9} "
-            f"{_figure(row.ratio, 3):>7} {iqr:>13}  {row.target:<44} {verdict}",
-            file=out,
-        )
-        for note in row.notes:
-            print(f"{'':70}{note}", file=out)
 
 
 def run(args: argparse.Namespace) -> None:
