@@ -2,7 +2,8 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools]
+                                [--pool-rounds N]
 
 Each comparison pits our code (A) against an anchor (B) on the same
 PostgreSQL database, in rounds that alternate A B, B A, ... so that drift of
@@ -39,6 +40,11 @@ next to the median µs per operation of each side:
 7. the Python function calls per ``session_scope()`` (``sys.setprofile``): a
    count, not a timing, so a regression shows without noise.
 
+Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
+them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
+``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
+threads on 3 (the shape of SQLAlchemy issue 7679), and one uncontended thread.
+
 The report ends with the versions and two figures of the machine: a server
 round trip and a new connection, timed on the driver alone, on which the rows
 against Django depend. The database is the one ``bench_metrics`` uses
@@ -62,6 +68,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import pool_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
@@ -420,9 +427,7 @@ def calls_per_scope() -> tuple[float, float]:
 # -- the report -------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> None:
-    from mingus_sessions import get_engine
-
+def anchor_rows(args: argparse.Namespace) -> None:
     out = sys.stdout
     rounds = args.rounds
     print(
@@ -431,7 +436,6 @@ def run(args: argparse.Namespace) -> None:
         file=out,
         flush=True,
     )
-    started = time.monotonic()
     rows = [compare_scopes(rounds, args.verbose), compare_checkouts(rounds, args.verbose)]
     rows += compare_requests(rounds, args.verbose)
     rows.append(compare_threads(rounds, args.verbose))
@@ -447,20 +451,56 @@ def run(args: argparse.Namespace) -> None:
     rows.append(calls)
     print(file=out)
     report(rows, out)
-    print(file=out)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mingus_sessions import get_engine
+
+    out = sys.stdout
+    started = time.monotonic()
+    if args.only in ("all", "anchors"):
+        anchor_rows(args)
+        print(file=out)
+    if args.only in ("all", "pools"):
+        pool_rows.run(args, out)
+        print(file=out)
     for name, value in versions(get_engine()) + machine_speed(get_engine()):
         print(f"{name:11} {value}", file=out)
     print(f"(suite: {time.monotonic() - started:.0f} s)", file=out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="6 rounds: a smoke run, not figures")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
+    parser.add_argument(
+        "--only",
+        choices=("all", "anchors", "pools"),
+        default="all",
+        help="anchors: the table of same-run ratios; pools: the pools under contention",
+    )
+    parser.add_argument(
+        "--pool-rounds",
+        type=positive,
+        default=3,
+        help="rounds per pool of the contention rows (their durations stay the same)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 6
+    return args
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of rounds")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     with bench_database():
         setup_django("bench.suite_settings")
         try:

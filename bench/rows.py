@@ -52,7 +52,8 @@ def percentile(ordered: Sequence[float], p: float) -> float:
         raise ValueError("no values")
     if not 0 < p <= 100:
         raise ValueError(f"percentile {p} is not in (0, 100]")
-    rank = math.ceil(p / 100 * len(ordered))
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in binary floating point.
+    rank = math.ceil(round(p / 100 * len(ordered), 9))
     return ordered[max(rank, 1) - 1]
 
 
