@@ -516,6 +516,9 @@ def uncontended_row(rounds: int, verbose: bool, out: Any) -> None:
     finally:
         close_all([mine, queue])
     row.notes.append(f"{rounds} rounds; raw_connection() and close(), pre-ping off on both")
+    row.notes.append(
+        "ours with MONITORING on, as the package ships (its checkout/checkin listeners)"
+    )
     report(
         [judged(row, "one thread: checkout + return, ours vs plain QueuePool", "reported", None)],
         out,
@@ -532,4 +535,7 @@ def run(args: argparse.Namespace, out: Any) -> list[Target]:
     targets += starvation_row(rounds, args.verbose, out)
     print(file=out)
     uncontended_row(10 * rounds, args.verbose, out)
+    from psycopg_pool import __version__ as psycopg_pool_version
+
+    print(f"(psycopg_pool {psycopg_pool_version})", file=out)
     return targets
