@@ -2,7 +2,8 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools]
+                                [--pool-rounds N]
 
 Each comparison pits our code (A) against an anchor (B) on the same
 PostgreSQL database, in rounds that alternate A B, B A, ... so that drift of
@@ -39,6 +40,11 @@ next to the median µs per operation of each side:
 7. the Python function calls per ``session_scope()`` (``sys.setprofile``): a
    count, not a timing, so a regression shows without noise.
 
+Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
+them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
+``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
+threads on 3 (the shape of SQLAlchemy issue 7679), and one uncontended thread.
+
 The report ends with the versions and two figures of the machine: a server
 round trip and a new connection, timed on the driver alone, on which the rows
 against Django depend. The database is the one ``bench_metrics`` uses
@@ -51,28 +57,26 @@ as MISSED, not turned into a failure.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import pool_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
-    quartiles,
     raw_engine,
     setup_django,
     versions,
 )
+from bench.rows import Operation, Row, judged, paired, report, single_figure
 
 #: Python calls per session_scope() SELECT 1 with metrics on, measured at 370; the
 #: guard leaves a little room and flags anything beyond it.
@@ -82,61 +86,6 @@ BREAKER_P99_US = 50.0
 
 #: The view without SQLAlchemy gets this many times the rounds of the other rows.
 NO_DATABASE_ROUNDS_FACTOR = 3
-
-Operation = Callable[[int], None]
-
-
-@dataclass
-class Row:
-    """One comparison: A is ours, B the anchor."""
-
-    name: str
-    a_us: float
-    b_us: float
-    ratio: float
-    iqr: tuple[float, float]
-    target: str
-    met: bool | None  # None: reported, no target
-    notes: list[str] = field(default_factory=list)
-
-
-def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Row:
-    """Time ``a`` and ``b`` (``n`` operations each) in alternating order; return the figures."""
-    a(max(n // 4, 1))
-    b(max(n // 4, 1))
-    a_us: list[float] = []
-    b_us: list[float] = []
-    for index in range(rounds):
-        order = ((a, a_us), (b, b_us)) if index % 2 == 0 else ((b, b_us), (a, a_us))
-        for operation, samples in order:
-            gc.collect()
-            started = time.perf_counter()
-            operation(n)
-            samples.append((time.perf_counter() - started) / n * 1e6)
-        if verbose:
-            print(f"    round {index:3}: A {a_us[-1]:9.1f} µs  B {b_us[-1]:9.1f} µs", flush=True)
-    ratios = [x / y for x, y in zip(a_us, b_us, strict=True)]
-    return Row(
-        name="",
-        a_us=statistics.median(a_us),
-        b_us=statistics.median(b_us),
-        ratio=statistics.median(ratios),
-        iqr=quartiles(ratios),
-        target="",
-        met=None,
-    )
-
-
-def single_figure(name: str, value: float, target: str, met: bool) -> Row:
-    """A row with one figure (in the A column) and no anchor to compare with."""
-    nan = float("nan")
-    return Row(name=name, a_us=value, b_us=nan, ratio=nan, iqr=(nan, nan), target=target, met=met)
-
-
-def judged(row: Row, name: str, target: str, met: bool | None) -> Row:
-    row.name, row.target, row.met = name, target, met
-    return row
-
 
 # -- what is timed ----------------------------------------------------------------------------
 
@@ -478,31 +427,7 @@ def calls_per_scope() -> tuple[float, float]:
 # -- the report -------------------------------------------------------------------------------
 
 
-def _figure(value: float, digits: int = 1) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"
-
-
-def report(rows: list[Row], out: Any) -> None:
-    print(
-        f"{'comparison (A = ours, B = anchor)':68} {'A µs':>9} {'B µs':>9} {'A/B':>7} "
-        f"{'IQR':>13}  {'target':<44} verdict",
-        file=out,
-    )
-    for row in rows:
-        iqr = "-" if row.iqr[0] != row.iqr[0] else f"{row.iqr[0]:.3f}..{row.iqr[1]:.3f}"
-        verdict = "reported" if row.met is None else ("met" if row.met else "MISSED")
-        print(
-            f"{row.name:68} {_figure(row.a_us):>9} {_figure(row.b_us):>9} "
-            f"{_figure(row.ratio, 3):>7} {iqr:>13}  {row.target:<44} {verdict}",
-            file=out,
-        )
-        for note in row.notes:
-            print(f"{'':70}{note}", file=out)
-
-
-def run(args: argparse.Namespace) -> None:
-    from mingus_sessions import get_engine
-
+def anchor_rows(args: argparse.Namespace) -> None:
     out = sys.stdout
     rounds = args.rounds
     print(
@@ -511,7 +436,6 @@ def run(args: argparse.Namespace) -> None:
         file=out,
         flush=True,
     )
-    started = time.monotonic()
     rows = [compare_scopes(rounds, args.verbose), compare_checkouts(rounds, args.verbose)]
     rows += compare_requests(rounds, args.verbose)
     rows.append(compare_threads(rounds, args.verbose))
@@ -527,20 +451,56 @@ def run(args: argparse.Namespace) -> None:
     rows.append(calls)
     print(file=out)
     report(rows, out)
-    print(file=out)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mingus_sessions import get_engine
+
+    out = sys.stdout
+    started = time.monotonic()
+    if args.only in ("all", "anchors"):
+        anchor_rows(args)
+        print(file=out)
+    if args.only in ("all", "pools"):
+        pool_rows.run(args, out)
+        print(file=out)
     for name, value in versions(get_engine()) + machine_speed(get_engine()):
         print(f"{name:11} {value}", file=out)
     print(f"(suite: {time.monotonic() - started:.0f} s)", file=out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="6 rounds: a smoke run, not figures")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
+    parser.add_argument(
+        "--only",
+        choices=("all", "anchors", "pools"),
+        default="all",
+        help="anchors: the table of same-run ratios; pools: the pools under contention",
+    )
+    parser.add_argument(
+        "--pool-rounds",
+        type=positive,
+        default=3,
+        help="rounds per pool of the contention rows (their durations stay the same)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 6
+    return args
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of rounds")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     with bench_database():
         setup_django("bench.suite_settings")
         try:

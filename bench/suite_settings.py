@@ -3,8 +3,11 @@
 Two aliases name the same PostgreSQL database: ``default`` opens a new
 connection per request (``CONN_MAX_AGE`` 0, Django's default), ``persistent``
 keeps it (``CONN_MAX_AGE`` None). Pools: ``main`` (the documented defaults),
-``four`` (4 connections, no overflow, for the threads comparison) and
-``guarded`` (whose breaker the benchmark opens).
+``four`` (4 connections, no overflow, for the threads comparison),
+``guarded`` (whose breaker the benchmark opens), and the pools of
+``bench/pool_rows.py``: ``contended`` (4 connections, no overflow, timeout
+30 s) and ``starved`` (3 connections, no overflow, timeout 5 s), both without
+pre-ping.
 
 The middleware is the demo project's: Django's ``startproject`` stack with
 ``SessionMiddleware`` after authentication, so that a request costs what it
@@ -47,6 +50,20 @@ MINGUS_SESSIONS = {
         "main": {"DATABASE": "default", "POOL_SIZE": 5, "PRE_PING": True},
         "four": {"DATABASE": "default", "POOL_SIZE": 4, "MAX_OVERFLOW": 0, "PRE_PING": True},
         "guarded": {"DATABASE": "default", "POOL_SIZE": 1, "PRE_PING": True},
+        "contended": {
+            "DATABASE": "default",
+            "POOL_SIZE": 4,
+            "MAX_OVERFLOW": 0,
+            "POOL_TIMEOUT": 30,
+            "PRE_PING": False,
+        },
+        "starved": {
+            "DATABASE": "default",
+            "POOL_SIZE": 3,
+            "MAX_OVERFLOW": 0,
+            "POOL_TIMEOUT": 5,
+            "PRE_PING": False,
+        },
     },
     "DEFAULT_POOL": "main",
     "MONITORING": True,
