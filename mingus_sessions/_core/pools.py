@@ -119,6 +119,15 @@ class PoolProbe:
         self._lock = threading.Lock()
         self.waiting = 0
 
+    # The queue pool calls these itself while ``acquire`` is set (MONITORING on):
+    # the metrics' recorder keeps them; a bare probe has nothing to record.
+
+    def checked_out(self, record: Any, started: float | None) -> None:
+        """``record`` was handed out; ``started``: when its caller asked (``perf_counter``)."""
+
+    def checked_in(self, record: Any) -> None:
+        """``record`` came back to the pool (or was detached from it)."""
+
 
 class WaitAwareQueuePool(QueuePool):
     """A ``QueuePool`` with fair hand-off, liveness checks and a count of waiting callers."""
@@ -178,7 +187,9 @@ class WaitAwareQueuePool(QueuePool):
             probe.timeouts += 1
             raise
         if started is not None:
+            # Read by the debug toolbar's checkout listener, which runs next.
             entry.__dict__[ACQUIRE_STARTED] = started
+            probe.checked_out(entry, started)
         return entry
 
     def _take(self) -> ConnectionPoolEntry:
@@ -188,7 +199,7 @@ class WaitAwareQueuePool(QueuePool):
         first = False
         while True:
             try:
-                return self._checked(queue.get(False))
+                return self._ready(queue.get(False))
             except Empty:
                 pass
             if self._inc_overflow():
@@ -201,7 +212,7 @@ class WaitAwareQueuePool(QueuePool):
                 deadline = time.monotonic() + self._timeout
             record = self._wait_in_line(deadline, first)
             if record is not None:
-                return self._checked(record)
+                return self._ready(record)
             # Woken (or refused a place) because there is room to open one: try
             # again, at the head of the line should another thread take it first.
             first = True
@@ -243,12 +254,28 @@ class WaitAwareQueuePool(QueuePool):
         self._pool.wake_one()
         return True
 
-    def _checked(self, record: ConnectionPoolEntry) -> ConnectionPoolEntry:
-        """``record``, its connection replaced first if it fails its liveness check."""
+    def _ready(self, record: ConnectionPoolEntry) -> ConnectionPoolEntry:
+        """``record`` with a live connection: checked, and reconnected if it has to be.
+
+        The checkout that follows would reconnect it too (``get_connection()``);
+        doing it here keeps the time that takes inside the acquire wait.
+        """
+        started: float = record.starttime  # type: ignore[attr-defined]
+        if (
+            record.dbapi_connection is None
+            or self._invalidate_time > started
+            or (self._recycle > -1 and time.time() - started > self._recycle)
+        ):
+            # Replaced anyway (invalidated, or past POOL_RECYCLE): no check first.
+            self._reconnect(record)
+        elif self.checkout_checks.pre_ping and not self._alive(record):
+            self._reconnect(record)
+        return record
+
+    def _alive(self, record: ConnectionPoolEntry) -> bool:
+        """The liveness check or ping of an idle connection; invalidated if it failed."""
         checks = self.checkout_checks
-        connection = record.dbapi_connection
-        if not checks.pre_ping or connection is None or self._replaced_anyway(record):
-            return record
+        connection: Any = record.dbapi_connection  # not None: _ready saw to it
         idle = time.monotonic() - record.__dict__.get(RETURNED_AT, 0.0)
         ping = checks.pre_ping == "always" or checks.alive is None or idle > checks.ping_idle
         try:
@@ -260,26 +287,27 @@ class WaitAwareQueuePool(QueuePool):
             # invalidated and the error reaches the caller, as with pool_pre_ping.
             record._checkin_failed(err, _fairy_was_created=False)  # type: ignore[attr-defined]
             raise
-        if not fine:
-            self.logger.info(
-                "Connection %r failed its %s at checkout; replacing it",
-                connection,
-                "ping" if ping else "liveness check",
-            )
-            if ping:
-                # As pool_pre_ping does: a ping that fails suggests the server
-                # went away, so every connection older than now is replaced.
-                self._invalidate_time = time.time()
-            # Closed here; the checkout that follows opens a new one.
-            record.invalidate()
-        return record
-
-    def _replaced_anyway(self, record: ConnectionPoolEntry) -> bool:
-        """The checkout will reconnect ``record`` (recycle age, pool invalidation): no check."""
-        started = record.starttime  # type: ignore[attr-defined]
-        if self._invalidate_time > started:
+        if fine:
             return True
-        return self._recycle > -1 and time.time() - started > self._recycle
+        self.logger.info(
+            "Connection %r failed its %s at checkout; replacing it",
+            connection,
+            "ping" if ping else "liveness check",
+        )
+        if ping:
+            # As pool_pre_ping does: a ping that fails suggests the server went
+            # away, so every connection opened before now is replaced.
+            self._invalidate_time = time.time()
+        record.invalidate()
+        return False
+
+    @staticmethod
+    def _reconnect(record: ConnectionPoolEntry) -> None:
+        try:
+            record.get_connection()  # type: ignore[attr-defined]
+        except BaseException as err:
+            record._checkin_failed(err, _fairy_was_created=False)  # type: ignore[attr-defined]
+            raise
 
     def dispose(self) -> None:
         self._disposed = True
@@ -287,6 +315,8 @@ class WaitAwareQueuePool(QueuePool):
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         if self._retired:
+            if self.probe.acquire is not None:
+                self.probe.checked_in(record)
             # Out when the engine replaced this pool: it checks out from the
             # new one now, and nobody would ever take this one from here. A
             # caller still in this pool's line opens a connection of its own.
@@ -294,6 +324,8 @@ class WaitAwareQueuePool(QueuePool):
             self._pool.wake_one()
             return
         record.__dict__[RETURNED_AT] = time.monotonic()
+        if self.probe.acquire is not None:
+            self.probe.checked_in(record)
         super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:

@@ -27,7 +27,7 @@ from sqlalchemy.engine.interfaces import ExceptionContext
 from .frames import active_scope
 from .histogram import Histogram
 from .leaks import LeakReports, Site, capture_stack, leak_logger, note_opening
-from .pools import ACQUIRE_STARTED, PoolProbe
+from .pools import PoolProbe, WaitAwareQueuePool
 from .slow_queries import SLOWEST_KEPT, SlowQuery, SlowQueryLog
 
 # A checkout outside a scope calls capture_stack through this module's globals,
@@ -164,9 +164,12 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
             (engine, "handle_error", self._on_error),
         ):
             event.listen(target, identifier, _guarded(name, listener))
-        # The two listeners of every checkout guard themselves: no wrapper call.
-        event.listen(engine, "checkout", self._on_checkout)
-        event.listen(engine, "checkin", self._on_checkin)
+        if not isinstance(engine.pool, WaitAwareQueuePool):
+            # The queue pool reports its checkouts and checkins itself (no event
+            # dispatch on the hot path); any other pool class through its events.
+            # The two listeners guard themselves: no wrapper call.
+            event.listen(engine, "checkout", self._on_checkout)
+            event.listen(engine, "checkin", self._on_checkin)
         # Connection.detach() gives the pool's slot back without a checkin event:
         # for the metrics, the pool's hold on that connection ends there.
         event.listen(engine, "detach", self._on_checkin)
@@ -184,9 +187,15 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
             self.connect_time.record(int((time.perf_counter() - started) * 1_000_000))
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        self.checked_out(record, None)
+
+    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        self.checked_in(record)
+
+    def checked_out(self, record: Any, started: float | None) -> None:
+        """``record`` was handed out; ``started``: when its caller asked (``perf_counter``)."""
         try:
             now = perf_counter()  # the acquire wait's end and the hold time's start
-            started = record.__dict__.pop(ACQUIRE_STARTED, None)
             # An attribute test, no call, unless a health check's ping is running.
             if self.health_thread and self.health_thread == get_ident():
                 return  # the ping's own checkout: no traffic, not held by anyone's code
@@ -204,7 +213,7 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
                     frame = frame.parent
                 site = frame.opened_at if frame is not None else None
                 if site is None:
-                    site = capture_stack(sys._getframe(2))
+                    site = capture_stack(sys._getframe(1))
             outstanding = self._outstanding
             outstanding[id(record)] = [now, site, False]
             if len(outstanding) > self.peak_in_use:
@@ -212,7 +221,8 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         except Exception:
             logger.debug("Metrics listener of pool %s failed", self.name, exc_info=True)
 
-    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+    def checked_in(self, record: Any) -> None:
+        """``record`` came back to the pool (or was detached from it)."""
         try:
             out = self._outstanding.pop(id(record), None)
             if out is None:

@@ -51,12 +51,13 @@ class Boom(Exception):
 # -- metrics never break the user's work -------------------------------------------------------
 
 
-# The checkout and checkin listeners guard their own bodies (no wrapper call on the
-# hot path), so a failure is injected into what they call: the stack walk of a checkout
-# outside a scope and the hold-time histogram. The other listeners are replaced whole.
+# The checkout and checkin hooks (called by the queue pool itself) guard their own
+# bodies (no wrapper call on the hot path), so a failure is injected into what they
+# call: the stack walk of a checkout outside a scope and the hold-time histogram. The
+# other listeners are replaced whole.
 _INJECTED = {
-    "_on_checkout": ("mingus_sessions._core.recorder.capture_stack", None),
-    "_on_checkin": ("mingus_sessions._core.recorder.Histogram.record", None),
+    "checked_out": ("mingus_sessions._core.recorder.capture_stack", None),
+    "checked_in": ("mingus_sessions._core.recorder.Histogram.record", None),
 }
 
 
@@ -66,8 +67,8 @@ _INJECTED = {
     [
         "_on_do_connect",
         "_on_connect",
-        "_on_checkout",
-        "_on_checkin",
+        "checked_out",
+        "checked_in",
         "_on_close",
         "_on_invalidate",
         "_keep_slow",
