@@ -291,8 +291,11 @@ def our_engine(pool: str, shape: Shape) -> Any:
 
     engine = get_engine(pool)
     seen = get_pool_metrics(pool)
-    # Pre-ping is in no public snapshot: SQLAlchemy's pool keeps it as _pre_ping.
-    built = (seen.pool_size, seen.max_overflow, seen.timeout, engine.pool._pre_ping)
+    # Pre-ping is in no public snapshot: the queue pool keeps it in its checkout
+    # checks (SQLAlchemy's own _pre_ping stays off there).
+    checks = getattr(engine.pool, "checkout_checks", None)
+    pre_ping = bool(checks.pre_ping) if checks is not None else engine.pool._pre_ping
+    built = (seen.pool_size, seen.max_overflow, seen.timeout, pre_ping or engine.pool._pre_ping)
     wanted = (shape.size, 0, shape.timeout, False)
     if built != wanted:
         raise RuntimeError(
@@ -306,12 +309,12 @@ def ours(pool: str, shape: Shape) -> Side:
     return Side("ours", sqlalchemy_checkout(our_engine(pool, shape)), lambda: None)
 
 
-def queue_pool(pool: str, shape: Shape) -> Side:
-    """Plain SQLAlchemy on the URL of our ``pool``, sized by ``shape``."""
+def plain_queue_engine(pool: str, shape: Shape) -> Any:
+    """A plain SQLAlchemy engine on the URL of our ``pool``, sized by ``shape``."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import QueuePool
 
-    engine = create_engine(
+    return create_engine(
         our_engine(pool, shape).url,
         poolclass=QueuePool,
         pool_size=shape.size,
@@ -319,7 +322,29 @@ def queue_pool(pool: str, shape: Shape) -> Side:
         pool_timeout=shape.timeout,
         pool_pre_ping=False,
     )
+
+
+def queue_pool(pool: str, shape: Shape) -> Side:
+    """Plain SQLAlchemy on the URL of our ``pool``, sized by ``shape``."""
+    engine = plain_queue_engine(pool, shape)
     return Side("QueuePool", sqlalchemy_checkout(engine), engine.dispose)
+
+
+def pool_before(pool: str, shape: Shape) -> Side:
+    """The queue pool as it was before the fair hand-off: SQLAlchemy's ``QueuePool`` with
+    the metrics' checkout and checkin listeners (a recorder of its own, the same settings)."""
+    from mingus_sessions._core.recorder import PoolRecorder
+    from mingus_sessions.engines import get_entry
+
+    ours_now = get_entry(pool).probe
+    engine = plain_queue_engine(pool, shape)
+    recorder = PoolRecorder(
+        f"{pool}-before",
+        leak_threshold=getattr(ours_now, "leak_threshold", 30.0),
+        slow_threshold=None,
+    )
+    recorder.install(engine)
+    return Side("pool before", sqlalchemy_checkout(engine), engine.dispose)
 
 
 def psycopg_pool(pool: str, shape: Shape) -> Side:
@@ -508,19 +533,31 @@ def checkout_return_loop(side: Side) -> Operation:
 
 
 def uncontended_row(rounds: int, verbose: bool, out: Any) -> None:
-    mine, queue = sides_of([ours, queue_pool], CONTENDED_POOL, CONTENTION)
+    mine, queue, before = sides_of([ours, queue_pool, pool_before], CONTENDED_POOL, CONTENTION)
     try:
         row = paired(
             checkout_return_loop(mine), checkout_return_loop(queue), 1_000, rounds, verbose
         )
+        against_before = paired(
+            checkout_return_loop(mine), checkout_return_loop(before), 1_000, rounds, verbose
+        )
     finally:
-        close_all([mine, queue])
+        close_all([mine, queue, before])
     row.notes.append(f"{rounds} rounds; raw_connection() and close(), pre-ping off on both")
-    row.notes.append(
-        "ours with MONITORING on, as the package ships (its checkout/checkin listeners)"
+    row.notes.append("ours with MONITORING on, as the package ships")
+    against_before.notes.append(
+        "B: QueuePool with the metrics' checkout/checkin listeners, as the pool was before"
     )
     report(
-        [judged(row, "one thread: checkout + return, ours vs plain QueuePool", "reported", None)],
+        [
+            judged(row, "one thread: checkout + return, ours vs plain QueuePool", "reported", None),
+            judged(
+                against_before,
+                "one thread: checkout + return, ours vs the pool before",
+                "<= 1.05",
+                against_before.ratio <= 1.05,
+            ),
+        ],
         out,
     )
 
