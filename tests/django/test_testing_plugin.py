@@ -484,6 +484,33 @@ def test_orm_writes_of_a_failed_scope_inside_sa_session_roll_back(
     _run(pytester, "test_orm_in_scopes.py").assert_outcomes(passed=1)
 
 
+SA_SESSION_REFUSES_COMMIT = """
+    import pytest
+    from sqlalchemy import text
+
+    from mingus_sessions.joined import JoinedTransactionError
+    from tests.testapp.models import Note
+
+
+    def test_sa_session_refuses_commit_and_rollback(sa_session):
+        sa_session.execute(text("INSERT INTO testapp_note (title, body) VALUES ('kept', '')"))
+        with pytest.raises(JoinedTransactionError, match="belongs to Django"):
+            sa_session.commit()
+        with pytest.raises(JoinedTransactionError, match="belongs to Django"):
+            sa_session.rollback()
+        # Refused, not half-done: the write is still there, in the test's transaction.
+        assert list(Note.objects.values_list("title", flat=True)) == ["kept"]
+"""
+
+
+def test_sa_session_refuses_commit_and_rollback(
+    pytester: pytest.Pytester, users_suite: str
+) -> None:
+    """The test's transaction belongs to Django: sa_session's commit() and rollback() refuse."""
+    pytester.makepyfile(test_sa_session_commit=SA_SESSION_REFUSES_COMMIT)
+    _run(pytester, "test_sa_session_commit.py").assert_outcomes(passed=1)
+
+
 @pytest.mark.postgresql
 @pytest.mark.slow
 def test_without_the_plugin_the_pooled_connections_block_the_drop(
