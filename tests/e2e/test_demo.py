@@ -591,3 +591,53 @@ def test_demo_mounts_the_operator_endpoints(demo_env: dict[str, str]) -> None:
     assert found["health"] == [200, "healthy", ["analytics", "celery", "main"]]
     assert found["ht"] == 200
     assert found["metrics_anonymous"] == 401
+
+
+# --- The fleet: the worker next to the web process -------------------------------------
+
+
+def _process_group(leader: int) -> set[int]:
+    """The pids of the process group ``leader`` leads (the worker and its prefork children)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == leader:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def test_worker_joins_the_fleet_that_pool_status_shows(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An idle demo worker is listed by ``pool_status`` (the fleet view) from its start.
+
+    The web process and the worker share the demo's file-based cache in
+    ``DEMO_VAR_DIR``; each prefork child starts its sampler as it starts, not at
+    its first task, so the worker is in the fleet before it has run anything.
+    """
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path)}
+    log = tmp_path / "celery-worker.log"
+    with _demo_worker(env, log) as worker:
+        deadline = time.monotonic() + 60
+        listed: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()
+            status = _manage(env, "pool_status", "--json")
+            assert status.returncode == 0, status.stdout + status.stderr
+            processes = json.loads(status.stdout)["processes"]
+            group = _process_group(worker.pid)
+            listed = [p for p in processes if p["pid"] in group]
+            if listed:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the worker (group {worker.pid}) is not in the fleet\n{log.read_text()}")
+        assert {p["role"] for p in listed} == {"worker"}
+        assert "celery" in listed[0]["pools"]
+        # The text view (the default) lists the same process in its fleet rows.
+        text = _ok(_manage(env, "pool_status"))
+        rows = [line.split() for line in text.splitlines()]
+        assert any(row[1:3] == [str(listed[0]["pid"]), "worker"] for row in rows if row), text
+    assert "Traceback" not in log.read_text()
