@@ -94,6 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # request.db_session: commits when the response is below 400, rolls back otherwise.
     "mingus_sessions.middleware.SessionMiddleware",
+    # A database outage anywhere in a view is a 503 page, not a 500 (after the
+    # line above, so that the request's session sees the 503 and rolls back).
+    "project.communications.middleware.DatabaseOutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
