@@ -78,10 +78,12 @@ _call: ContextVar[TaskDatabase | None] = ContextVar("mingus_sessions_task_call",
 # -- the fleet ------------------------------------------------------------------------------
 
 
-@worker_process_init.connect(weak=False)
 def _join_the_fleet(**_: Any) -> None:
     """Start this task process's sampler as it starts (after the fork, never before it)."""
     monitor.ensure_monitoring("worker")
+
+
+worker_process_init.connect(_join_the_fleet, weak=False)
 
 
 # -- error policy ---------------------------------------------------------------------------
