@@ -765,9 +765,16 @@ def _wait_for_text(path: Path, text: str, seconds: float, process: subprocess.Po
     pytest.fail(f"{text!r} not printed within {seconds} s:\n{path.read_text()}")
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT as a terminal delivers it (a shell running pytest in the
+    background may have left it ignored, and an ignored signal stays so across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def _make_demo(env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """All of ``scripts/demo.sh`` (server and worker), stopped by its process group."""
+    """All of ``scripts/demo.sh`` (server and worker), stopped as Ctrl-C stops it: SIGINT
+    to its process group; whatever is left of the group after 30 s is killed."""
     with out.open("wb") as sink:
         demo = subprocess.Popen(
             ["bash", str(REPO / "scripts" / "demo.sh")],
@@ -776,12 +783,13 @@ def _make_demo(env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[byte
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_interruptible,
         )
     try:
         yield demo
     finally:
         with suppress(ProcessLookupError):
-            os.killpg(demo.pid, signal.SIGTERM)  # the script stops its worker
+            os.killpg(demo.pid, signal.SIGINT)
         try:
             demo.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -822,7 +830,12 @@ def test_make_demo_serves_where_demo_host_says(demo_env: dict[str, str], tmp_pat
                 time.sleep(0.3)
         assert status == 200
         assert 'href="/admin/mingus_sessions/connectionpool/"' in page
-    assert "Traceback" not in out.read_text()
+    output = out.read_text()
+    assert "Traceback" not in output
+    # Ctrl-C stopped the server and the worker, the worker within its warm shutdown.
+    assert "Stopping the Celery worker" in output
+    assert "did not stop" not in output
+    assert demo.returncode == 130, output
 
 
 _LINKS_SCRIPT = """
