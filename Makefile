@@ -4,19 +4,40 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
+CKSUM := $(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
+# What is installed in VENV: the dev extra (the demo's packages and the test
+# toolchain: make test, lint) or only the demo extra (make demo).
+STAMP := $(VENV)/.installed-$(CKSUM)
+DEMO_STAMP := $(VENV)/.installed-demo-$(CKSUM)
 DEMO_HOST ?= 127.0.0.1:8000
 
 .PHONY: demo test lint format typecheck test-core test-sqlite test-postgresql test-mysql test-py312 \
-	test-faults test-fleet test-topology test-load bench clean
+	test-py313 test-faults test-fleet test-topology test-load bench clean FORCE
+
+# A VENV whose Python no longer runs (its interpreter was removed or upgraded away)
+# or is older than 3.11 does not count as installed: bootstrap.sh rebuilds it.
+VENV_RUNS := $(shell $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo yes)
+ifneq ($(VENV_RUNS),yes)
+$(STAMP) $(DEMO_STAMP): FORCE
+endif
 
 $(STAMP): pyproject.toml requirements.txt
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
-	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+	PYTHON=$(PYTHON) VENV=$(VENV) EXTRAS=dev bash scripts/bootstrap.sh
+	@rm -f $(VENV)/.installed-* && touch $(STAMP) $(DEMO_STAMP)
 
-## make demo: the demo project on SQLite (or DATABASE_URL) at http://127.0.0.1:8000/,
-## with a Celery worker on a server-less broker (or CELERY_BROKER_URL); Ctrl-C stops both.
-demo: $(STAMP)
+# The dev extra includes the demo's: after make test, make demo installs nothing.
+$(DEMO_STAMP): pyproject.toml requirements.txt
+	@if [ -f $(STAMP) ] && [ "$(VENV_RUNS)" = yes ]; then :; else \
+		PYTHON=$(PYTHON) VENV=$(VENV) EXTRAS=demo bash scripts/bootstrap.sh; fi
+	@rm -f $(VENV)/.installed-demo-* && touch $(DEMO_STAMP)
+
+FORCE:
+
+## make demo: the demo project on SQLite (or DATABASE_URL) at http://$(DEMO_HOST)/
+## (make demo DEMO_HOST=0.0.0.0:8080 listens on every interface), with a Celery worker on
+## a server-less broker (or CELERY_BROKER_URL); Ctrl-C stops both. Installs the demo
+## extra only, not the test toolchain.
+demo: $(DEMO_STAMP)
 	PY=$(PY) DEMO_HOST=$(DEMO_HOST) bash scripts/demo.sh
 
 ## make test: the whole suite on SQLite, and on PostgreSQL / MariaDB where reachable
@@ -39,9 +60,13 @@ test-postgresql: $(STAMP)
 test-mysql: $(STAMP)
 	PY=$(PY) bash scripts/test.sh mysql
 
-## The other supported line: Python 3.12 with Django 6.x, on PostgreSQL.
+## The other supported lines: Python 3.12 and 3.13 with Django 6.x, on PostgreSQL.
 test-py312:
 	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.12)" VENV=.venv312 \
+		DJANGO_SPEC="Django>=6.0,<6.2"
+
+test-py313:
+	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.13)" VENV=.venv313 \
 		DJANGO_SPEC="Django>=6.0,<6.2"
 
 ## make test-faults: the fault-injection suite on a PostgreSQL cluster of its own
@@ -86,5 +111,10 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+## make clean: what make demo and make test made: the virtual environments (.venv*),
+## the demo's files (var/: its SQLite database, broker, cache, worker log), caches and
+## coverage data. The next make demo or make test starts from scratch.
 clean:
-	rm -rf .venv .venv312 .coverage .coverage.* htmlcov var/test-* build *.egg-info
+	rm -rf .venv* var .coverage .coverage.* htmlcov build *.egg-info \
+		.mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -16,6 +16,11 @@ transaction, after an exponential, capped, jittered countdown, up to
 are raised at once. What the call committed in transactions of its own
 (``execute_with_retry()``, independent scopes) is done again by the retry, so
 such work must be idempotent.
+
+Each process that runs tasks joins the fleet as it starts (Celery's
+``worker_process_init``: a prefork child after its fork, or the solo pool's
+worker), so ``pool_status`` and the admin list an idle worker too; with other
+pools (threads, gevent) the first ``DatabaseTask`` call starts the sampler.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, TypeVar
 
 from celery import Task
 from celery._state import _task_stack
+from celery.signals import worker_process_init
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -67,6 +73,17 @@ T = TypeVar("T")
 #: The running DatabaseTask call's helper: per call, as a context variable's
 #: value is (never on the task instance, which every call in a process shares).
 _call: ContextVar[TaskDatabase | None] = ContextVar("mingus_sessions_task_call", default=None)
+
+
+# -- the fleet ------------------------------------------------------------------------------
+
+
+def _join_the_fleet(**_: Any) -> None:
+    """Start this task process's sampler as it starts (after the fork, never before it)."""
+    monitor.ensure_monitoring("worker")
+
+
+worker_process_init.connect(_join_the_fleet, weak=False)
 
 
 # -- error policy ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The monitoring sampler, and the fleet view it feeds.
 
 One daemon thread per process, started by :func:`start_monitoring` (or by
-itself on a server's first request and in a Celery worker's first task, so
-never before a fork and never in management commands that do not need it).
+itself on a server's first request, and in each Celery task process as it
+starts (``worker_process_init``) or at its first task, so never before a fork
+and never in management commands that do not need it).
 Every ``FLEET["INTERVAL"]`` seconds it:
 
 - applies the fleet-wide actions (reset, dispose, reset the breaker) issued

@@ -9,9 +9,11 @@ uses a broker that needs no server: kombu's SQLAlchemy transport on
 ``celery-broker.sqlite3`` in ``DEMO_VAR_DIR``. ``CELERY_TASK_DEFAULT_QUEUE``
 names the queue (default ``celery``). ``DEMO_CACHE_URL`` (``redis://host:port/db``)
 puts the default cache, and with it the fleet view of the pools, on Redis, under
-``DEMO_CACHE_KEY_PREFIX``; without it each process has a local-memory cache and
-sees only itself. ``DEMO_BREAKER_RECOVERY_TIMEOUT`` (seconds, default 60) is how
-long the circuit breaker fails fast once a database is down. ``DJANGO_SECRET_KEY``
+``DEMO_CACHE_KEY_PREFIX``; without it the cache is a folder of files in
+``DEMO_VAR_DIR`` (``cache/``), which the web process and the Celery worker share.
+``DEMO_HOST`` (``make demo DEMO_HOST=0.0.0.0:8080``) is added to ``ALLOWED_HOSTS``.
+``DEMO_BREAKER_RECOVERY_TIMEOUT`` (seconds, default 60) is how long the circuit
+breaker fails fast once a database is down. ``DJANGO_SECRET_KEY``
 and ``DJANGO_DEBUG`` do what they say. These settings are for the demo only:
 nothing here is hardened for production.
 """
@@ -27,6 +29,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from project.preflight import DEFAULT_HOST, PreflightError, parse_demo_host
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 #: Where the demo keeps its files: the SQLite database (without DATABASE_URL), the
@@ -58,7 +62,17 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEMO_ONLY_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEMO_ONLY_SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
 
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+# The host `make demo DEMO_HOST=...` serves on; on every interface (0.0.0.0), any
+# name this machine is reached by (a demo only: never in production).
+try:
+    _demo_host = parse_demo_host(os.environ.get("DEMO_HOST") or DEFAULT_HOST)[0]
+except PreflightError:
+    _demo_host = "127.0.0.1"  # project.preflight reports it before the demo starts
+if _demo_host in {"0.0.0.0", "::", "0"}:
+    ALLOWED_HOSTS = ["*"]
+elif _demo_host not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(f"[{_demo_host}]" if ":" in _demo_host else _demo_host)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -80,6 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # request.db_session: commits when the response is below 400, rolls back otherwise.
     "mingus_sessions.middleware.SessionMiddleware",
+    # A database outage anywhere in a view is a 503 page, not a 500 (after the
+    # line above, so that the request's session sees the 503 and rolls back).
+    "project.communications.middleware.DatabaseOutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo (`make demo`): migrate, load the demo data, create the demo admin,
+# The demo (`make demo`): check DEMO_HOST's port and the database (one line and
+# exit 1 if either is a problem), migrate, load the demo data, create the demo admin,
 # start a Celery worker in the background, and serve the site until Ctrl-C;
 # the worker is stopped when the server exits.
 #
@@ -24,6 +25,14 @@ if [ "${1:-}" = "worker" ]; then
     shift
     worker "$@"
 fi
+
+# Before anything starts: DEMO_HOST's port is free, the settings load, the
+# database answers; each problem is one line (project/preflight.py) and exit 1.
+if [ ! -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
+    echo "make demo: $PY does not run; run make clean, then make demo again" >&2
+    exit 1
+fi
+URL="$("$PY" -m project.preflight)"
 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py load_demo_data
@@ -77,6 +86,10 @@ if grep -q " ready\.$" "$LOG" 2>/dev/null; then
 else
     echo "Celery worker started (pid $WORKER_PID) on $BROKER, not ready yet; log: $LOG"
 fi
-echo "Serving the demo at http://$DEMO_HOST/ (Ctrl-C stops the server and the worker)."
+if [ "$URL" = "http://$DEMO_HOST/" ]; then
+    echo "Serving the demo at $URL (Ctrl-C stops the server and the worker)."
+else
+    echo "Serving the demo at $URL (listening on $DEMO_HOST; Ctrl-C stops the server and the worker)."
+fi
 
 "$PY" manage.py runserver "$DEMO_HOST"

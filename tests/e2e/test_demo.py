@@ -15,10 +15,15 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
@@ -591,3 +596,531 @@ def test_demo_mounts_the_operator_endpoints(demo_env: dict[str, str]) -> None:
     assert found["health"] == [200, "healthy", ["analytics", "celery", "main"]]
     assert found["ht"] == 200
     assert found["metrics_anonymous"] == 401
+
+
+# --- The fleet: the worker next to the web process -------------------------------------
+
+
+def _process_group(leader: int) -> set[int]:
+    """The pids of the process group ``leader`` leads (the worker and its prefork children)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == leader:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def test_worker_joins_the_fleet_that_pool_status_shows(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An idle demo worker is listed by ``pool_status`` (the fleet view) from its start.
+
+    The web process and the worker share the demo's file-based cache in
+    ``DEMO_VAR_DIR``; each prefork child starts its sampler as it starts, not at
+    its first task, so the worker is in the fleet before it has run anything.
+    """
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path)}
+    log = tmp_path / "celery-worker.log"
+    with _demo_worker(env, log) as worker:
+        deadline = time.monotonic() + 60
+        listed: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()
+            status = _manage(env, "pool_status", "--json")
+            assert status.returncode == 0, status.stdout + status.stderr
+            processes = json.loads(status.stdout)["processes"]
+            group = _process_group(worker.pid)
+            listed = [p for p in processes if p["pid"] in group]
+            if listed:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the worker (group {worker.pid}) is not in the fleet\n{log.read_text()}")
+        assert {p["role"] for p in listed} == {"worker"}
+        assert "celery" in listed[0]["pools"]
+        # The text view (the default) lists the same process in its fleet rows.
+        text = _ok(_manage(env, "pool_status"))
+        rows = [line.split() for line in text.splitlines()]
+        assert any(row[1:3] == [str(listed[0]["pid"]), "worker"] for row in rows if row), text
+    assert "Traceback" not in log.read_text()
+
+
+# --- make demo: what it checks before it starts, and where it serves --------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _demo_script(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/demo.sh`` as ``make demo`` runs it, to the end (it must stop by itself)."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo.sh"), *args],
+        cwd=REPO,
+        env={**env, "PY": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused ``make demo`` prints; nothing was started or served."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("make demo: ")
+    assert "Traceback" not in result.stdout + result.stderr
+    # Refused before migrate, before the worker, before "Serving ...".
+    assert result.stdout == ""
+    return lines[0]
+
+
+def test_busy_port_is_one_line_before_anything_starts(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path), "DEMO_HOST": f"127.0.0.1:{port}"}
+        line = _one_line_refusal(_demo_script(env))
+    assert f"127.0.0.1:{port} is already in use" in line
+    assert f"DEMO_HOST=127.0.0.1:{port + 1}" in line  # what to do instead
+    assert not (tmp_path / "celery-worker.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [
+        # Nothing listens on port 1: refused at once, whatever the machine.
+        (
+            "postgresql://postgres:not-shown@127.0.0.1:1/demo",
+            "cannot connect to DATABASE_URL (postgresql://postgres:***@127.0.0.1:1/demo): "
+            'connection failed: connection to server at "127.0.0.1", port 1 failed: '
+            "Connection refused; start that server or fix DATABASE_URL",
+        ),
+        ("mongodb://127.0.0.1/demo", "DATABASE_URL uses 'mongodb'"),
+    ],
+)
+def test_a_database_the_demo_cannot_use_is_one_line(
+    demo_env: dict[str, str], tmp_path: Path, database_url: str, expected: str
+) -> None:
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path), "DATABASE_URL": database_url}
+    line = _one_line_refusal(_demo_script(env))
+    assert expected in line
+    assert "not-shown" not in line
+
+
+def _preflight(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "project.preflight"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_preflight_prints_the_url_of_demo_host(demo_env: dict[str, str]) -> None:
+    port = _free_port()
+    found = {}
+    for host, url in [
+        (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}/"),
+        (str(port), f"http://127.0.0.1:{port}/"),  # a port alone, as runserver takes it
+        (f"localhost:{port}", f"http://localhost:{port}/"),
+        # Every interface: the browser on this machine goes through loopback.
+        (f"0.0.0.0:{port}", f"http://127.0.0.1:{port}/"),
+    ]:
+        result = _preflight({**demo_env, "DEMO_HOST": host})
+        assert result.returncode == 0, result.stderr
+        found[host] = result.stdout.strip()
+        assert found[host] == url, (host, result.stdout, result.stderr)
+    bad = _preflight({**demo_env, "DEMO_HOST": "127.0.0.1:http"})
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (
+        "make demo: DEMO_HOST='127.0.0.1:http' is not host:port; "
+        "use e.g. make demo DEMO_HOST=127.0.0.1:8080"
+    )
+
+
+def _wait_for_text(path: Path, text: str, seconds: float, process: subprocess.Popen[Any]) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = path.read_text() if path.exists() else ""
+        if text in found:
+            return found
+        assert process.poll() is None, found
+        time.sleep(0.2)
+    pytest.fail(f"{text!r} not printed within {seconds} s:\n{path.read_text()}")
+
+
+def _interruptible() -> None:
+    """In the child: SIGINT as a terminal delivers it (a shell running pytest in the
+    background may have left it ignored, and an ignored signal stays so across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def _make_demo(env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """All of ``scripts/demo.sh`` (server and worker), stopped as Ctrl-C stops it: SIGINT
+    to its process group; whatever is left of the group after 30 s is killed."""
+    with out.open("wb") as sink:
+        demo = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "demo.sh")],
+            cwd=REPO,
+            env={**env, "PY": sys.executable},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_interruptible,
+        )
+    try:
+        yield demo
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait(timeout=10)
+        with suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)  # anything left of the group
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_make_demo_serves_where_demo_host_says(demo_env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path), "DEMO_HOST": f"127.0.0.1:{port}"}
+    out = tmp_path / "make-demo.out"
+    with _make_demo(env, out) as demo:
+        printed = _wait_for_text(out, "Serving the demo at", 120, demo)
+        assert f"URL:      http://127.0.0.1:{port}/admin/" in printed  # the demo admin's
+        serving = [line for line in printed.splitlines() if line.startswith("Serving")]
+        assert serving == [
+            f"Serving the demo at http://127.0.0.1:{port}/ "
+            "(Ctrl-C stops the server and the worker)."
+        ]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, page = _get(f"http://127.0.0.1:{port}/")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, out.read_text()
+                assert demo.poll() is None, out.read_text()
+                time.sleep(0.3)
+        assert status == 200
+        assert 'href="/admin/mingus_sessions/connectionpool/"' in page
+    output = out.read_text()
+    assert "Traceback" not in output
+    # Ctrl-C stopped the server and the worker, the worker within its warm shutdown.
+    assert "Stopping the Celery worker" in output
+    assert "did not stop" not in output
+    assert demo.returncode == 130, output
+
+
+_LINKS_SCRIPT = """
+import json, re
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+client = Client(SERVER_NAME="127.0.0.1")
+links = re.findall(r'href="([^"]+)"', client.get("/").content.decode())
+dashboard = reverse("admin:mingus_sessions_connectionpool_changelist")
+anonymous = {url: client.get(url).status_code for url in links}
+admin, _ = User.objects.get_or_create(username="links-admin", is_staff=True, is_superuser=True)
+client.force_login(admin)
+print(json.dumps({"links": links, "dashboard": dashboard, "anonymous": anonymous,
+                  "staff": {url: client.get(url).status_code for url in links}}))
+"""
+
+
+def test_front_page_links_the_operator_surfaces(demo_env: dict[str, str]) -> None:
+    found = _shell_json(demo_env, _LINKS_SCRIPT)
+    assert isinstance(found, dict)
+    dashboard = found["dashboard"]
+    assert dashboard == "/admin/mingus_sessions/connectionpool/"
+    operator = [dashboard, "/health/database", "/metrics/database/prometheus"]
+    assert set(operator) <= set(found["links"])
+    # Each one answers: the health check to anyone, the other two to staff only.
+    assert found["anonymous"]["/health/database"] == 200
+    assert found["anonymous"]["/metrics/database/prometheus"] == 401
+    assert found["anonymous"][dashboard] == 302  # to the admin's login
+    assert [found["staff"][url] for url in operator] == [200, 200, 200]
+
+
+# --- A database outage while the demo serves --------------------------------------------
+
+
+class _Outage:
+    """A TCP relay to PostgreSQL that the test can cut (every connection, and the port).
+
+    The demo connects through it: ``cut()`` is the database going away (open
+    connections reset, new ones refused), ``restore()`` is it coming back on the
+    same port.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            listener, self.listener = self.listener, None
+            sockets, self.sockets = self.sockets, []
+        if listener is not None:
+            with suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for sock in sockets:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, as a server that went away
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                if self.listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def _postgresql_or_skip() -> tuple[str, int]:
+    target = (os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432")))
+    try:
+        socket.create_connection(target, timeout=2).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {target} is not reachable (required in CI)")
+        pytest.skip(f"PostgreSQL at {target} is not reachable")
+    return target
+
+
+@pytest.fixture
+def outage(tmp_path: Path) -> Iterator[tuple[_Outage, str]]:
+    """A database of this test's own on the local PostgreSQL, reached through a relay."""
+    psycopg = pytest.importorskip("psycopg")
+    target = _postgresql_or_skip()
+    user = os.environ.get("PGUSER", "postgres")
+    name = f"{os.environ.get('MINGUS_TEST_DB_PREFIX', '')}demo_outage_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(
+        host=target[0], port=target[1], user=user, dbname="postgres", autocommit=True
+    )
+    relay = _Outage(target)
+    relay.restore()
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield relay, f"postgresql://{user}@127.0.0.1:{relay.port}/{name}"
+    finally:
+        relay.cut()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+#: The demo's pages, and the health check, that must answer 503 while the database is away.
+_OUTAGE_PAGES = ["/", "/preferences/", "/preferences/ada/", "/analytics/", "/health/database"]
+
+
+def test_pages_answer_503_during_a_database_outage(
+    demo_env: dict[str, str], tmp_path: Path, outage: tuple[_Outage, str]
+) -> None:
+    relay, database_url = outage
+    env = {
+        **demo_env,
+        "DATABASE_URL": database_url,
+        "DEMO_VAR_DIR": str(tmp_path),
+        # The breaker tries the database again a second after it opened, not a minute.
+        "DEMO_BREAKER_RECOVERY_TIMEOUT": "1",
+    }
+    _ok(_manage(env, "migrate", "--no-input", "-v", "0"))
+    _ok(_manage(env, "load_demo_data"))
+    port = _free_port()
+    log = tmp_path / "runserver.log"
+    with log.open("wb") as sink:
+        # What scripts/demo.sh serves with (DJANGO_DEBUG on: Django's debug page for a 500).
+        server = subprocess.Popen(
+            [sys.executable, str(MANAGE), "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def statuses() -> dict[str, int]:
+        return {page: _get(base + page)[0] for page in _OUTAGE_PAGES}
+
+    def until(expected: dict[str, int], seconds: float) -> dict[str, int]:
+        deadline = time.monotonic() + seconds
+        found: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            with suppress(OSError):
+                found = statuses()
+                if found == expected:
+                    return found
+            time.sleep(0.5)
+        pytest.fail(f"{found} != {expected} after {seconds} s\n{log.read_text()[-3000:]}")
+
+    healthy = {page: 200 for page in _OUTAGE_PAGES}
+    try:
+        until(healthy, 60)
+        relay.cut()
+        assert until({page: 503 for page in _OUTAGE_PAGES}, 30)
+        status, page = _get(base + "/preferences/ada/")
+        assert status == 503
+        assert "The database is unavailable" in page
+        assert "Traceback" not in page  # not Django's debug page
+        relay.restore()
+        until(healthy, 60)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+# --- bootstrap.sh: a virtual environment of the wrong Python ----------------------------
+
+
+def _bootstrap(venv: Path, python: str) -> subprocess.CompletedProcess[str]:
+    """``scripts/bootstrap.sh`` up to a sound venv (``BOOTSTRAP_VENV_ONLY``: no pip)."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "bootstrap.sh")],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": python, "VENV": str(venv), "BOOTSTRAP_VENV_ONLY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _fake_python(path: Path, version: str) -> None:
+    """An executable that answers any question with ``version``, as an old Python would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho {version}\n")
+    path.chmod(0o755)
+
+
+_THIS_PYTHON = "{}.{}".format(*sys.version_info[:2])
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        ("vanished", "its Python does not run"),
+        ("old", "it was built with Python 3.9, not"),
+    ],
+)
+def test_bootstrap_rebuilds_a_venv_of_the_wrong_python(
+    tmp_path: Path, broken: str, problem: str
+) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /nowhere\n")
+    if broken == "vanished":
+        # The interpreter it was built with is gone (a pyenv or distribution upgrade).
+        (venv / "bin" / "python").symlink_to("/nowhere/bin/python3.11")
+    else:
+        _fake_python(venv / "bin" / "python", "3.9")
+    (venv / "stale").write_text("from the old build")
+
+    result = _bootstrap(venv, sys.executable)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"bootstrap: rebuilding {venv}: {problem}" in result.stdout
+    assert not (venv / "stale").exists()
+    rebuilt = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert rebuilt.stdout.strip() == _THIS_PYTHON
+
+    again = _bootstrap(venv, sys.executable)  # sound now: kept as it is
+    assert again.returncode == 0, again.stderr
+    assert "rebuilding" not in again.stdout
+
+
+def test_bootstrap_leaves_what_is_not_a_venv_and_says_make_clean(tmp_path: Path) -> None:
+    venv = tmp_path / "not-a-venv"
+    _fake_python(venv / "bin" / "python", "3.9")
+    result = _bootstrap(venv, sys.executable)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"bootstrap: {venv} is not a usable virtual environment (it was built with Python 3.9, "
+        f"not {sys.executable} (Python {_THIS_PYTHON})) and not one this script may delete; "
+        "run make clean, then try again"
+    ]
+    assert (venv / "bin" / "python").exists()
+
+
+def test_bootstrap_refuses_a_python_older_than_supported(tmp_path: Path) -> None:
+    old = tmp_path / "python3.10"
+    _fake_python(old, "3.10")
+    result = _bootstrap(tmp_path / "venv", str(old))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"bootstrap: {old} is Python 3.10; mingus_sessions needs 3.11 or newer, "
+        "e.g. make demo PYTHON=python3.12"
+    )
+    assert not (tmp_path / "venv").exists()

@@ -2,8 +2,9 @@
 
 Started as ``python -m celery -A tests.fleet.celery_fleet worker`` with
 ``DJANGO_SETTINGS_MODULE=tests.fleet.settings``, ``MINGUS_FLEET_BROKER_URL`` and
-``MINGUS_FLEET_QUEUE``. The task's first call starts the worker child's
-monitoring sampler (``DatabaseTask``), so the child joins the fleet as a "worker".
+``MINGUS_FLEET_QUEUE``. Importing ``mingus_sessions.celery`` (for ``DatabaseTask``)
+makes the worker child start its monitoring sampler as it starts, so the child
+joins the fleet as a "worker"; its task gives its pool a checkout.
 """
 
 from __future__ import annotations

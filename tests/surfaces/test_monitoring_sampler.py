@@ -301,6 +301,28 @@ def test_first_request_starts_the_sampler_as_web(settings: Any) -> None:
     assert [p["role"] for p in mine] == ["web"]
 
 
+@db
+def test_a_celery_task_process_starts_the_sampler_as_worker(settings: Any) -> None:
+    """Celery's worker_process_init (a prefork child, the solo pool) starts it, role "worker"."""
+    from celery.signals import worker_process_init
+
+    import mingus_sessions.celery  # noqa: F401 - connects the receiver, as a task module does
+
+    configure(settings, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    assert monitor.is_monitoring() is False
+    worker_process_init.send(sender="celery@test")
+    assert monitor.is_monitoring() is True
+    mine = this_process(get_fleet_metrics())
+    assert [p["role"] for p in mine] == ["worker"]
+    worker_process_init.send(sender="celery@test")  # a second one changes nothing
+    assert [p["role"] for p in this_process(get_fleet_metrics())] == ["worker"]
+
+    stop_monitoring()
+    configure(settings, MONITORING=False, FLEET={"CACHE": "default", "INTERVAL": 0.1})
+    worker_process_init.send(sender="celery@test")
+    assert monitor.is_monitoring() is False
+
+
 # -- two real processes sharing Redis ----------------------------------------------------------
 
 

@@ -6,12 +6,22 @@ that the credentials it prints always work.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+from project.preflight import DEFAULT_HOST, PreflightError, browser_url, parse_demo_host
+
+
+def admin_url() -> str:
+    """The admin's URL where ``make demo`` serves it (``DEMO_HOST``)."""
+    try:
+        host, port = parse_demo_host(os.environ.get("DEMO_HOST") or DEFAULT_HOST)
+    except PreflightError:
+        host, port = parse_demo_host(DEFAULT_HOST)
+    return f"{browser_url(host, port)}admin/"
 
 
 class Command(BaseCommand):
@@ -41,7 +51,7 @@ class Command(BaseCommand):
             action = "updated (password reset)"
 
         self.stdout.write(self.style.SUCCESS(f'Demo admin user "{username}" {action}.'))
-        self.stdout.write(f"  URL:      {ADMIN_URL}")
+        self.stdout.write(f"  URL:      {admin_url()}")
         self.stdout.write(f"  Username: {username}")
         self.stdout.write(f"  Password: {password}")
         self.stdout.write("These credentials are for the local demo only.")
