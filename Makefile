@@ -60,14 +60,14 @@ test-postgresql: $(STAMP)
 test-mysql: $(STAMP)
 	PY=$(PY) bash scripts/test.sh mysql
 
-## The other supported lines: Python 3.12 and 3.13 with Django 6.x, on PostgreSQL.
+## The other supported lines, on PostgreSQL: Python 3.12 with Django 6.0, Python 3.13 with 6.1.
 test-py312:
 	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.12)" VENV=.venv312 \
-		DJANGO_SPEC="Django>=6.0,<6.2"
+		DJANGO_SPEC="Django>=6.0,<6.1"
 
 test-py313:
 	$(MAKE) test-postgresql PYTHON="$$(bash scripts/find_python.sh 3.13)" VENV=.venv313 \
-		DJANGO_SPEC="Django>=6.0,<6.2"
+		DJANGO_SPEC="Django>=6.1,<6.2"
 
 ## make test-faults: the fault-injection suite on a PostgreSQL cluster of its own
 ## (stopped, hung and restarted by the tests), with real Celery workers.
