@@ -167,7 +167,7 @@ def make_scope_loop() -> Callable[[int], None]:
     return scope_loop
 
 
-def raw_engine(pool_size: int = 5, max_overflow: int = 10) -> Any:
+def raw_engine(pool_size: int = 5, max_overflow: int = 10, pre_ping: bool = True) -> Any:
     """A plain engine on the pool's URL, with the pool settings the scopes get."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import QueuePool
@@ -182,7 +182,7 @@ def raw_engine(pool_size: int = 5, max_overflow: int = 10) -> Any:
         max_overflow=max_overflow,
         pool_timeout=30,
         pool_recycle=1800,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
     )
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bench.bench_metrics import raw_engine
 from bench.rows import Operation, Row, judged, paired
 
 #: The PRE_PING rows run this many times the suite's rounds.
@@ -66,28 +67,15 @@ def raw_checkout_loop(engine: Any) -> Operation:
 
 def plain_engine(*, pre_ping: bool, alive: Any = None) -> Any:
     """A plain QueuePool engine on main's URL and sizes; ``alive`` runs on each checkout."""
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.pool import QueuePool
+    from sqlalchemy import event
+    from sqlalchemy.exc import DisconnectionError
 
-    from mingus_sessions import get_engine
-
-    ours = get_engine()
-    engine = create_engine(
-        ours.url,
-        poolclass=QueuePool,
-        pool_size=ours.pool.size(),
-        max_overflow=ours.pool._max_overflow,
-        pool_timeout=30,
-        pool_recycle=1800,
-        pool_pre_ping=pre_ping,
-    )
+    engine = raw_engine(pre_ping=pre_ping)  # main's sizes: 5, overflow 10
     if alive is not None:
 
         @event.listens_for(engine, "checkout")
         def check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             if not alive(dbapi_connection):
-                from sqlalchemy.exc import DisconnectionError
-
                 raise DisconnectionError("failed its liveness check")
 
     return engine

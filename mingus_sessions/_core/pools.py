@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: The attribute of a connection record that holds when its checkout began
-#: (``perf_counter``), from the pool to the metrics' checkout listener.
+#: (``perf_counter``, while MONITORING is on), for the debug toolbar's checkout listener.
 ACQUIRE_STARTED = "_mingus_acquire_started"
 #: The attribute of a connection record that holds when it was last returned
 #: (``monotonic``): how long it sat idle decides between a check and a ping.
@@ -177,9 +177,9 @@ class WaitAwareQueuePool(QueuePool):
 
     def _do_get(self) -> ConnectionPoolEntry:
         probe = self.probe
-        # With monitoring on, the acquire wait runs from here to the checkout
-        # event (so it includes the liveness check and connecting, as HikariCP's
-        # does); the recorder's checkout listener reads the start from the record.
+        # With monitoring on, the acquire wait runs from here to a connection in
+        # hand (so it includes the liveness check and connecting, as HikariCP's
+        # does), reported to the recorder below.
         started = time.perf_counter() if probe.acquire is not None else None
         try:
             entry = self._take()
@@ -314,9 +314,9 @@ class WaitAwareQueuePool(QueuePool):
         super().dispose()
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self.probe.acquire is not None:
+            self.probe.checked_in(record)
         if self._retired:
-            if self.probe.acquire is not None:
-                self.probe.checked_in(record)
             # Out when the engine replaced this pool: it checks out from the
             # new one now, and nobody would ever take this one from here. A
             # caller still in this pool's line opens a connection of its own.
@@ -324,8 +324,6 @@ class WaitAwareQueuePool(QueuePool):
             self._pool.wake_one()
             return
         record.__dict__[RETURNED_AT] = time.monotonic()
-        if self.probe.acquire is not None:
-            self.probe.checked_in(record)
         super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:

@@ -148,15 +148,15 @@ def _engine_kwargs(
             pool_recycle=pool.recycle,
             pool_use_lifo=pool.use_lifo,
         )
-    if issubclass(pool_class, WaitAwareQueuePool):
-        # The pool checks liveness itself, cheaper than SQLAlchemy's ping.
-        kwargs["pool_pre_ping"] = False
-        kwargs["max_waiting"] = pool.max_waiting
-        kwargs["checkout_checks"] = CheckoutChecks(
-            pre_ping=pool.pre_ping,
-            alive=liveness_check(f"{vendor}+{made.driver}", primary=not pool.read_only),
-            ping_idle=pool.ping_idle,
-        )
+        if issubclass(pool_class, WaitAwareQueuePool):
+            # The pool checks liveness itself, cheaper than SQLAlchemy's ping.
+            kwargs["pool_pre_ping"] = False
+            kwargs["max_waiting"] = pool.max_waiting
+            kwargs["checkout_checks"] = CheckoutChecks(
+                pre_ping=pool.pre_ping,
+                alive=liveness_check(f"{vendor}+{made.driver}", primary=not pool.read_only),
+                ping_idle=pool.ping_idle,
+            )
     elif pool_class is StaticPool and vendor == "sqlite":
         # Recycling the one connection of an in-memory database would empty it.
         kwargs["pool_recycle"] = -1
