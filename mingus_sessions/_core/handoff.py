@@ -35,14 +35,42 @@ class TryAgain(Exception):
 
 
 class _Waiter(Generic[T]):
-    __slots__ = ("item", "lock", "woken")
+    """A caller in line: what it was handed, and whether anything was (None: room to open)."""
+
+    __slots__ = ("item", "woken")
 
     def __init__(self) -> None:
+        self.item: T | None = None
+        self.woken = False
+
+    def hand(self, item: T | None) -> None:
+        """Give ``item`` (None: room to open one) to this waiter; called under the queue's lock."""
+        self.item = item
+        self.woken = True
+        self._wake()
+
+    def sleep(self, timeout: float | None) -> bool:
+        """Until handed something (True) or ``timeout`` seconds passed (False)."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+
+class _ThreadWaiter(_Waiter[T]):
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
         # Held from the start: the waiter blocks acquiring it until a giver releases it.
         self.lock = threading.Lock()
         self.lock.acquire()
-        self.item: T | None = None
-        self.woken = False
+
+    def sleep(self, timeout: float | None) -> bool:
+        return self.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+
+    def _wake(self) -> None:
+        self.lock.release()
 
 
 class HandOffQueue(QueueCommon[T]):
@@ -84,10 +112,7 @@ class HandOffQueue(QueueCommon[T]):
         """
         with self._mutex:
             if self._line:
-                waiter = self._line.popleft()
-                waiter.item = item
-                waiter.woken = True
-                waiter.lock.release()
+                self._line.popleft().hand(item)
                 return
             if 0 < self.maxsize <= len(self._idle):
                 raise Full
@@ -121,25 +146,40 @@ class HandOffQueue(QueueCommon[T]):
                 raise TryAgain
             if self.max_waiting and len(self._line) >= self.max_waiting:
                 raise LineFull
-            waiter: _Waiter[T] = _Waiter()
+            waiter = self._new_waiter()
             if first:
                 self._line.appendleft(waiter)
             else:
                 self._line.append(waiter)
-        if not waiter.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
-            with self._mutex:
-                if not waiter.woken:
-                    self._line.remove(waiter)
-                    raise Empty
-            # Woken between the timeout and the lock: what it was given is its own.
-        if waiter.item is None:
-            raise TryAgain
-        return waiter.item
+        return self._wait(waiter, timeout)
 
     def wake_one(self) -> None:
         """Tell the first in line that the pool has room to open a connection."""
         with self._mutex:
             if self._line:
-                waiter = self._line.popleft()
-                waiter.woken = True
-                waiter.lock.release()
+                self._line.popleft().hand(None)
+
+    # What differs between threads and coroutines: how a waiter sleeps and wakes.
+
+    def _new_waiter(self) -> _Waiter[T]:
+        return _ThreadWaiter()
+
+    def _wait(self, waiter: _Waiter[T], timeout: float | None) -> T:
+        """What ``waiter`` (in line) is handed within ``timeout`` seconds."""
+        if not waiter.sleep(timeout):
+            self._leave_unless_woken(waiter)
+            # Woken between the timeout and the lock: what it was given is its own.
+        return self._handed(waiter)
+
+    def _leave_unless_woken(self, waiter: _Waiter[T]) -> None:
+        """Out of line with ``Empty`` if nobody handed ``waiter`` anything yet."""
+        with self._mutex:
+            if not waiter.woken:
+                self._line.remove(waiter)
+                raise Empty
+
+    @staticmethod
+    def _handed(waiter: _Waiter[T]) -> T:
+        if waiter.item is None:
+            raise TryAgain
+        return waiter.item

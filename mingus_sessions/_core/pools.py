@@ -11,7 +11,9 @@ and how many timed out.
 returned connection goes to the caller that waited longest
 (:mod:`.handoff`), and an idle connection's liveness is checked at checkout
 without a round trip where the driver allows (:mod:`.liveness`), pinging only
-those idle longer than ``PING_IDLE``.
+those idle longer than ``PING_IDLE``. :class:`WaitAwareAsyncQueuePool` is the
+same pool for async engines, as ``AsyncAdaptedQueuePool`` is ``QueuePool``'s:
+its line (:mod:`.async_handoff`) suspends coroutines instead of threads.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.pool.base import _AsyncConnDialect
 
+from .async_handoff import AsyncHandOffQueue
 from .handoff import Empty, HandOffQueue, LineFull, TryAgain
 from .histogram import Histogram
 from .liveness import LivenessCheck
@@ -33,6 +37,7 @@ __all__ = [
     "CheckoutChecks",
     "PoolProbe",
     "QueueFullError",
+    "WaitAwareAsyncQueuePool",
     "WaitAwareQueuePool",
 ]
 
@@ -349,3 +354,17 @@ class WaitAwareQueuePool(QueuePool):
             self._retired = True
             super().dispose()  # a connection returned while it was being replaced
         return fresh
+
+
+class WaitAwareAsyncQueuePool(WaitAwareQueuePool):
+    """:class:`WaitAwareQueuePool` for ``create_async_engine()``: waiters are coroutines.
+
+    Its code runs in SQLAlchemy's greenlet, in the task that checks out or
+    returns a connection, so the pool's logic is the threaded one unchanged.
+    """
+
+    _is_asyncio = True
+    _queue_class = AsyncHandOffQueue[ConnectionPoolEntry]
+    _pool: AsyncHandOffQueue[ConnectionPoolEntry]
+    # The dialect until the engine sets its own (a pool made by hand).
+    _dialect = _AsyncConnDialect()
