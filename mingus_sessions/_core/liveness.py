@@ -33,12 +33,24 @@ def liveness_check(backend: str, *, primary: bool) -> LivenessCheck | None:
 
     ``primary``: the pool writes, so a connection to a hot standby is not alive.
     """
-    if backend != "postgresql+psycopg":
-        return None
-    return _psycopg_check(primary)
+    if backend == "postgresql+psycopg":
+        return _psycopg_check(primary, _own_pgconn)
+    if backend == "postgresql+psycopg_async":
+        return _psycopg_check(primary, _wrapped_pgconn)
+    return None
 
 
-def _psycopg_check(primary: bool) -> LivenessCheck:
+def _own_pgconn(connection: Any) -> Any:
+    return connection.pgconn
+
+
+def _wrapped_pgconn(connection: Any) -> Any:
+    # An async engine's DB-API connection is SQLAlchemy's adapter around
+    # psycopg's AsyncConnection; reading what waits in the socket needs no await.
+    return connection.driver_connection.pgconn
+
+
+def _psycopg_check(primary: bool, pgconn_of: Callable[[Any], Any]) -> LivenessCheck:
     from psycopg import OperationalError, pq
 
     ok = pq.ConnStatus.OK
@@ -48,7 +60,7 @@ def _psycopg_check(primary: bool) -> LivenessCheck:
     busy = (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN)
 
     def alive(connection: Any) -> bool:
-        pgconn = connection.pgconn
+        pgconn = pgconn_of(connection)
         try:
             # The first read may stop at the server's FATAL message; the
             # second then meets the closed socket, which marks the connection bad.
