@@ -7,6 +7,9 @@ goes to the caller that has waited longest, handed over under the queue's lock:
 nobody can take it in between. Each waiter sleeps on a lock of its own, so a
 return wakes exactly one thread.
 
+How a waiter sleeps and wakes is the waiter's (:class:`_Waiter`): the asyncio
+twin (:mod:`.async_handoff`) keeps the line and swaps the lock for a future.
+
 The class keeps the interface of ``sqlalchemy.util.queue.Queue`` that
 ``QueuePool`` uses (``maxsize``, ``use_lifo``, ``qsize()``, ``empty()``,
 ``full()``, ``put()``, ``get()``), so the pool's accounting works unchanged.

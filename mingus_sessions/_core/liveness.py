@@ -6,7 +6,8 @@ in the socket, unread, until the client next talks to it. Reading what is
 there through the driver (psycopg's ``pgconn.consume_input()``, which never
 blocks on psycopg's non-blocking connections) surfaces it at checkout, without
 sending anything: no raw socket read, which would break TLS and misread the
-server's notices and parameter reports.
+server's notices and parameter reports. An async engine's connection is read
+the same way, with no await, as the read never waits.
 
 The same read keeps the server's parameter reports current, and PostgreSQL 14+
 reports ``in_hot_standby`` on its own when a standby is promoted or a primary
