@@ -10,6 +10,7 @@ transaction, so Django's ``transaction.on_commit`` runs it. The bookkeeping is
 
 from __future__ import annotations
 
+from asyncio import _get_running_loop
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,9 @@ def on_commit(callback: Callable[[], Any], pool: str | None = None) -> None:
     logged and raised to the code that ended the scope as
     :class:`~mingus_sessions.errors.AfterCommitError`.
     """
-    frame = innermost(pool)
+    # Called from sync code (no loop runs in this thread), it belongs to the
+    # innermost sync scope: an async scope around it ends in another thread's loop.
+    frame = innermost(pool, include_async=_get_running_loop() is not None)
     if frame is None:
         callback()
         return

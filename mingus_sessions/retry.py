@@ -7,15 +7,16 @@ The policy itself is :mod:`mingus_sessions._core.retry`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import conf
-from ._core.retry import call_with_retry
+from ._core.retry import acall_with_retry, call_with_retry
 
-__all__ = ["execute_with_retry", "retry_on_transient"]
+__all__ = ["aexecute_with_retry", "execute_with_retry", "retry_on_transient"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -37,6 +38,32 @@ def execute_with_retry(
     """
     settings = conf.get_config().retry
     return call_with_retry(
+        operation,
+        retries=settings.max_retries if max_retries is None else max_retries,
+        base_delay=settings.base_delay if base_delay is None else base_delay,
+        max_delay=settings.max_delay if max_delay is None else max_delay,
+        jitter=settings.jitter,
+        pool=pool,
+        sleep=sleep,
+    )
+
+
+async def aexecute_with_retry(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    pool: str | None = None,
+    max_retries: int | None = None,
+    base_delay: float | None = None,
+    max_delay: float | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> T:
+    """Await ``operation()``, retrying transient failures as :func:`execute_with_retry` does.
+
+    ``operation`` is a coroutine function called anew for each attempt: wrap
+    a whole ``asession_scope`` in it, never a statement inside one.
+    """
+    settings = conf.get_config().retry
+    return await acall_with_retry(
         operation,
         retries=settings.max_retries if max_retries is None else max_retries,
         base_delay=settings.base_delay if base_delay is None else base_delay,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from . import conf
 from ._core import callbacks
+from ._core.breaker import CircuitBreaker
 from ._core.entry import PoolEntry
 from ._core.errors import SessionError
 from ._core.failures import record_failure, translated
@@ -57,7 +58,7 @@ def current_session(pool: str | None = None) -> Session:
     """The session of the innermost active scope (of ``pool``, if given) in this context."""
     frame = active_scope.get()
     while frame is not None:
-        if pool is None or frame.pool == pool:
+        if (pool is None or frame.pool == pool) and not frame.is_async:
             return frame.session
         frame = frame.parent
     where = f' of pool "{pool}"' if pool else ""
@@ -92,11 +93,7 @@ def _open_session(entry: PoolEntry, frame: Frame, depth: int) -> Session:
             session.connection()
         except BaseException as exc:
             session.close()
-            error = translated(entry.name, exc)
-            if not record_failure(breaker, exc if error is None else error):
-                # A busy pool or an interrupt proves nothing either way: the
-                # next caller gets the trial now, not a recovery timeout later.
-                breaker.release_trial()  # type: ignore[union-attr]
+            error = trial_failed(breaker, entry.name, exc)  # type: ignore[arg-type]
             if error is not None:
                 raise error from exc
             raise
@@ -105,6 +102,16 @@ def _open_session(entry: PoolEntry, frame: Frame, depth: int) -> Session:
     state.sessions.total_sessions += 1
     state.sessions.active_sessions += 1
     return session
+
+
+def trial_failed(breaker: CircuitBreaker, pool: str, exc: BaseException) -> SessionError | None:
+    """Tell ``breaker`` that its half-open trial failed with ``exc``; return its translation."""
+    error = translated(pool, exc)
+    if not record_failure(breaker, exc if error is None else error):
+        # A busy pool or an interrupt proves nothing either way: the next
+        # caller gets the trial now, not a recovery timeout later.
+        breaker.release_trial()
+    return error
 
 
 def _begin_nested(name: str, frame: Frame, session: Session) -> Session:
@@ -139,7 +146,7 @@ class LazyScope(Frame):
         # this scope is a SAVEPOINT on that session, as a nested scope is.
         name = self.pool
         outer = self.parent
-        while outer is not None and outer.pool != name:
+        while outer is not None and (outer.pool != name or outer.is_async):
             outer = outer.parent
         if outer is not None:
             session = _begin_nested(name, self, outer.session)

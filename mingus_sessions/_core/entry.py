@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,7 +12,10 @@ from .config import PoolConfig
 from .engine_args import EngineSpec
 from .pools import PoolProbe
 
-__all__ = ["PoolEntry"]
+if TYPE_CHECKING:  # the asyncio extension is imported only by projects that use it
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+__all__ = ["AsyncPoolEntry", "PoolEntry"]
 
 
 @dataclass(eq=False)
@@ -34,3 +37,23 @@ class PoolEntry:
     @property
     def stale(self) -> bool:
         return bool(self.settings_dict.get("NAME") != self.built_for)
+
+
+@dataclass(eq=False)
+class AsyncPoolEntry:
+    """One pool's async engine on one event loop, built from the pool's sync entry.
+
+    It shares the sync entry's recorder (one pool, one set of metrics) and
+    follows it: when the sync entry is rebuilt (the test database changed) or
+    the registry's generation moves on (settings changed, a reset, a fork),
+    the next use on this loop builds a new one.
+    """
+
+    name: str
+    base: PoolEntry
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    generation: int
+    #: The async generator that disposes of the engine when its loop shuts down
+    #: (the loop holds it weakly; this keeps it alive).
+    closer: Any = field(default=None, repr=False)

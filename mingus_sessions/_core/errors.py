@@ -17,6 +17,7 @@ __all__ = [
     "AuthenticationError",
     "CircuitOpenError",
     "CommitOutcomeUnknownError",
+    "ConcurrentSessionUseError",
     "ConfigurationError",
     "ConnectionError",
     "ConnectionTimeoutError",
@@ -54,6 +55,14 @@ def _rebuild(cls: type[SessionError], message: str, pool: str | None) -> Session
 
 class ConfigurationError(SessionError, ImproperlyConfigured):
     """``MINGUS_SESSIONS``, ``DATABASES`` or an environment variable is invalid."""
+
+
+class ConcurrentSessionUseError(SessionError):
+    """An ``AsyncSession`` was used by a second asyncio task while the first was still using it.
+
+    A session is one transaction on one connection: statements from two tasks
+    at once would interleave on it. Open a scope per task instead.
+    """
 
 
 class AfterCommitError(SessionError):

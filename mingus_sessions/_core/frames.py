@@ -56,6 +56,12 @@ class Frame:
     opened_at: Opened | None = None
     #: Set once the scope has ended: a second end does nothing.
     finished: bool = False
+    #: An async scope: its ``AsyncSession`` is ``async_session``, and
+    #: ``_session`` its sync session, which :func:`~.scopes.end_scope` ends
+    #: inside SQLAlchemy's greenlet. Sync code never nests in an async scope,
+    #: nor async code in a sync one.
+    is_async: bool = False
+    async_session: Any = None
 
     def __init__(self, pool: str, parent: Frame | None) -> None:
         self.pool = pool
@@ -72,18 +78,26 @@ class Frame:
         return self._session is not None
 
 
-def find(pool: str, *, joined_only: bool = False) -> Frame | None:
+def find(pool: str, *, joined_only: bool = False, asynchronous: bool = False) -> Frame | None:
+    """The innermost active scope of ``pool`` of the same kind (sync or async), or None."""
     frame = active_scope.get()
     while frame is not None:
-        if frame.pool == pool and (frame.joined or not joined_only):
+        if (
+            frame.pool == pool
+            and (frame.joined or not joined_only)
+            and frame.is_async is asynchronous
+        ):
             return frame
         frame = frame.parent
     return None
 
 
-def innermost(pool: str | None = None) -> Frame | None:
+def innermost(pool: str | None = None, *, include_async: bool = True) -> Frame | None:
+    """The innermost active scope (of ``pool``, if given); async ones only if ``include_async``."""
     frame = active_scope.get()
-    while frame is not None and pool is not None and frame.pool != pool:
+    while frame is not None and (
+        (pool is not None and frame.pool != pool) or (frame.is_async and not include_async)
+    ):
         frame = frame.parent
     return frame
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .config import MAX_SECONDS
 from .state import state
 from .translate import is_transient
 
-__all__ = ["backoff_delay", "call_with_retry"]
+__all__ = ["acall_with_retry", "backoff_delay", "call_with_retry", "check_policy", "retry_delay"]
 
 logger = logging.getLogger("mingus_sessions")
 
@@ -55,9 +55,50 @@ def call_with_retry(
     """Call ``operation()``, retrying transient failures up to ``retries`` times.
 
     Raises the last failure once the retries are spent, and any non-transient
-    failure at once. The arguments are checked before the first call: a delay
-    the clock cannot sleep would otherwise raise OverflowError in place of the
-    failure being retried.
+    failure at once.
+    """
+    check_policy(retries, base_delay, max_delay)
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except Exception as exc:
+            delay = retry_delay(exc, attempt, retries, base_delay, max_delay, jitter, pool)
+            if delay is None:
+                raise
+        sleep(delay)
+        attempt += 1
+
+
+async def acall_with_retry(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    retries: int,
+    base_delay: float,
+    max_delay: float,
+    jitter: bool,
+    pool: str | None,
+    sleep: Callable[[float], Awaitable[Any]],
+) -> T:
+    """:func:`call_with_retry` for a coroutine function: awaits it, and sleeps without blocking."""
+    check_policy(retries, base_delay, max_delay)
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            delay = retry_delay(exc, attempt, retries, base_delay, max_delay, jitter, pool)
+            if delay is None:
+                raise
+        await sleep(delay)
+        attempt += 1
+
+
+def check_policy(retries: int, base_delay: float, max_delay: float) -> None:
+    """Refuse a policy before the first call.
+
+    A delay the clock cannot sleep would otherwise raise ``OverflowError`` in
+    place of the failure being retried.
     """
     if retries < 0:
         raise ValueError("max_retries must be 0 or more")
@@ -66,24 +107,28 @@ def call_with_retry(
             raise ValueError(
                 f"{name} must be a number of seconds from 0 to {MAX_SECONDS}, not {value!r}"
             )
-    attempt = 0
-    while True:
-        try:
-            return operation()
-        except Exception as exc:
-            if attempt >= retries or not is_transient(exc):
-                raise
-            delay = backoff_delay(
-                attempt, base_delay=base_delay, max_delay=max_delay, jitter=jitter
-            )
-            logger.warning(
-                "Transient database failure on pool %s (retry %d of %d in %.3f s): %s",
-                pool or "(default)",
-                attempt + 1,
-                retries,
-                delay,
-                type(exc).__name__,
-            )
-            state.sessions.retries += 1
-            sleep(delay)
-            attempt += 1
+
+
+def retry_delay(
+    exc: Exception,
+    attempt: int,
+    retries: int,
+    base_delay: float,
+    max_delay: float,
+    jitter: bool,
+    pool: str | None,
+) -> float | None:
+    """Seconds to wait before retrying after ``exc``, counted and logged; None: raise it."""
+    if attempt >= retries or not is_transient(exc):
+        return None
+    delay = backoff_delay(attempt, base_delay=base_delay, max_delay=max_delay, jitter=jitter)
+    logger.warning(
+        "Transient database failure on pool %s (retry %d of %d in %.3f s): %s",
+        pool or "(default)",
+        attempt + 1,
+        retries,
+        delay,
+        type(exc).__name__,
+    )
+    state.sessions.retries += 1
+    return delay

@@ -34,7 +34,7 @@ from sqlalchemy.pool import Pool
 
 from .breaker import CircuitBreaker, renew_breaker_locks
 from .config import Config
-from .entry import PoolEntry
+from .entry import AsyncPoolEntry, PoolEntry
 from .stats import SessionStats, TransactionStats
 
 __all__ = ["ProcessState", "state"]
@@ -71,6 +71,16 @@ class ProcessState:
         self.config: Config | None = None
         #: One entry (engine, sessionmaker, recorder) per pool, built on first use.
         self.pools: dict[str, PoolEntry] = {}
+        #: Async engines: per event loop (held weakly), one entry per pool.
+        self.async_pools: weakref.WeakKeyDictionary[Any, dict[str, AsyncPoolEntry]] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Bumped when everything built must go (settings change, reset, fork): an
+        #: async engine of an older generation is replaced at its loop's next use
+        #: (it can only be closed from its own loop).
+        self.async_generation = 0
+        #: Disposals of replaced async engines still running on their loops.
+        self.async_disposals: set[Any] = set()
         #: Pools a forked child stopped using: kept referenced, so that their
         #: DB-API connections are never garbage-collected (closed) in the child.
         self.orphaned_pools: list[Pool] = []
@@ -120,6 +130,15 @@ class ProcessState:
             self.orphaned_pools.append(entry.engine.pool)
             entry.engine.dispose(close=False)
             entry.probe.after_fork()
+        # The parent's event loops do not run in the child: their engines'
+        # connections are the parent's, dropped unclosed as the sync ones are.
+        for entries in list(self.async_pools.values()):
+            for async_entry in entries.values():
+                self.orphaned_pools.append(async_entry.engine.sync_engine.pool)
+                async_entry.engine.sync_engine.dispose(close=False)
+        self.async_pools = weakref.WeakKeyDictionary()
+        self.async_disposals = set()
+        self.async_generation += 1
         renew_breaker_locks()
         # The parent's open sessions stay the parent's; the counters are kept.
         self.sessions.active_sessions = 0
@@ -137,6 +156,7 @@ class ProcessState:
         """Forget what was built from the previous settings, and dispose of the engines."""
         with self.lock:
             self.config = None
+            self.async_generation += 1
             self.breakers.clear()
             self.joined_engines.clear()
             self.request_pool = None
@@ -147,6 +167,7 @@ class ProcessState:
     def reset(self) -> None:
         """A test's clean slate; the settings cache is left to ``override_settings``."""
         with self.lock:
+            self.async_generation += 1
             self.breakers.clear()
             sampler, self.sampler = self.sampler, None
             self.health_pings.clear()
