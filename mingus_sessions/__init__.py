@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         AuthenticationError,
         CircuitOpenError,
         CommitOutcomeUnknownError,
+        ConcurrentSessionUseError,
         ConfigurationError,
         ConnectionTimeoutError,
         DatabaseConnectionError,
@@ -31,9 +32,16 @@ if TYPE_CHECKING:
     )
     from ._core.translate import is_transient
     from .after_commit import on_commit
+    from .asessions import (
+        asession_scope,
+        current_async_session,
+        get_async_session,
+        with_async_db_session,
+    )
+    from .async_engines import get_async_engine
     from .breakers import get_circuit_breaker
     from .engines import dispose_engines, get_engine
-    from .retry import execute_with_retry, retry_on_transient
+    from .retry import aexecute_with_retry, execute_with_retry, retry_on_transient
     from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
 
 #: Where each public name is defined. They are imported on first use (PEP 562),
@@ -45,6 +53,7 @@ _WHERE = {
             "AuthenticationError",
             "CircuitOpenError",
             "CommitOutcomeUnknownError",
+            "ConcurrentSessionUseError",
             "ConfigurationError",
             "ConnectionTimeoutError",
             "DatabaseConnectionError",
@@ -73,6 +82,12 @@ _WHERE = {
     "pool_context": ".sessions",
     "session_scope": ".sessions",
     "with_db_session": ".sessions",
+    "asession_scope": ".asessions",
+    "current_async_session": ".asessions",
+    "get_async_session": ".asessions",
+    "with_async_db_session": ".asessions",
+    "aexecute_with_retry": ".retry",
+    "get_async_engine": ".async_engines",
 }
 
 __version__ = "0.1.0.dev0"
@@ -83,6 +98,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CommitOutcomeUnknownError",
+    "ConcurrentSessionUseError",
     "ConfigurationError",
     "ConnectionTimeoutError",
     "DatabaseConnectionError",
@@ -95,9 +111,14 @@ __all__ = [
     "StatementTimeoutError",
     "TransactionError",
     "TransactionTimeoutError",
+    "aexecute_with_retry",
+    "asession_scope",
+    "current_async_session",
     "current_session",
     "dispose_engines",
     "execute_with_retry",
+    "get_async_engine",
+    "get_async_session",
     "get_circuit_breaker",
     "get_engine",
     "get_session",
@@ -106,6 +127,7 @@ __all__ = [
     "pool_context",
     "retry_on_transient",
     "session_scope",
+    "with_async_db_session",
     "with_db_session",
 ]
 

@@ -1,0 +1,299 @@
+"""Async sessions: ``asession_scope``, ``get_async_session``, ``current_async_session``.
+
+The async scope is the sync scope run through SQLAlchemy's asyncio bridge: an
+``AsyncSession`` wraps a sync ``Session``, and the scope's frame holds that
+sync session, so the scope ends through the one way out of every scope
+(:func:`mingus_sessions._core.scopes.end_scope`), run inside SQLAlchemy's
+greenlet. Commit, rollback, savepoints, error translation, the breaker and
+on_commit callbacks are therefore the sync side's, not a copy of them.
+
+Ending a scope is shielded from cancellation: a client that goes away while
+its request's scope commits or rolls back cancels the request, not the
+rollback, so the connection goes back to the pool clean and no half-ended
+transaction is left "idle in transaction". The cancelled caller still sees
+its ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import greenlet_spawn
+
+from . import conf
+from ._core import callbacks
+from ._core.errors import SessionError
+from ._core.failures import translated
+from ._core.frames import Frame, active_scope, enter, find, leave
+from ._core.leaks import note_opening
+from ._core.savepoints import begin_savepoint
+from ._core.scopes import end_scope
+from ._core.state import state
+from .async_engines import get_async_entry
+from .breakers import breaker_for
+from .request_session import request_pool
+from .sessions import trial_failed
+
+__all__ = [
+    "AsyncRequestSession",
+    "asession_scope",
+    "current_async_session",
+    "get_async_session",
+    "with_async_db_session",
+]
+
+logger = logging.getLogger("mingus_sessions")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def get_async_session(pool: str | None = None) -> AsyncSession:
+    """A new :class:`~sqlalchemy.ext.asyncio.AsyncSession` on ``pool``; the caller must close it."""
+    return get_async_entry(pool).sessionmaker()
+
+
+def current_async_session(pool: str | None = None) -> AsyncSession:
+    """The session of the innermost active async scope (of ``pool``, if given) in this task."""
+    frame = active_scope.get()
+    while frame is not None:
+        if frame.is_async and (pool is None or frame.pool == pool):
+            return frame.async_session  # type: ignore[no-any-return]
+        frame = frame.parent
+    where = f' of pool "{pool}"' if pool else ""
+    raise SessionError(
+        f"No active async session{where} in this task: call it inside asession_scope(), an "
+        "async view served by SessionMiddleware, or with_async_db_session.",
+        pool=pool,
+    )
+
+
+async def _open_async_session(name: str, frame: Frame) -> AsyncSession:
+    """A new async session of pool ``name`` for ``frame``, admitted by its circuit breaker."""
+    entry = get_async_entry(name)
+    breaker = breaker_for(name)
+    trial = breaker.before_call() if breaker is not None else False
+    session = entry.sessionmaker()
+    if entry.base.track_sites:
+        # This coroutine, then __aenter__, then the code that opened the scope.
+        frame.opened_at = note_opening(sys._getframe(2))
+    if trial:
+        # The half-open trial proves the database is back by connecting.
+        try:
+            await session.connection()
+        except BaseException as exc:
+            await asyncio.shield(session.close())
+            error = trial_failed(breaker, name, exc)  # type: ignore[arg-type]
+            if error is not None:
+                raise error from exc
+            raise
+        breaker.record_success()  # type: ignore[union-attr]
+    frame.breaker = breaker
+    state.sessions.total_sessions += 1
+    state.sessions.active_sessions += 1
+    return session
+
+
+async def _begin_nested(name: str, frame: Frame, session: AsyncSession) -> None:
+    """Make ``frame`` a SAVEPOINT on ``session``, an outer async scope's session."""
+    try:
+        frame.savepoint = await greenlet_spawn(begin_savepoint, session.sync_session)
+    except Exception as exc:
+        error = translated(name, exc)
+        if error is not None:
+            raise error from exc
+        raise
+    state.sessions.savepoints += 1
+
+
+def _start_ending(frame: Frame, commit: bool, exc: BaseException | None) -> asyncio.Task[None]:
+    """End ``frame`` in a task of its own, which a cancellation of the caller does not stop.
+
+    The task runs in a copy of the caller's context, where the scope is made
+    no longer the active one first: its on_commit callbacks, which
+    ``end_scope`` runs after the commit, then open scopes of their own.
+    """
+
+    async def ending() -> None:
+        active_scope.set(frame.parent)
+        await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
+
+    return asyncio.ensure_future(ending())
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """How a scope whose caller was cancelled failed to end: nobody else will see it."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning(
+            "An async scope of a cancelled task failed to end", exc_info=task.exception()
+        )
+
+
+async def end_async_scope(
+    frame: Frame, *, commit: bool, exc: BaseException | None, token: Token[Frame | None] | None
+) -> None:
+    """End an async scope's frame (see :func:`_start_ending`), then leave the context."""
+    ending = _start_ending(frame, commit, exc)
+    try:
+        await asyncio.shield(ending)
+    except asyncio.CancelledError:
+        if not ending.done():
+            ending.add_done_callback(_log_failure)
+        raise
+    finally:
+        if token is not None:
+            leave(token)
+
+
+class _AsyncScope:
+    """The async context manager behind :func:`asession_scope`."""
+
+    __slots__ = ("_frame", "_independent", "_pool", "_token")
+
+    def __init__(self, pool: str | None, independent: bool) -> None:
+        self._pool = pool
+        self._independent = independent
+
+    async def __aenter__(self) -> AsyncSession:
+        name = self._pool if self._pool is not None else conf.get_config().default_pool
+        frame = self._frame = Frame(name, active_scope.get())
+        outer = None if self._independent else find(name, asynchronous=True)
+        if outer is not None:
+            session: AsyncSession = outer.async_session
+            await _begin_nested(name, frame, session)
+        else:
+            session = await _open_async_session(name, frame)
+        frame._session = session.sync_session
+        frame.is_async = True
+        frame.async_session = session
+        self._token = enter(frame)
+        return session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await end_async_scope(self._frame, commit=exc is None, exc=exc, token=self._token)
+
+
+def asession_scope(pool: str | None = None, *, independent: bool = False) -> _AsyncScope:
+    """An async transactional scope: commit on success, roll back on any exception, always close.
+
+    ``async with asession_scope() as session:`` gives an ``AsyncSession``.
+    Inside an active async scope of the same pool it is a SAVEPOINT on that
+    session; ``independent`` opens a separate session and transaction
+    instead. A ``CancelledError`` rolls back like any other exception, and the
+    rollback itself is not cancelled.
+    """
+    return _AsyncScope(pool, independent)
+
+
+def with_async_db_session(pool: Any = None) -> Any:
+    """Decorator for coroutine functions: run each call in an :func:`asession_scope`.
+
+    The session is passed as ``session=``. Usable bare (``@with_async_db_session``)
+    or with a pool name (``@with_async_db_session("analytics")``).
+    """
+
+    def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        if not asyncio.iscoroutinefunction(fn):
+            raise TypeError(
+                f"with_async_db_session decorates coroutine functions (async def); "
+                f"{fn.__qualname__} is not one: use with_db_session."
+            )
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> T:
+            async with asession_scope(chosen) as session:
+                return await fn(*args, session=session, **kwargs)
+
+        return wrapper
+
+    if callable(pool):
+        chosen = None
+        return decorate(pool)
+    chosen = pool
+    return decorate
+
+
+class AsyncRequestSession(Frame):
+    """``request.adb_session``: a request's async scope, standing in for its ``AsyncSession``.
+
+    Made by the middleware for every request served under ASGI, it costs one
+    small object until something uses it: reading an attribute
+    (``await request.adb_session.execute(...)``), ``current_async_session()``
+    or a nested ``asession_scope()`` opens the session, without connecting
+    (the first statement checks a connection out). The middleware ends it
+    through the one way out of a scope before it returns the response.
+    """
+
+    is_async = True
+    _async: AsyncSession | None = None
+
+    def __init__(self, parent: Frame | None) -> None:
+        self.parent = parent
+
+    @property
+    def pool(self) -> str:  # type: ignore[override]
+        """``DEFAULT_POOL``, read when something asks (invalid settings fail only their users)."""
+        return request_pool()
+
+    @property  # type: ignore[override]
+    def async_session(self) -> AsyncSession:
+        session = self._async
+        if session is None:
+            session = self._async = self._open()
+        return session
+
+    def _open(self) -> AsyncSession:
+        name = self.pool
+        entry = get_async_entry(name)
+        breaker = breaker_for(name)
+        if breaker is not None:
+            # Fails fast while the breaker is open. A half-open trial is proved
+            # by this scope's first statement, and reported as it ends.
+            breaker.before_call()
+        session = entry.sessionmaker()
+        if entry.base.track_sites:
+            self.opened_at = note_opening(sys._getframe(1))  # the first frame outside us
+        self._session = session.sync_session
+        self.breaker = breaker
+        early = self.early
+        if early:
+            callbacks.adopt(session.sync_session, early)
+            self.early = None
+        state.sessions.total_sessions += 1
+        state.sessions.active_sessions += 1
+        return session
+
+    @property
+    def has_work(self) -> bool:
+        """Whether ending it has anything to do: a session, or on_commit callbacks."""
+        return self._async is not None or bool(self.early)
+
+    async def nest_in(self, outer: Frame) -> None:
+        """Open now as a SAVEPOINT of ``outer``'s session (a request served inside a test's)."""
+        session: AsyncSession = outer.async_session
+        await _begin_nested(self.pool, self, session)
+        self._async = session
+        self._session = session.sync_session
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the frame does not have: the session's.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.async_session, name)
+
+    def __repr__(self) -> str:
+        state_ = "not opened yet" if self._async is None else repr(self._async)
+        return f"<AsyncRequestSession of pool {self.pool!r}: {state_}>"

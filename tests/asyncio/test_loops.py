@@ -1,0 +1,118 @@
+"""Event loops: one engine per pool per loop, disposed of with its loop, never shared."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mingus_sessions import asession_scope, get_async_engine
+from mingus_sessions._core.state import state
+from tests.scopes.helpers import db
+
+
+async def _one_scope(engines: list[AsyncEngine]) -> int:
+    engines.append(get_async_engine())
+    async with asession_scope() as session:
+        return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+
+def _pools_of_live_loops() -> int:
+    gc.collect()
+    return sum(len(entries) for entries in state.async_pools.values())
+
+
+@db
+def test_twenty_asyncio_runs_in_a_row_each_get_an_engine_closed_with_the_loop() -> None:
+    """No "attached to a different loop": each run has its engine, closed as its loop ends."""
+    engines: list[AsyncEngine] = []
+    for _ in range(20):
+        assert asyncio.run(_one_scope(engines)) == 1
+    assert len({id(engine) for engine in engines}) == 20
+    for engine in engines:
+        # Disposed from inside its loop by the loop's shutdown: nothing left open.
+        assert engine.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert _pools_of_live_loops() == 0
+
+
+@db
+def test_async_to_sync_from_sync_code() -> None:
+    engines: list[AsyncEngine] = []
+    for _ in range(3):
+        assert async_to_sync(_one_scope)(engines) == 1
+    assert len(engines) == 3
+
+
+@db
+def test_two_threads_with_their_own_loops_at_once() -> None:
+    engines: list[AsyncEngine] = []
+    both = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    async def work() -> None:
+        both.wait(5)  # the two loops are alive together
+        for _ in range(5):
+            await _one_scope(engines)
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert len({id(engine) for engine in engines}) == 2
+
+
+@pytest.mark.asyncio
+@db
+async def test_a_loop_per_test_gets_a_fresh_engine_first() -> None:
+    engine = get_async_engine()
+    assert engine.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    async with asession_scope() as session:
+        await session.execute(text("SELECT 1"))
+
+
+@pytest.mark.asyncio
+@db
+async def test_a_loop_per_test_gets_a_fresh_engine_second() -> None:
+    """The first test's loop is closed: its engine is not this loop's."""
+    await test_a_loop_per_test_gets_a_fresh_engine_first()
+
+
+@pytest.mark.asyncio
+@db
+async def test_outside_a_running_loop_is_a_clear_error() -> None:
+    def sync_caller() -> None:
+        get_async_engine()
+
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        await asyncio.to_thread(sync_caller)
+
+
+@db
+def test_a_settings_change_replaces_the_loops_engine(settings: object) -> None:
+    async def main() -> None:
+        first = get_async_engine()
+        async with asession_scope() as session:
+            await session.execute(text("SELECT 1"))
+        state.settings_changed()
+        second = get_async_engine()
+        assert second is not first
+        await asyncio.sleep(0)  # the old engine's disposal runs on this loop
+        for task in list(state.async_disposals):
+            await task
+        assert first.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+
+    asyncio.run(main())
