@@ -41,6 +41,7 @@ from . import conf, monitor
 from ._core.errors import ConfigurationError, SessionError
 from ._core.frames import active_scope, enter, leave
 from ._core.state import state
+from .asessions import AsyncRequestSession, end_async_scope
 from .request_session import RequestSession, new_request_session, request_pool
 from .sessions import LazyScope
 
@@ -68,39 +69,72 @@ def _should_commit(request: HttpRequest, response: HttpResponseBase) -> bool:
     return response.status_code < 400
 
 
+def _ending(
+    request: HttpRequest, response: HttpResponseBase, complete: bool
+) -> tuple[bool, BaseException | None, BaseException | None]:
+    """How a request's scope ends: whether it commits, the exception it ends with, and the
+    hook's failure to raise once it has ended.
+
+    ``complete`` is false for a stream the client left early: it rolls back
+    without asking the hook. The view's exception, recorded by
+    ``process_exception``, ends the scope as it ends a ``session_scope()``: a
+    failed session, and a failure for the pool's circuit breaker if it is a
+    connection-class one. A hook that raises ends the scope with its exception
+    (rolled back), which is then raised, or its translation if it is a
+    database one.
+    """
+    failure = getattr(request, "_mingus_sessions_exception", None)
+    if failure is not None:
+        return False, failure, None
+    try:
+        return complete and _should_commit(request, response), None, None
+    except BaseException as hook_error:  # noqa: BLE001 - raised once the scope has ended
+        return False, hook_error, hook_error
+
+
+def _raise_after_end(
+    error: SessionError, exc: BaseException | None, hook_error: BaseException | None
+) -> None:
+    """Raise what ending the scope raised, unless it is the view's exception translated.
+
+    That one is dropped: Django has already turned the exception into a
+    response (perhaps a handler's own error page) and logged it.
+    """
+    if exc is None or hook_error is not None or error.__cause__ is not exc:
+        raise error
+
+
 def _finish(
     scope: LazyScope, request: HttpRequest, response: HttpResponseBase, complete: bool = True
 ) -> None:
     """Commit or roll back the request's scope, and close it whatever happens on the way.
 
-    Called only for a scope with work. ``complete`` is false for a stream the
-    client left early: it rolls back without asking the hook.
-
-    The view's exception, recorded by ``process_exception``, is passed on so
-    that the scope judges it as ``session_scope()`` does: a failed session,
-    and a failure for the pool's circuit breaker if it is a connection-class
-    one. The scope then raises its translation of that exception (``from``
-    it), which is dropped here: Django has already turned the exception into
-    a response (perhaps a handler's own error page) and logged it. Any other
-    error from the scope is raised.
-
-    A hook that raises ends the scope with its exception (rolled back and
-    closed), which is then raised, or its translation if it is a database one.
+    Called only for a scope with work; see :func:`_ending` for the outcome.
+    Any error from the scope but the view's own exception is raised.
     """
-    failure = getattr(request, "_mingus_sessions_exception", None)
-    if failure is not None:
-        try:
-            scope.finish(commit=False, exc=failure)
-        except SessionError as error:
-            if error.__cause__ is not failure:
-                raise
-        return
+    commit, exc, hook_error = _ending(request, response, complete)
     try:
-        commit = complete and _should_commit(request, response)
-    except BaseException as hook_error:
-        scope.finish(commit=False, exc=hook_error)
-        raise
-    scope.finish(commit=commit)
+        scope.finish(commit=commit, exc=exc)
+    except SessionError as error:
+        _raise_after_end(error, exc, hook_error)
+    if hook_error is not None:
+        raise hook_error
+
+
+async def _afinish(
+    scope: AsyncRequestSession,
+    request: HttpRequest,
+    response: HttpResponseBase,
+    complete: bool = True,
+) -> None:
+    """:func:`_finish` for the request's async scope, before the response is returned."""
+    commit, exc, hook_error = _ending(request, response, complete)
+    try:
+        await end_async_scope(scope, commit=commit, exc=exc, token=None)
+    except SessionError as error:
+        _raise_after_end(error, exc, hook_error)
+    if hook_error is not None:
+        raise hook_error
 
 
 _get_active = active_scope.get
@@ -169,20 +203,44 @@ class SessionMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         scope = self._begin(request)
-        token = enter(scope)
+        # The async view's scope sits inside the sync one: both are found by
+        # their own kind, and leaving the context once leaves both.
+        ascope = AsyncRequestSession(scope)
+        request.adb_session = ascope  # type: ignore[attr-defined]
+        token = enter(ascope)
         try:
+            outer = scope.parent  # served inside a scope: a test's sa_asession?
+            while outer is not None and not (outer.is_async and outer.pool == ascope.pool):
+                outer = outer.parent
+            if outer is not None:
+                await ascope.nest_in(outer)
             response: HttpResponseBase = await self.get_response(request)
         except BaseException as exc:
+            # A view's exception, or the request cancelled (the client went
+            # away): both scopes roll back, and the connection goes back.
             leave(token)
-            if scope.has_work:
-                await sync_to_async(scope.finish)(commit=False, exc=exc)
+            try:
+                if ascope.has_work:
+                    await end_async_scope(ascope, commit=False, exc=exc, token=None)
+            finally:
+                if scope.has_work:
+                    await sync_to_async(scope.finish)(commit=False, exc=exc)
             raise
         leave(token)
         if response.streaming:
-            return self._defer_to_close(scope, request, response)
-        if scope.has_work:
-            # Commit and close in the thread that ran the sync view, off the loop.
-            await sync_to_async(_finish)(scope, request, response)
+            response = self._defer_to_close(scope, request, response)
+            if ascope.has_work:
+                return _finish_async_at_end(ascope, request, response)
+            return response
+        try:
+            if ascope.has_work:
+                # Committed before the response is returned: a failed commit
+                # is raised here, and the client gets a 500, never a 2xx.
+                await _afinish(ascope, request, response)
+        finally:
+            if scope.has_work:
+                # Commit and close in the thread that ran the sync view, off the loop.
+                await sync_to_async(_finish)(scope, request, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -248,3 +306,42 @@ class SessionMiddleware:
 
         response.close = close_and_finish  # type: ignore[method-assign]
         return response
+
+
+def _finish_async_at_end(
+    scope: AsyncRequestSession, request: HttpRequest, response: HttpResponseBase
+) -> HttpResponseBase:
+    """End the async scope of a streaming response when its stream ends, in the event loop.
+
+    The content becomes an async generator (served by Django's ASGI handler
+    as any async stream) whose end, or early close by a client that left,
+    commits or rolls back the scope.
+    """
+    content = response.streaming_content  # type: ignore[attr-defined]
+    is_async = response.is_async  # type: ignore[attr-defined]
+
+    async def stream_then_finish() -> AsyncIterator[Any]:
+        complete = False
+        try:
+            if is_async:
+                async for chunk in content:
+                    yield chunk
+            else:
+                # As Django's handler does with a sync stream under ASGI.
+                for chunk in await sync_to_async(_all_chunks)(content):
+                    yield chunk
+            complete = True
+        finally:
+            if not complete:
+                logger.info(
+                    "Streaming response of %s ended early; rolling back its async session",
+                    request.path,
+                )
+            await _afinish(scope, request, response, complete)
+
+    response.streaming_content = stream_then_finish()  # type: ignore[attr-defined]
+    return response
+
+
+def _all_chunks(content: Iterator[Any]) -> list[Any]:
+    return list(content)

@@ -32,4 +32,12 @@ urlpatterns = [
     path("async/no-database/", views.async_no_database),
     path("async/write-fail/<str:title>/", views.async_write_then_fail),
     path("async/stream/<str:title>/", views.async_stream),
+    path("adb/write/<str:title>/", views.adb_write),
+    path("adb/write/<str:title>/<int:status>/", views.adb_write),
+    path("adb/write-raise/<str:title>/", views.adb_write_then_raise),
+    path("adb/write-wait/<str:title>/", views.adb_write_then_wait),
+    path("adb/duplicate/<str:title>/", views.adb_duplicate),
+    path("adb/count/", views.adb_count),
+    path("adb/stream/<str:title>/", views.adb_stream),
+    path("adb/pool/", views.adb_pool),
 ]

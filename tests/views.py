@@ -161,3 +161,78 @@ def commit_midway(request: HttpRequest, outcome: str) -> HttpResponse:
 def commit_when_asked(request: HttpRequest, response: HttpResponse) -> bool:
     """REQUEST_COMMIT_HOOK for the tests: commit only when the client asks."""
     return request.headers.get("X-Commit") == "yes"
+
+
+# -- views of request.adb_session (tests/asyncio/test_middleware.py) ------------------------
+
+#: Set by the slow async view once its row is written, awaited by the cancellation tests.
+adb_wrote = threading.Event()
+
+
+async def adb_write(request: HttpRequest, title: str, status: int = 200) -> HttpResponse:
+    await request.adb_session.execute(  # type: ignore[attr-defined]
+        text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"), {"title": title}
+    )
+    return HttpResponse("written with adb_session", status=status)
+
+
+async def adb_write_then_raise(request: HttpRequest, title: str) -> HttpResponse:
+    await adb_write(request, title)
+    raise ValueError("the async view fails after writing")
+
+
+async def adb_write_then_wait(request: HttpRequest, title: str) -> HttpResponse:
+    """Write, then wait long: the client is meant to go away meanwhile."""
+    import asyncio
+
+    await adb_write(request, title)
+    adb_wrote.set()
+    await asyncio.sleep(30)
+    return HttpResponse("the client waited")
+
+
+async def adb_duplicate(request: HttpRequest, title: str) -> HttpResponse:
+    """Two writes of one title: the unique violation surfaces at the commit's flush."""
+    from tests.helpers import NoteRow
+
+    session = request.adb_session  # type: ignore[attr-defined]
+    session.add(NoteRow(title=title, body=""))
+    await session.flush()
+    session.add(NoteRow(title=title, body=""))  # flushed by the middleware's commit
+    return HttpResponse("the commit will fail")
+
+
+async def adb_count(request: HttpRequest) -> JsonResponse:
+    from mingus_sessions import current_async_session
+
+    session = current_async_session()
+    assert session is request.adb_session.async_session  # type: ignore[attr-defined]
+    found = await session.execute(text("SELECT count(*) FROM testapp_note"))
+    return JsonResponse({"count": found.scalar_one()})
+
+
+async def adb_stream(request: HttpRequest, title: str) -> StreamingHttpResponse:
+    session = request.adb_session  # type: ignore[attr-defined]
+    await adb_write(request, title)
+
+    async def rows() -> AsyncIterator[bytes]:
+        found = await session.execute(text("SELECT title FROM testapp_note ORDER BY title"))
+        for each in found.scalars():
+            yield each.encode() + b"\n"
+
+    return StreamingHttpResponse(rows())
+
+
+async def adb_pool(request: HttpRequest) -> JsonResponse:
+    """This server loop's async pool of "main": what is checked out right now."""
+    from mingus_sessions import get_async_engine
+    from mingus_sessions._core.state import state
+
+    pool = get_async_engine().sync_engine.pool
+    return JsonResponse(
+        {
+            "checked_out": pool.checkedout(),  # type: ignore[attr-defined]
+            "idle": pool.checkedin(),  # type: ignore[attr-defined]
+            "sessions": state.sessions.snapshot(),
+        }
+    )
