@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
 from django.db import connections
 from sqlalchemy.orm import Session
 
 from . import conf
+from ._core.frames import Frame, active_scope, enter, leave
 from ._core.state import state
 from .engines import dispose_engines, set_connect_guard
 from .sessions import session_scope
@@ -24,6 +26,7 @@ __all__ = [
     "make_sa_session",
     "pytest_unconfigure",
     "reset_mingus_sessions",
+    "sa_asession",
     "sa_session",
 ]
 
@@ -97,6 +100,32 @@ def sa_session(make_sa_session: Callable[..., Session]) -> Session:
     this session, so it joins the test's transaction too.
     """
     return make_sa_session()
+
+
+@pytest.fixture
+def sa_asession(make_sa_session: Callable[..., Session]) -> Iterator[Any]:
+    """``sa_session`` as an ``AsyncSession``: the same joined session, awaited.
+
+    Its statements run on Django's connection inside the test's transaction,
+    through SQLAlchemy's asyncio bridge, so an async test sees the rows the
+    ORM wrote and everything rolls back with the test. Code under test that
+    opens ``asession_scope()`` on the default pool (an async view served by
+    ``AsyncClient`` included) gets a SAVEPOINT on this session. Needs the
+    ``async`` extra (greenlet) and an async test (pytest-asyncio, say).
+    """
+    from ._core.guarded_session import joined_async_session
+
+    sync_session = make_sa_session()
+    session = joined_async_session(sync_session)
+    frame = Frame(conf.pool_config(None).name, active_scope.get())
+    frame._session = sync_session
+    frame.is_async = True
+    frame.async_session = session
+    token = enter(frame)
+    try:
+        yield session
+    finally:
+        leave(token)
 
 
 @pytest.fixture

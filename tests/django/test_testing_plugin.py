@@ -183,8 +183,15 @@ def users_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # A project with pytest-asyncio sets its loop scope, as this suite's pyproject does
+    # (when plugins are not autoloaded, pytest-asyncio is not there to read it).
+    loop_scope = (
+        ()
+        if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+        else ("-o", "asyncio_default_fixture_loop_scope=function")
+    )
     return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-W", "error", *args, timeout=180
+        "-p", "no:cacheprovider", "-W", "error", *loop_scope, *args, timeout=180
     )
 
 
