@@ -17,6 +17,7 @@ from sqlalchemy.pool import QueuePool
 from .entry import PoolEntry
 from .histogram import Percentiles
 from .recorder import PoolRecorder
+from .state import state
 
 __all__ = ["PoolMetrics", "snapshot"]
 
@@ -70,12 +71,19 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
     pool = entry.engine.pool
     probe = entry.probe
     recorder = probe if isinstance(probe, PoolRecorder) else None
+    # The pool's async engines (one per event loop using it) share its
+    # recorder: their connections count with the sync engine's.
+    pools = [pool, *(found.engine.sync_engine.pool for found in state.async_entries_of(entry))]
+    queues = [each for each in pools if isinstance(each, QueuePool)]
     if isinstance(pool, QueuePool):
         # After a dispose, the pool is a new one: connections still out of the
         # old one are the recorder's only, and still held.
-        checked_out = max(pool.checkedout(), recorder.in_use if recorder is not None else 0)
-        checked_in = pool.checkedin()
-        overflow = max(pool.overflow(), 0)
+        checked_out = max(
+            sum(each.checkedout() for each in queues),
+            recorder.in_use if recorder is not None else 0,
+        )
+        checked_in = sum(each.checkedin() for each in queues)
+        overflow = sum(max(each.overflow(), 0) for each in queues)
         total = checked_in + checked_out
     elif recorder is not None:
         checked_out = max(recorder.in_use, 0)
@@ -86,7 +94,7 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
         checked_out = checked_in = overflow = total = 0
     # Only a queue pool has a limit: a NullPool opens a connection per checkout
     # (the limit is PgBouncer's), a StaticPool shares one. 0 says "no limit".
-    capacity = config.capacity if isinstance(pool, QueuePool) else 0
+    capacity = config.capacity * len(queues) if isinstance(pool, QueuePool) else 0
     empty = Percentiles()
     return PoolMetrics(
         name=entry.name,

@@ -193,6 +193,15 @@ class ProcessState:
 
     # -- engines ----------------------------------------------------------------------------
 
+    def async_entries_of(self, entry: PoolEntry) -> list[AsyncPoolEntry]:
+        """The async engines of ``entry``'s pool alive now, one per event loop using it."""
+        with self.lock:
+            return [
+                found
+                for entries in list(self.async_pools.values())
+                if (found := entries.get(entry.name)) is not None and found.base is entry
+            ]
+
     def dispose_engines(self, close: bool = True) -> None:
         """Dispose of every engine and forget it; the next use builds a new one."""
         with self.lock:
