@@ -10,6 +10,8 @@ CKSUM := $(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(CKSUM)
 DEMO_STAMP := $(VENV)/.installed-demo-$(CKSUM)
 DEMO_HOST ?= 127.0.0.1:8000
+# runserver (WSGI, the default) or uvicorn (ASGI): make demo DEMO_SERVER=uvicorn.
+DEMO_SERVER ?= runserver
 
 .PHONY: demo test lint format typecheck test-core test-sqlite test-postgresql test-mysql test-py312 \
 	test-py313 test-faults test-fleet test-topology test-load bench clean FORCE
@@ -35,10 +37,11 @@ FORCE:
 
 ## make demo: the demo project on SQLite (or DATABASE_URL) at http://$(DEMO_HOST)/
 ## (make demo DEMO_HOST=0.0.0.0:8080 listens on every interface), with a Celery worker on
-## a server-less broker (or CELERY_BROKER_URL); Ctrl-C stops both. Installs the demo
-## extra only, not the test toolchain.
+## a server-less broker (or CELERY_BROKER_URL); Ctrl-C stops both. make demo
+## DEMO_SERVER=uvicorn serves it under uvicorn (ASGI) instead of runserver. Installs the
+## demo extra only, not the test toolchain.
 demo: $(DEMO_STAMP)
-	PY=$(PY) DEMO_HOST=$(DEMO_HOST) bash scripts/demo.sh
+	PY=$(PY) DEMO_HOST=$(DEMO_HOST) DEMO_SERVER=$(DEMO_SERVER) bash scripts/demo.sh
 
 ## make test: the whole suite on SQLite, and on PostgreSQL / MariaDB where reachable
 ## (with CI set, PostgreSQL is required), then the coverage gate.

@@ -3,6 +3,7 @@
 - ``DEMO_HOST`` (``host:port``, ``port``, ``[ipv6]:port``; default ``127.0.0.1:8000``)
   names an address this machine can listen on, and no one listens there yet (the
   same bind, with ``SO_REUSEADDR``, as the development server's);
+- ``DEMO_SERVER`` is ``runserver`` (the default) or ``uvicorn``, and that server is installed;
 - the settings load (a malformed ``DATABASE_URL`` is refused by them);
 - the database answers (within a few seconds).
 
@@ -13,6 +14,7 @@ exit status 1. Otherwise the URL to open in a browser is the one line on stdout.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import re
 import socket
@@ -24,6 +26,8 @@ _RUNSERVER_HOST = "127.0.0.1"
 _ALL_INTERFACES = {"0.0.0.0", "::", "0"}
 #: ``port``, ``host:port`` or ``[ipv6]:port``.
 _DEMO_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]:|(?P<host>[^:\[\]]+):)?(?P<port>\d+)")
+#: What ``DEMO_SERVER`` may name: the development server (WSGI) or uvicorn (ASGI).
+SERVERS = ("runserver", "uvicorn")
 #: Seconds the database may take to answer the first connection.
 CONNECT_TIMEOUT = 5
 
@@ -82,6 +86,20 @@ def check_port(host: str, port: int) -> None:
             ) from exc
 
 
+def check_server(name: str) -> None:
+    """``DEMO_SERVER`` names a server the demo knows, and this environment has it."""
+    if name not in SERVERS:
+        raise PreflightError(
+            f"DEMO_SERVER={name!r} is not one of {', '.join(SERVERS)}; "
+            "use e.g. make demo DEMO_SERVER=uvicorn"
+        )
+    if name != "runserver" and importlib.util.find_spec(name) is None:
+        raise PreflightError(
+            f"DEMO_SERVER={name} but {name} is not installed in this environment; "
+            f"run make clean, then make demo DEMO_SERVER={name}"
+        )
+
+
 def _database_shown() -> str:
     """Which database the demo uses, for the message (never a password)."""
     url = os.environ.get("DATABASE_URL")
@@ -130,6 +148,7 @@ def main() -> int:
     try:
         host, port = parse_demo_host(os.environ.get("DEMO_HOST") or DEFAULT_HOST)
         check_port(host, port)
+        check_server(os.environ.get("DEMO_SERVER") or "runserver")
         check_database()
     except PreflightError as exc:
         print(f"make demo: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@
 # start a Celery worker in the background, and serve the site until Ctrl-C;
 # the worker is stopped when the server exits.
 #
-#   scripts/demo.sh          all of the above (PY: the Python to use, DEMO_HOST: host:port)
+#   scripts/demo.sh          all of the above (PY: the Python to use, DEMO_HOST: host:port,
+#                            DEMO_SERVER: runserver, the default, or uvicorn for ASGI)
 #   scripts/demo.sh worker   only the worker, in the foreground (what the demo starts)
 #
 # DATABASE_URL picks the database and CELERY_BROKER_URL the broker (default: an
@@ -13,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 DEMO_HOST="${DEMO_HOST:-127.0.0.1:8000}"
+# project.preflight refuses anything else in one line, before anything starts.
+DEMO_SERVER="${DEMO_SERVER:-runserver}"
+export DEMO_SERVER
 VAR_DIR="${DEMO_VAR_DIR:-var}"
 
 worker() {
@@ -26,8 +30,9 @@ if [ "${1:-}" = "worker" ]; then
     worker "$@"
 fi
 
-# Before anything starts: DEMO_HOST's port is free, the settings load, the
-# database answers; each problem is one line (project/preflight.py) and exit 1.
+# Before anything starts: DEMO_HOST's port is free, DEMO_SERVER is installed, the
+# settings load, the database answers; each problem is one line
+# (project/preflight.py) and exit 1.
 if [ ! -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
     echo "make demo: $PY does not run; run make clean, then make demo again" >&2
     exit 1
@@ -86,10 +91,20 @@ if grep -q " ready\.$" "$LOG" 2>/dev/null; then
 else
     echo "Celery worker started (pid $WORKER_PID) on $BROKER, not ready yet; log: $LOG"
 fi
-if [ "$URL" = "http://$DEMO_HOST/" ]; then
-    echo "Serving the demo at $URL (Ctrl-C stops the server and the worker)."
+if [ "$DEMO_SERVER" = "uvicorn" ]; then
+    SERVED=" under uvicorn (ASGI)"
 else
-    echo "Serving the demo at $URL (listening on $DEMO_HOST; Ctrl-C stops the server and the worker)."
+    SERVED=""
+fi
+if [ "$URL" = "http://$DEMO_HOST/" ]; then
+    echo "Serving the demo$SERVED at $URL (Ctrl-C stops the server and the worker)."
+else
+    echo "Serving the demo$SERVED at $URL (listening on $DEMO_HOST; Ctrl-C stops the server and the worker)."
 fi
 
-"$PY" manage.py runserver "$DEMO_HOST"
+if [ "$DEMO_SERVER" = "uvicorn" ]; then
+    # The same site as an ASGI application: async views get request.adb_session.
+    "$PY" -m project.asgi_server
+else
+    "$PY" manage.py runserver "$DEMO_HOST"
+fi

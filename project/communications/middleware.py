@@ -11,16 +11,20 @@ that middleware sees the 503 and rolls the request's session back.
 
 Data errors (an ``IntegrityError``, a ``ProgrammingError``) are bugs, not
 outages: they stay 500s.
+
+It is sync and async capable (``MiddlewareMixin``): a sync-only middleware would
+make Django run every middleware above it in sync mode under ASGI, and
+``SessionMiddleware`` would then give async views no ``request.adb_session``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.utils.deprecation import MiddlewareMixin
 
 from mingus_sessions.errors import DatabaseConnectionError
 
@@ -32,13 +36,7 @@ RETRY_AFTER = 10
 OUTAGES = (OperationalError, InterfaceError, DatabaseConnectionError)
 
 
-class DatabaseOutageMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
+class DatabaseOutageMiddleware(MiddlewareMixin):
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OUTAGES):
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import live, views
 
 app_name = "communications"
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("preferences/", views.preferences_index, name="preferences_index"),
     path("preferences/<str:username>/", views.preferences, name="preferences"),
     path("analytics/", views.analytics, name="analytics"),
+    path("live/", live.live_analytics, name="live_analytics"),
+    path("live/feed/", live.live_analytics_feed, name="live_analytics_feed"),
 ]

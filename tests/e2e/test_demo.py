@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -381,6 +382,133 @@ def test_analytics_page_counts_match_the_orm(demo_env: dict[str, str]) -> None:
     assert earlier == [6] * 6
 
 
+# Runs in the demo's shell: the live analytics feed and page, under ASGI (AsyncClient: the
+# middleware in async mode, the views on request.adb_session) and under WSGI (Client: the
+# views open their own asession_scope()), counted again with the ORM; then one more
+# communication recorded through the front page's form, and the feed read again.
+_LIVE_SCRIPT = r"""
+import asyncio, json, re
+from datetime import date, timezone
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.test import AsyncClient, Client
+from project.communications.models import CommunicationMetrics as M
+
+settings.ALLOWED_HOSTS.append("testserver")  # AsyncClient's Host header
+
+def orm(days):
+    per_day = {}
+    rows = (M.objects.annotate(day=TruncDate("sent_at", tzinfo=timezone.utc))
+            .filter(day__in=[date.fromisoformat(d) for d in days])
+            .values_list("day", "status").annotate(n=Count("id")))
+    for day, status, n in rows:
+        per_day.setdefault(day.isoformat(), {})[status] = n
+    return {
+        "total": M.objects.count(),
+        "by_status": dict(M.objects.values_list("status").annotate(n=Count("id"))),
+        "by_channel": dict(M.objects.values_list("channel").annotate(n=Count("id"))),
+        "days": {d: per_day.get(d, {}) for d in days},
+    }
+
+async def read_async():
+    client = AsyncClient()
+    feed, page = await client.get("/live/feed/"), await client.get("/live/")
+    return feed, page
+
+def read():
+    feed, page = asyncio.run(read_async())
+    sync_client = Client(SERVER_NAME="127.0.0.1")
+    sync_feed, sync_page = sync_client.get("/live/feed/"), sync_client.get("/live/")
+    data = feed.json()
+    html = page.content.decode()
+    return {
+        "statuses": [feed.status_code, page.status_code, sync_feed.status_code,
+                     sync_page.status_code],
+        "feed": data,
+        "sessions": [data["session"], sync_feed.json()["session"]],
+        "same": {k: v for k, v in data.items() if k not in ("session", "generated_at")}
+        == {k: v for k, v in sync_feed.json().items() if k not in ("session", "generated_at")},
+        "page_total": re.search(r'id="live-total">(\d+)<', html).group(1),
+        "page_session": re.search(r'id="served-by">([^<]+)<', html).group(1),
+        "sync_page_session": re.search(r'id="served-by">([^<]+)<',
+                                       sync_page.content.decode()).group(1),
+        "orm": orm([d["day"] for d in data["days"]]),
+    }
+
+before = read()
+user = User.objects.get(username="grace")
+posted = Client(SERVER_NAME="127.0.0.1").post(
+    "/", {"user": user.pk, "channel": "push", "message_type": "weekly_checkin", "status": "failed"})
+after = read()
+print(json.dumps({"before": before, "after": after, "posted": posted.status_code}))
+"""
+
+
+def _live_counts(feed: dict[str, Any]) -> dict[str, Any]:
+    """The feed's figures as the ORM side counts them: zeros left out, days as dicts."""
+    return {
+        "total": feed["total"],
+        "by_status": {k: v for k, v in feed["by_status"].items() if v},
+        "by_channel": {k: v for k, v in feed["by_channel"].items() if v},
+        "days": {d["day"]: {k: v for k, v in d["by_status"].items() if v} for d in feed["days"]},
+    }
+
+
+@pytest.fixture
+def postgresql_demo_env(demo_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The demo on a PostgreSQL database of this test's own, migrated, with the demo data."""
+    psycopg = pytest.importorskip("psycopg")
+    host, port = _postgresql_or_skip()
+    user = os.environ.get("PGUSER", "postgres")
+    name = f"{os.environ.get('MINGUS_TEST_DB_PREFIX', '')}demo_live_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(
+        host=host, port=port, user=user, dbname="postgres", autocommit=True
+    ) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            env = {**demo_env, "DATABASE_URL": f"postgresql://{user}@{host}:{port}/{name}"}
+            _ok(_manage(env, "migrate", "--no-input", "-v", "0"))
+            _ok(_manage(env, "load_demo_data"))
+            yield env
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_live_analytics_counts_match_the_orm_and_move(
+    request: pytest.FixtureRequest, database: str
+) -> None:
+    fixture = "demo_env" if database == "sqlite" else "postgresql_demo_env"
+    found = _shell_json(request.getfixturevalue(fixture), _LIVE_SCRIPT)
+    assert isinstance(found, dict)
+    before, after = found["before"], found["after"]
+    assert found["posted"] == 302
+    for read in (before, after):
+        assert read["statuses"] == [200, 200, 200, 200]
+        # Under ASGI the request's async session; under WSGI the view's own scope.
+        assert read["sessions"] == ["request.adb_session", "asession_scope()"]
+        assert [read["page_session"], read["sync_page_session"]] == read["sessions"]
+        assert read["same"] is True
+        assert _live_counts(read["feed"]) == read["orm"]
+        assert int(read["page_total"]) == read["feed"]["total"] == read["orm"]["total"]
+        assert len(read["feed"]["days"]) == 7
+        assert [d["total"] for d in read["feed"]["days"]] == [
+            sum(d["by_status"].values()) for d in read["feed"]["days"]
+        ]
+    # The communication recorded between the two reads, and nothing else.
+    b, a = before["feed"], after["feed"]
+    assert a["total"] == b["total"] + 1
+    assert a["by_status"] == {**b["by_status"], "failed": b["by_status"]["failed"] + 1}
+    assert a["by_channel"] == {**b["by_channel"], "push": b["by_channel"]["push"] + 1}
+    assert a["last_hour"] == b["last_hour"] + 1
+    today = a["days"][-1]
+    earlier = {d["day"]: d["by_status"] for d in b["days"]}.get(today["day"])
+    if earlier is not None:  # not across a UTC midnight between the two reads
+        assert today["by_status"] == {**earlier, "failed": earlier["failed"] + 1}
+
+
 # --- Celery ---------------------------------------------------------------------------
 
 
@@ -698,6 +826,16 @@ def test_busy_port_is_one_line_before_anything_starts(
     assert not (tmp_path / "celery-worker.log").exists()
 
 
+def test_an_unknown_demo_server_is_one_line(demo_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**demo_env, "DEMO_VAR_DIR": str(tmp_path), "DEMO_SERVER": "gunicorn"}
+    line = _one_line_refusal(_demo_script(env))
+    assert line == (
+        "make demo: DEMO_SERVER='gunicorn' is not one of runserver, uvicorn; "
+        "use e.g. make demo DEMO_SERVER=uvicorn"
+    )
+    assert not (tmp_path / "celery-worker.log").exists()
+
+
 @pytest.mark.parametrize(
     ("database_url", "expected"),
     [
@@ -838,6 +976,81 @@ def test_make_demo_serves_where_demo_host_says(demo_env: dict[str, str], tmp_pat
     assert demo.returncode == 130, output
 
 
+def _post(url: str, data: dict[str, str], timeout: float = 10) -> tuple[int, str]:
+    body = urllib.parse.urlencode(data).encode()
+    try:
+        with urllib.request.urlopen(url, data=body, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _feed(base: str) -> dict[str, Any]:
+    status, body = _get(base + "/live/feed/")
+    assert status == 200, body
+    feed = json.loads(body)
+    assert isinstance(feed, dict)
+    return feed
+
+
+@pytest.mark.parametrize(
+    ("server", "session", "serving"),
+    [
+        ("runserver", "asession_scope()", "Serving the demo at"),
+        ("uvicorn", "request.adb_session", "Serving the demo under uvicorn (ASGI) at"),
+    ],
+    ids=["runserver", "uvicorn"],
+)
+def test_make_demo_serves_the_live_analytics(
+    demo_env: dict[str, str], tmp_path: Path, server: str, session: str, serving: str
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **demo_env,
+        "DEMO_VAR_DIR": str(tmp_path),
+        "DEMO_HOST": f"127.0.0.1:{port}",
+        "DEMO_SERVER": server,
+    }
+    out = tmp_path / "make-demo.out"
+    with _make_demo(env, out) as demo:
+        printed = _wait_for_text(out, "Serving the demo", 120, demo)
+        assert f"{serving} {base}/ (Ctrl-C stops the server and the worker)." in printed
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                before = _feed(base)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, out.read_text()
+                assert demo.poll() is None, out.read_text()
+                time.sleep(0.3)
+        # One communication through the demo's own API (an email, sent, now).
+        status, body = _post(base + "/load/sa/communications", {"key": uuid.uuid4().hex})
+        assert status == 201, body
+        after = _feed(base)
+        status, page = _get(base + "/live/")
+        # The admin's stylesheet: served under uvicorn too (DEBUG), as runserver does.
+        static, _ = _get(base + "/static/admin/css/base.css")
+    assert before["session"] == after["session"] == session
+    assert after["total"] == before["total"] + 1
+    assert after["by_channel"] == {
+        **before["by_channel"],
+        "email": before["by_channel"]["email"] + 1,
+    }
+    assert after["by_status"] == {**before["by_status"], "sent": before["by_status"]["sent"] + 1}
+    assert after["last_hour"] == before["last_hour"] + 1
+    assert status == 200
+    assert f'id="live-total">{after["total"]}<' in page
+    assert f'id="served-by">{session}<' in page
+    assert static == 200
+    output = out.read_text()
+    assert "Traceback" not in output
+    assert "Stopping the Celery worker" in output
+    assert "did not stop" not in output
+    assert demo.returncode == 130, output
+
+
 _LINKS_SCRIPT = """
 import json, re
 from django.contrib.auth.models import User
@@ -970,7 +1183,15 @@ def outage(tmp_path: Path) -> Iterator[tuple[_Outage, str]]:
 
 
 #: The demo's pages, and the health check, that must answer 503 while the database is away.
-_OUTAGE_PAGES = ["/", "/preferences/", "/preferences/ada/", "/analytics/", "/health/database"]
+_OUTAGE_PAGES = [
+    "/",
+    "/preferences/",
+    "/preferences/ada/",
+    "/analytics/",
+    "/live/",
+    "/live/feed/",
+    "/health/database",
+]
 
 
 def test_pages_answer_503_during_a_database_outage(
