@@ -138,3 +138,6 @@ def invalidate() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in _WATCHED:
         invalidate()
+    elif setting == "MIDDLEWARE":
+        # The middleware reads its settings again, and looks at the new stack.
+        state.request_pool = None

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 
@@ -156,6 +157,30 @@ def _read_settings() -> None:
         state.request_monitoring = False
 
 
+def _warn_sync_under_asgi() -> None:
+    """Say once per settings why an ASGI request reached the middleware in sync mode.
+
+    Django runs a middleware in sync mode when the one after it (closer to the
+    view) is sync-only: async views then get no ``request.adb_session``, and
+    each request hops between a thread and the loop.
+    """
+    from django.conf import settings
+
+    names = [str(path) for path in settings.MIDDLEWARE]
+    ours = next((i for i, path in enumerate(names) if path.endswith(".SessionMiddleware")), -1)
+    sync_only = [
+        path
+        for path in names[ours + 1 :]
+        if not getattr(import_string(path), "async_capable", False)
+    ]
+    logger.warning(
+        "SessionMiddleware runs in sync mode under ASGI%s: async views get no "
+        "request.adb_session (asession_scope() works in any mode). Make the middleware "
+        "after it async capable, or list SessionMiddleware after it.",
+        f" because {', '.join(sync_only)} after it is sync-only" if sync_only else "",
+    )
+
+
 class SessionMiddleware:
     """Give every request a lazily opened session of the default pool."""
 
@@ -175,6 +200,8 @@ class SessionMiddleware:
         # Python call costs as much as the rest of what the middleware does.
         if state.request_pool is None:  # the first request, or the settings changed
             _read_settings()
+            if isinstance(request, ASGIRequest):
+                _warn_sync_under_asgi()
         if state.sampler is None and state.request_monitoring:
             # A server process starts its sampler with its first request: after
             # any fork (gunicorn --preload), and never in management commands.

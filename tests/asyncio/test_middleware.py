@@ -3,6 +3,9 @@ the response, rolled back on an exception or a 4xx, a failed commit answered 500
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 from django.test import AsyncClient
 
@@ -73,3 +76,16 @@ async def test_a_streaming_response_commits_when_its_stream_ends() -> None:
     assert body == b"streamed\n"
     assert await atitles() == ["streamed"]
     assert achecked_out() == 0
+
+
+async def test_a_sync_only_middleware_after_ours_is_named_once(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Django then runs SessionMiddleware in sync mode: the log says why adb_session is missing."""
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.asyncio.sync_only.sync_only_middleware"]
+    with caplog.at_level(logging.WARNING, logger="mingus_sessions"):
+        assert (await AsyncClient().get("/async/no-database/")).status_code == 200
+        assert (await AsyncClient().get("/async/no-database/")).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if "sync mode under ASGI" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "tests.asyncio.sync_only.sync_only_middleware after it is sync-only" in warnings[0]
