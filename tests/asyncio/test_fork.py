@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from mingus_sessions import asession_scope, get_async_engine
+from mingus_sessions import asession_scope
 from mingus_sessions._core.state import state
 from tests.helpers import run_in_a_forked_child
 
@@ -36,14 +36,13 @@ def parent_loop() -> Iterator[asyncio.AbstractEventLoop]:
     try:
         yield loop
     finally:
-        asyncio.run_coroutine_threadsafe(get_async_engine_disposed(), loop).result(10)
+        # As asyncio.run() ends a loop: its async generators closed (which
+        # closes the loop's engines), then the loop.
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
-
-
-async def get_async_engine_disposed() -> None:
-    await get_async_engine().dispose()
+    assert not any(loop is each for each in list(state.async_pools))
 
 
 def _in(loop: asyncio.AbstractEventLoop, coroutine: Any) -> Any:
