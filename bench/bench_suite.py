@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools|liveness]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools|liveness|async]
                                 [--pool-rounds N]
 
 Each comparison pits our code (A) against an anchor (B) on the same
@@ -43,6 +43,20 @@ next to the median µs per operation of each side:
 7. the Python function calls per ``session_scope()`` (``sys.setprofile``): a
    count, not a timing, so a regression shows without noise.
 
+Then async sessions (``bench/async_rows.py``; ``--only async`` prints them
+alone), each row in one event loop, on the async engine of pool "main"
+(``postgresql+psycopg_async``):
+
+8. ``asession_scope()`` ``SELECT 1`` against a hand-written ``AsyncSession`` +
+   ``begin()`` on the same async engine: at most 1.05;
+9. an async view using ``request.adb_session`` for one ``SELECT 1``, served by
+   Django's ASGI handler through the middleware, against the same view with a
+   hand-written async session and no ``SessionMiddleware``: at most 1.05; and an
+   async view that never touches the database, with against without the
+   middleware: at most 50 µs more per request, with zero checkouts;
+10. the async scope against a sync ``session_scope()`` awaited through
+    ``sync_to_async``: reported.
+
 Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
 them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
 ``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
@@ -71,7 +85,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import liveness_rows, pool_rows
+from bench import async_rows, liveness_rows, pool_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
@@ -472,6 +486,14 @@ def run(args: argparse.Namespace) -> None:
         )
         report(rows, out)
         print(file=out)
+    if args.only in ("all", "async"):
+        print(
+            f"Async sessions: {args.rounds} rounds per comparison, each row in one event loop",
+            file=out,
+            flush=True,
+        )
+        report(async_rows.rows(args.rounds, args.verbose), out)
+        print(file=out)
     if args.only in ("all", "pools"):
         pool_rows.run(args, out)
         print(file=out)
@@ -487,10 +509,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
     parser.add_argument(
         "--only",
-        choices=("all", "anchors", "pools", "liveness"),
+        choices=("all", "anchors", "pools", "liveness", "async"),
         default="all",
         help="anchors: the table of same-run ratios; pools: the pools under contention; "
-        "liveness: only the anchors' rows of liveness at checkout",
+        "liveness: only the anchors' rows of liveness at checkout; async: async sessions",
     )
     parser.add_argument(
         "--pool-rounds",

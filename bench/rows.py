@@ -33,6 +33,14 @@ class Row:
     target: str
     met: bool | None  # None: reported, no target
     notes: list[str] = field(default_factory=list)
+    #: The per-round µs of each side, in the order timed (empty for a single figure).
+    a_rounds: list[float] = field(default_factory=list)
+    b_rounds: list[float] = field(default_factory=list)
+
+    @property
+    def difference_us(self) -> float:
+        """The median over rounds of A - B in µs per operation: what A adds, paired by round."""
+        return statistics.median(a - b for a, b in zip(self.a_rounds, self.b_rounds, strict=True))
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -93,6 +101,8 @@ def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Ro
         iqr=quartiles(ratios),
         target="",
         met=None,
+        a_rounds=a_us,
+        b_rounds=b_us,
     )
 
 

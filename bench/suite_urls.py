@@ -1,4 +1,9 @@
-"""The views ``bench.bench_suite`` requests: the same ``SELECT 1`` done five ways, and none."""
+"""The views ``bench.bench_suite`` requests: the same ``SELECT 1`` done five ways, and none.
+
+The async views (``bench/async_rows.py``, served through Django's ASGI
+handler) do it twice: through ``request.adb_session`` and a hand-written
+``AsyncSession``; and one of them never touches the database.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from mingus_sessions import current_session, get_engine
+from mingus_sessions import current_session, get_async_engine, get_engine
 
 SELECT_1 = text("SELECT 1")
 
@@ -73,6 +79,23 @@ def no_database(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+async def async_scoped(request: HttpRequest) -> HttpResponse:
+    """The request's async session, opened by SessionMiddleware on first use."""
+    result = await request.adb_session.execute(SELECT_1)  # type: ignore[attr-defined]
+    return HttpResponse(str(result.scalar_one()))
+
+
+async def async_hand_written(request: HttpRequest) -> HttpResponse:
+    """An async session written out by hand on the same async engine."""
+    async with AsyncSession(get_async_engine()) as session, session.begin():
+        value = (await session.execute(SELECT_1)).scalar_one()
+    return HttpResponse(str(value))
+
+
+async def async_no_database(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
 urlpatterns = [
     path("scoped", request_scoped),
     path("hand-written", hand_written),
@@ -80,4 +103,7 @@ urlpatterns = [
     path("django-persistent", django_db("persistent")),
     path("raw-transaction", raw_transaction),
     path("no-database", no_database),
+    path("async/scoped", async_scoped),
+    path("async/hand-written", async_hand_written),
+    path("async/no-database", async_no_database),
 ]
