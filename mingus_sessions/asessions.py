@@ -17,6 +17,7 @@ its ``CancelledError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
@@ -33,6 +34,7 @@ from ._core import callbacks
 from ._core.errors import SessionError
 from ._core.failures import translated
 from ._core.frames import Frame, active_scope, enter, find, leave
+from ._core.guarded_session import GuardedAsyncSession
 from ._core.leaks import note_opening
 from ._core.savepoints import begin_savepoint
 from ._core.scopes import end_scope
@@ -65,7 +67,7 @@ def current_async_session(pool: str | None = None) -> AsyncSession:
     """The session of the innermost active async scope (of ``pool``, if given) in this task."""
     frame = active_scope.get()
     while frame is not None:
-        if frame.is_async and (pool is None or frame.pool == pool):
+        if frame.is_async and (pool is None or frame.pool == pool) and not frame.finished:
             return frame.async_session  # type: ignore[no-any-return]
         frame = frame.parent
     where = f' of pool "{pool}"' if pool else ""
@@ -119,38 +121,56 @@ def _start_ending(frame: Frame, commit: bool, exc: BaseException | None) -> asyn
 
     The task runs in a copy of the caller's context, where the scope is made
     no longer the active one first: its on_commit callbacks, which
-    ``end_scope`` runs after the commit, then open scopes of their own.
+    ``end_scope`` runs after the commit, then open scopes of their own. It
+    first waits for any other task still inside a method of the session, and
+    holds the session while it ends it: a commit never runs under another
+    task's statement.
     """
 
     async def ending() -> None:
         active_scope.set(frame.parent)
-        await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
+        # (A lazy scope that never opened has no session to hold: do not open one.)
+        session = frame.async_session if frame.opened else None
+        if not isinstance(session, GuardedAsyncSession):
+            await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
+            return
+        await session.claim()
+        try:
+            await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
+        finally:
+            session._release()
 
     return asyncio.ensure_future(ending())
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    """How a scope whose caller was cancelled failed to end: nobody else will see it."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning(
-            "An async scope of a cancelled task failed to end", exc_info=task.exception()
-        )
 
 
 async def end_async_scope(
     frame: Frame, *, commit: bool, exc: BaseException | None, token: Token[Frame | None] | None
 ) -> None:
-    """End an async scope's frame (see :func:`_start_ending`), then leave the context."""
+    """End an async scope's frame (see :func:`_start_ending`), then leave the context.
+
+    A caller cancelled while its scope ends still waits for the end, then gets
+    its ``CancelledError``: an outer scope's end (or the middleware's) must
+    not touch the session while this one is still ending it.
+    """
     ending = _start_ending(frame, commit, exc)
     try:
         await asyncio.shield(ending)
     except asyncio.CancelledError:
-        if not ending.done():
-            ending.add_done_callback(_log_failure)
+        while not ending.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(ending)
+        if not ending.cancelled() and ending.exception() is not None:
+            # Its caller is gone: nobody else will see how the end failed.
+            logger.warning(
+                "An async scope of a cancelled task failed to end", exc_info=ending.exception()
+            )
         raise
     finally:
         if token is not None:
-            leave(token)
+            # An async generator abandoned inside a scope is finalized by the
+            # loop in another context: there is nothing of ours to leave there.
+            with contextlib.suppress(ValueError):
+                leave(token)
 
 
 class _AsyncScope:
@@ -239,6 +259,8 @@ class AsyncRequestSession(Frame):
 
     is_async = True
     _async: AsyncSession | None = None
+    #: Whether this scope holds its breaker's half-open trial (settled by :meth:`end`).
+    trial = False
 
     def __init__(self, parent: Frame | None) -> None:
         self.parent = parent
@@ -261,8 +283,8 @@ class AsyncRequestSession(Frame):
         breaker = breaker_for(name)
         if breaker is not None:
             # Fails fast while the breaker is open. A half-open trial is proved
-            # by this scope's first statement, and reported as it ends.
-            breaker.before_call()
+            # by this scope's statements, and settled as it ends (end()).
+            self.trial = breaker.before_call()
         session = entry.sessionmaker()
         if entry.base.track_sites:
             self.opened_at = note_opening(sys._getframe(1))  # the first frame outside us
@@ -280,6 +302,32 @@ class AsyncRequestSession(Frame):
     def has_work(self) -> bool:
         """Whether ending it has anything to do: a session, or on_commit callbacks."""
         return self._async is not None or bool(self.early)
+
+    async def end(self, *, commit: bool, exc: BaseException | None = None) -> None:
+        """End the scope (:func:`end_async_scope`), then settle a breaker trial it held.
+
+        The trial succeeded if the session reached the database and the end
+        raised nothing; a connection failure was already counted by the end;
+        anything else proves nothing, and the next caller gets the trial.
+        """
+        session = self._async
+        reached = session is not None and session.sync_session.in_transaction()
+        try:
+            await end_async_scope(self, commit=commit, exc=exc, token=None)
+        except BaseException:
+            self._settle_trial(proved=False)
+            raise
+        self._settle_trial(proved=reached and exc is None)
+
+    def _settle_trial(self, *, proved: bool) -> None:
+        breaker = self.breaker
+        if not self.trial or breaker is None:
+            return
+        self.trial = False
+        if proved:
+            breaker.record_success()
+        else:
+            breaker.release_trial()
 
     async def nest_in(self, outer: Frame) -> None:
         """Open now as a SAVEPOINT of ``outer``'s session (a request served inside a test's)."""

@@ -48,7 +48,7 @@ def get_async_entry(pool: str | None = None) -> AsyncPoolEntry:
     loop = asyncio.get_running_loop()
     entries = state.async_pools.get(loop)
     if entries is not None:
-        entry = entries.get(pool) if pool is not None else None
+        entry = entries.get(pool if pool is not None else conf.get_config().default_pool)
         if (
             entry is not None
             and entry.generation == state.async_generation
@@ -66,6 +66,7 @@ def get_async_engine(pool: str | None = None) -> AsyncEngine:
 
 def _build(loop: asyncio.AbstractEventLoop, name: str) -> AsyncPoolEntry:
     base = get_entry(name)
+    state.forget_closed_loops()
     with state.lock:
         entries = state.async_pools.setdefault(loop, {})
         old = entries.get(name)
@@ -94,7 +95,7 @@ def _build(loop: asyncio.AbstractEventLoop, name: str) -> AsyncPoolEntry:
             ),
             generation=state.async_generation,
         )
-        entry.closer = _dispose_with_loop(loop, entry)
+        _keep_with_loop(loop, _dispose_with_loop(loop, entry), entry)
         entries[name] = entry
     if old is not None:
         # Built under older settings, or for a database no longer used: close
@@ -135,6 +136,28 @@ def _dispose_with_loop(loop: asyncio.AbstractEventLoop, entry: AsyncPoolEntry) -
     return generator
 
 
+#: The attribute of a loop holding its engines' closers (see _keep_with_loop).
+_CLOSERS = "_mingus_sessions_closers"
+
+
+def _keep_with_loop(loop: asyncio.AbstractEventLoop, closer: Any, entry: AsyncPoolEntry) -> None:
+    """Keep ``closer`` alive as long as ``loop``, without keeping ``loop`` alive.
+
+    The loop holds its async generators weakly, and a generator holds its
+    loop (its finalizer is the loop's): kept in the registry's entry, it
+    would keep the registry's weak key, the loop, alive for ever. Kept on the
+    loop, it is a cycle the garbage collector frees with the loop. A loop
+    that takes no attribute (a compiled one) keeps it in the entry: such
+    loops serve a whole process.
+    """
+    try:
+        closers = loop.__dict__.setdefault(_CLOSERS, [])
+    except AttributeError:
+        entry.closer = closer
+        return
+    closers.append(closer)
+
+
 def _forget(loop: asyncio.AbstractEventLoop | None, entry: AsyncPoolEntry) -> None:
     if loop is None:
         return
@@ -150,5 +173,5 @@ def _forget(loop: asyncio.AbstractEventLoop | None, entry: AsyncPoolEntry) -> No
 
 def _dispose_soon(loop: asyncio.AbstractEventLoop, engine: AsyncEngine) -> None:
     task = loop.create_task(engine.dispose())
-    state.async_disposals.add(task)
-    task.add_done_callback(state.async_disposals.discard)
+    state.async_tasks.add(task)
+    task.add_done_callback(state.async_tasks.discard)

@@ -30,10 +30,11 @@ object's ``__getattr__`` hook: whether the scope has work is its class.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from asyncio import _get_running_loop
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
@@ -42,7 +43,7 @@ from . import conf, monitor
 from ._core.errors import ConfigurationError, SessionError
 from ._core.frames import active_scope, enter, leave
 from ._core.state import state
-from .asessions import AsyncRequestSession, end_async_scope
+from .asessions import AsyncRequestSession
 from .request_session import RequestSession, new_request_session, request_pool
 from .sessions import LazyScope
 
@@ -131,7 +132,7 @@ async def _afinish(
     """:func:`_finish` for the request's async scope, before the response is returned."""
     commit, exc, hook_error = _ending(request, response, complete)
     try:
-        await end_async_scope(scope, commit=commit, exc=exc, token=None)
+        await scope.end(commit=commit, exc=exc)
     except SessionError as error:
         _raise_after_end(error, exc, hook_error)
     if hook_error is not None:
@@ -237,7 +238,9 @@ class SessionMiddleware:
         token = enter(ascope)
         try:
             outer = scope.parent  # served inside a scope: a test's sa_asession?
-            while outer is not None and not (outer.is_async and outer.pool == ascope.pool):
+            while outer is not None and not (
+                outer.is_async and outer.pool == ascope.pool and not outer.finished
+            ):
                 outer = outer.parent
             if outer is not None:
                 await ascope.nest_in(outer)
@@ -248,26 +251,30 @@ class SessionMiddleware:
             leave(token)
             try:
                 if ascope.has_work:
-                    await end_async_scope(ascope, commit=False, exc=exc, token=None)
+                    await ascope.end(commit=False, exc=exc)
             finally:
                 if scope.has_work:
                     await sync_to_async(scope.finish)(commit=False, exc=exc)
             raise
         leave(token)
         if response.streaming:
-            response = self._defer_to_close(scope, request, response)
-            if ascope.has_work:
-                return _finish_async_at_end(ascope, request, response)
-            return response
-        try:
-            if ascope.has_work:
+            # The async scope is looked at when the stream ends, not now: a
+            # stream may open it while it runs.
+            return _finish_async_at_end(
+                ascope, request, self._defer_to_close(scope, request, response)
+            )
+        if ascope.has_work:
+            try:
                 # Committed before the response is returned: a failed commit
                 # is raised here, and the client gets a 500, never a 2xx.
                 await _afinish(ascope, request, response)
-        finally:
-            if scope.has_work:
-                # Commit and close in the thread that ran the sync view, off the loop.
-                await sync_to_async(_finish)(scope, request, response)
+            except BaseException:
+                if scope.has_work:  # nor does the sync session's work commit then
+                    await sync_to_async(scope.finish)(commit=False)
+                raise
+        if scope.has_work:
+            # Commit and close in the thread that ran the sync view, off the loop.
+            await sync_to_async(_finish)(scope, request, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -342,10 +349,27 @@ def _finish_async_at_end(
 
     The content becomes an async generator (served by Django's ASGI handler
     as any async stream) whose end, or early close by a client that left,
-    commits or rolls back the scope.
+    commits or rolls back the scope, if the view or the stream opened it. A
+    stream never started (the client left before the first chunk) has no
+    end of its own: ``response.close()``, which the handler always calls, then
+    rolls the scope back.
     """
     content = response.streaming_content  # type: ignore[attr-defined]
     is_async = response.is_async  # type: ignore[attr-defined]
+    ended = False
+
+    async def end(complete: bool) -> None:
+        nonlocal ended
+        if ended:
+            return
+        ended = True
+        if scope.has_work:
+            if not complete:
+                logger.info(
+                    "Streaming response of %s ended early; rolling back its async session",
+                    request.path,
+                )
+            await _afinish(scope, request, response, complete)
 
     async def stream_then_finish() -> AsyncIterator[Any]:
         complete = False
@@ -359,15 +383,40 @@ def _finish_async_at_end(
                     yield chunk
             complete = True
         finally:
-            if not complete:
-                logger.info(
-                    "Streaming response of %s ended early; rolling back its async session",
-                    request.path,
-                )
-            await _afinish(scope, request, response, complete)
+            await end(complete)
 
     response.streaming_content = stream_then_finish()  # type: ignore[attr-defined]
+    close = response.close
+
+    def close_and_end() -> None:
+        try:
+            close()
+        finally:
+            if not ended:
+                _end_from_close(end(False))
+
+    response.close = close_and_end  # type: ignore[method-assign]
     return response
+
+
+def _end_from_close(ending: Coroutine[Any, Any, None]) -> None:
+    """Run ``ending`` on the request's loop from ``response.close()``.
+
+    Django's handler calls ``close()`` in a thread of ``sync_to_async``, from
+    which ``async_to_sync`` runs a coroutine on the loop it came from; code
+    that calls it on the loop itself gets the ending as a task of that loop.
+    """
+    loop = _get_running_loop()
+    if loop is None:
+        async_to_sync(_await)(ending)
+        return
+    task = loop.create_task(ending)
+    state.async_tasks.add(task)
+    task.add_done_callback(state.async_tasks.discard)
+
+
+async def _await(ending: Coroutine[Any, Any, None]) -> None:
+    await ending
 
 
 def _all_chunks(content: Iterator[Any]) -> list[Any]:

@@ -58,7 +58,7 @@ def current_session(pool: str | None = None) -> Session:
     """The session of the innermost active scope (of ``pool``, if given) in this context."""
     frame = active_scope.get()
     while frame is not None:
-        if (pool is None or frame.pool == pool) and not frame.is_async:
+        if (pool is None or frame.pool == pool) and not frame.is_async and not frame.finished:
             return frame.session
         frame = frame.parent
     where = f' of pool "{pool}"' if pool else ""
@@ -146,7 +146,7 @@ class LazyScope(Frame):
         # this scope is a SAVEPOINT on that session, as a nested scope is.
         name = self.pool
         outer = self.parent
-        while outer is not None and (outer.pool != name or outer.is_async):
+        while outer is not None and (outer.pool != name or outer.is_async or outer.finished):
             outer = outer.parent
         if outer is not None:
             session = _begin_nested(name, self, outer.session)

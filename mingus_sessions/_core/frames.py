@@ -79,13 +79,19 @@ class Frame:
 
 
 def find(pool: str, *, joined_only: bool = False, asynchronous: bool = False) -> Frame | None:
-    """The innermost active scope of ``pool`` of the same kind (sync or async), or None."""
+    """The innermost active scope of ``pool`` of the same kind (sync or async), or None.
+
+    A frame that has ended is skipped: an async generator abandoned inside a
+    scope is ended by the loop in another task, and cannot take its frame
+    off the context of the task that started it.
+    """
     frame = active_scope.get()
     while frame is not None:
         if (
             frame.pool == pool
             and (frame.joined or not joined_only)
             and frame.is_async is asynchronous
+            and not frame.finished
         ):
             return frame
         frame = frame.parent
@@ -96,7 +102,9 @@ def innermost(pool: str | None = None, *, include_async: bool = True) -> Frame |
     """The innermost active scope (of ``pool``, if given); async ones only if ``include_async``."""
     frame = active_scope.get()
     while frame is not None and (
-        (pool is not None and frame.pool != pool) or (frame.is_async and not include_async)
+        (pool is not None and frame.pool != pool)
+        or (frame.is_async and not include_async)
+        or frame.finished
     ):
         frame = frame.parent
     return frame

@@ -28,6 +28,34 @@ class GuardedAsyncSession(AsyncSession):
 
     #: The task inside one of the session's awaitable methods right now.
     _in_use_by: asyncio.Task[Any] | None = None
+    #: A scope's end waiting for that task to leave the method (see :meth:`claim`).
+    _claimant: asyncio.Task[Any] | None = None
+    #: Resolved when the session is handed to the claimant.
+    _handed: asyncio.Future[None] | None = None
+
+    async def claim(self) -> None:
+        """Wait until no other task is inside a method of the session, then hold it.
+
+        For the end of its scope, which must not commit or roll back under
+        another task's statement. The task leaving the method hands the
+        session straight to the claimant, so that it cannot start another
+        call in between; from then on another task's call is refused.
+        """
+        task = asyncio.current_task()
+        if self._in_use_by is None or self._in_use_by is task:
+            self._in_use_by = task
+            return
+        self._claimant = task
+        handed = self._handed = asyncio.get_running_loop().create_future()
+        await handed
+
+    def _release(self) -> None:
+        """Let go of the session: to the claimant if one waits, else to anyone."""
+        claimant, self._claimant = self._claimant, None
+        self._in_use_by = claimant
+        handed, self._handed = self._handed, None
+        if handed is not None and not handed.done():
+            handed.set_result(None)
 
 
 def _guarded(name: str, method: Callable[..., Any] | None = None) -> Callable[..., Any]:
@@ -51,7 +79,10 @@ def _guarded(name: str, method: Callable[..., Any] | None = None) -> Callable[..
         try:
             return await method(self, *args, **kwargs)
         finally:
-            self._in_use_by = None
+            if self._claimant is None:
+                self._in_use_by = None
+            else:  # a scope's end waits for this task to let go
+                self._release()
 
     return guarded
 

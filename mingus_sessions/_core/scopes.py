@@ -108,7 +108,9 @@ def _end_unopened(frame: Frame) -> None:
     """A lazy scope that never opened its session, but holds on_commit callbacks."""
     early, frame.early = frame.early or [], None
     outer = frame.parent
-    while outer is not None and (outer.pool != frame.pool or outer.is_async):
+    while outer is not None and (
+        outer.pool != frame.pool or outer.is_async is not frame.is_async or outer.finished
+    ):
         outer = outer.parent
     if outer is None:
         # Nothing to commit: the callbacks' transaction trivially succeeded.

@@ -79,8 +79,9 @@ class ProcessState:
         #: async engine of an older generation is replaced at its loop's next use
         #: (it can only be closed from its own loop).
         self.async_generation = 0
-        #: Disposals of replaced async engines still running on their loops.
-        self.async_disposals: set[Any] = set()
+        #: Tasks of ours still running on a loop, kept referenced until done: the
+        #: disposal of a replaced async engine, a stream's end run from close().
+        self.async_tasks: set[Any] = set()
         #: Pools a forked child stopped using: kept referenced, so that their
         #: DB-API connections are never garbage-collected (closed) in the child.
         self.orphaned_pools: list[Pool] = []
@@ -137,7 +138,7 @@ class ProcessState:
                 self.orphaned_pools.append(async_entry.engine.sync_engine.pool)
                 async_entry.engine.sync_engine.dispose(close=False)
         self.async_pools = weakref.WeakKeyDictionary()
-        self.async_disposals = set()
+        self.async_tasks = set()
         self.async_generation += 1
         renew_breaker_locks()
         # The parent's open sessions stay the parent's; the counters are kept.
@@ -195,12 +196,26 @@ class ProcessState:
 
     def async_entries_of(self, entry: PoolEntry) -> list[AsyncPoolEntry]:
         """The async engines of ``entry``'s pool alive now, one per event loop using it."""
+        self.forget_closed_loops()
         with self.lock:
             return [
                 found
                 for entries in list(self.async_pools.values())
                 if (found := entries.get(entry.name)) is not None and found.base is entry
             ]
+
+    def forget_closed_loops(self) -> None:
+        """Drop the async engines of loops closed without shutting down their generators.
+
+        (``loop.close()`` alone; ``asyncio.run()`` and its kind close them
+        properly.) Their connections cannot be closed from their loop any more:
+        the pools are dropped, and the connections closed as they are
+        garbage collected, with the driver's ResourceWarning.
+        """
+        with self.lock:
+            for loop in [loop for loop in list(self.async_pools) if loop.is_closed()]:
+                for found in self.async_pools.pop(loop).values():
+                    found.engine.sync_engine.dispose(close=False)
 
     def dispose_engines(self, close: bool = True) -> None:
         """Dispose of every engine and forget it; the next use builds a new one."""

@@ -117,8 +117,29 @@ def test_a_settings_change_replaces_the_loops_engine(settings: object) -> None:
         second = get_async_engine()
         assert second is not first
         await asyncio.sleep(0)  # the old engine's disposal runs on this loop
-        for task in list(state.async_disposals):
+        for task in list(state.async_tasks):
             await task
         assert first.sync_engine.pool.checkedin() == 0  # type: ignore[attr-defined]
 
     asyncio.run(main())
+
+
+@db
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_loops_closed_without_shutting_down_are_forgotten() -> None:
+    """``loop.close()`` alone: the next engine built drops theirs (the driver's GC closes the
+    connections, with its ResourceWarning), and none counts in the pool's metrics."""
+    from mingus_sessions.metrics import get_pool_metrics
+
+    engines: list[AsyncEngine] = []
+    for _ in range(5):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(_one_scope(engines))
+        loop.close()
+    capacity = get_pool_metrics("main").capacity
+    assert capacity == state.pools["main"].config.capacity  # the sync engine's only
+    assert asyncio.run(_one_scope(engines)) == 1
+    gc.collect()
+    assert not any(loop.is_closed() for loop in list(state.async_pools))
+    assert _still_registered(engines) == 0
