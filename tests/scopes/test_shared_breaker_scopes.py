@@ -27,7 +27,7 @@ from mingus_sessions import (
 from mingus_sessions import fleet_breaker as fleet_breaker_module
 from mingus_sessions._core import shared_breaker as shared_breaker_module
 from mingus_sessions._core.shared_breaker import READ_INTERVAL, SharedCircuitBreaker
-from mingus_sessions.fleet_breaker import FleetBreakerState
+from mingus_sessions.fleet_breaker import CACHE_DEADLINE, FleetBreakerState
 from tests.fleet.processes import free_port
 from tests.helpers import add_unreachable_alias
 from tests.scopes.helpers import db, with_pools
@@ -238,3 +238,29 @@ def test_the_cache_back_is_logged_once_and_shared_again(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot be reached" in m for m in messages) == 1
     assert sum("reachable again" in m for m in messages) == 1
+
+
+@db
+def test_a_cache_that_hangs_holds_a_scope_at_most_its_deadline(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read that never answers counts as an unreachable cache after CACHE_DEADLINE."""
+    with_pools(settings, CIRCUIT_BREAKER={"SHARED": True})
+    never = threading.Event()
+
+    class Hung:
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            never.wait(10)
+            return None
+
+    monkeypatch.setattr(FleetBreakerState, "_cache", lambda self: Hung())
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="mingus_sessions"):
+            for _ in range(3):
+                with session_scope() as session:
+                    session.execute(text("SELECT 1"))
+        assert time.monotonic() - started < CACHE_DEADLINE + 0.4
+        assert sum("cannot be reached" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        never.set()  # let the runner's thread go
