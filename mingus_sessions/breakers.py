@@ -1,10 +1,12 @@
 """One circuit breaker per pool, built from ``CIRCUIT_BREAKER``; the registry forgets them
-when the settings change."""
+when the settings change. With ``SHARED``, each shares its state with the fleet through the
+``FLEET`` cache (:mod:`mingus_sessions.fleet_breaker`)."""
 
 from __future__ import annotations
 
 from . import conf
 from ._core.breaker import CircuitBreaker
+from ._core.shared_breaker import SharedCircuitBreaker
 from ._core.state import state
 
 __all__ = ["breaker_for", "get_circuit_breaker"]
@@ -19,9 +21,19 @@ def get_circuit_breaker(pool: str | None = None) -> CircuitBreaker:
             found = state.breakers.get(name)
             if found is None:
                 settings = conf.get_config().circuit_breaker
-                found = CircuitBreaker(
-                    settings.failure_threshold, settings.recovery_timeout, name=name
-                )
+                if settings.shared:
+                    from .fleet_breaker import shared_breaker_state
+
+                    found = SharedCircuitBreaker(
+                        settings.failure_threshold,
+                        settings.recovery_timeout,
+                        name=name,
+                        shared=shared_breaker_state(),
+                    )
+                else:
+                    found = CircuitBreaker(
+                        settings.failure_threshold, settings.recovery_timeout, name=name
+                    )
                 state.breakers[name] = found
     return found
 

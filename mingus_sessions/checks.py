@@ -1,5 +1,5 @@
 """System checks: every invalid setting, with a stable id and a hint; and a fleet cache that
-processes cannot share.
+processes cannot share (the fleet view, the fleet's actions, a shared circuit breaker).
 
 The checks carry no ``database`` tag: they inspect settings and the environment
 only, so they run the same way under ``manage.py check``, ``runserver``,
@@ -51,8 +51,9 @@ def check_fleet_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     if conf.problems():
         return []  # the settings' errors come first; the cache alias may be one of them
     config = conf.get_config()
-    if not config.monitoring:
-        return []  # nothing is published: the fleet is not in use
+    shared_breaker = config.circuit_breaker.enabled and config.circuit_breaker.shared
+    if not config.monitoring and not shared_breaker:
+        return []  # nothing is published or shared: the fleet is not in use
     backend = str(settings.CACHES.get(config.fleet.cache, {}).get("BACKEND", ""))
     if backend not in _UNSHARED:
         return []
@@ -63,7 +64,13 @@ def check_fleet_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
             f'{key} is "{config.fleet.cache}", {what} ({backend.rsplit(".", 1)[-1]}): the '
             "processes of the deployment cannot see each other, so pool_status, pool_check, "
             "pool_advise, the admin and the metrics endpoints show one process at most, and "
-            "pool_reset and the admin's actions reach no other process.",
+            "pool_reset and the admin's actions reach no other process."
+            + (
+                ' With CIRCUIT_BREAKER["SHARED"], no process learns of another\'s open '
+                "breaker either: each keeps its own."
+                if shared_breaker
+                else ""
+            ),
             hint=f"Set {key} to a cache every process shares: Redis, Memcached, the database "
             "cache, or a file-based cache on a single host."
             + (

@@ -118,6 +118,10 @@ class CircuitBreaker:
         """
         if not self._open:  # the hot path takes no lock
             return False
+        return self._admit()
+
+    def _admit(self) -> bool:
+        """``before_call`` past the hot path: the breaker looked open."""
         with self._lock:
             if not self._open:
                 return False
@@ -128,7 +132,10 @@ class CircuitBreaker:
                 self._trial_until = now + self.recovery_timeout
                 return True
             retry_in = self._wait_left(now)
-        raise CircuitOpenError(
+        raise self._open_error(retry_in)
+
+    def _open_error(self, retry_in: float) -> CircuitOpenError:
+        return CircuitOpenError(
             f"Circuit breaker of pool {self._label()} is open after {self._failures} consecutive "
             f"connection failures; failing fast without connecting (next trial in "
             f"{retry_in:.1f} s).",

@@ -60,6 +60,12 @@ class _PanelListeners(Protocol):
     def after_fork(self) -> None: ...
 
 
+class _SharedBreakers(Protocol):
+    """The shared state of ``CIRCUIT_BREAKER["SHARED"]`` breakers (``fleet_breaker``)."""
+
+    def after_fork(self) -> None: ...
+
+
 class ProcessState:
     """The package's state in this process; there is one, :data:`state`."""
 
@@ -91,6 +97,8 @@ class ProcessState:
         self.joined_engines: dict[tuple[str, int], Engine] = {}
         #: One circuit breaker per pool.
         self.breakers: dict[str, CircuitBreaker] = {}
+        #: Where shared breakers meet the fleet (the FLEET cache), once one is built.
+        self.shared_breakers: _SharedBreakers | None = None
         self.sessions = SessionStats()
         self.transactions = TransactionStats()
         #: ``table_for``'s cache (model -> table and the overrides it was built
@@ -141,6 +149,8 @@ class ProcessState:
         self.async_tasks = set()
         self.async_generation += 1
         renew_breaker_locks()
+        if self.shared_breakers is not None:
+            self.shared_breakers.after_fork()
         # The parent's open sessions stay the parent's; the counters are kept.
         self.sessions.active_sessions = 0
         self.transactions.after_fork()
@@ -159,6 +169,7 @@ class ProcessState:
             self.config = None
             self.async_generation += 1
             self.breakers.clear()
+            self.shared_breakers = None
             self.joined_engines.clear()
             self.request_pool = None
             self.commit_hooks.clear()
@@ -170,6 +181,7 @@ class ProcessState:
         with self.lock:
             self.async_generation += 1
             self.breakers.clear()
+            self.shared_breakers = None
             sampler, self.sampler = self.sampler, None
             self.health_pings.clear()
             self.tables.clear()

@@ -139,6 +139,12 @@ def test_pool_keys_default_one_by_one() -> None:
         ("RETRY", {"JITTER": False, "MAX_DELAY": 2}, "retry", RetryConfig(3, 0.1, 2.0, False)),
         ("CIRCUIT_BREAKER", {"ENABLED": False}, "circuit_breaker", BreakerConfig(False, 5, 60.0)),
         ("CIRCUIT_BREAKER", {"FAILURE_THRESHOLD": 2}, "circuit_breaker", BreakerConfig(True, 2)),
+        (
+            "CIRCUIT_BREAKER",
+            {"SHARED": True},
+            "circuit_breaker",
+            BreakerConfig(True, 5, 60.0, shared=True),
+        ),
         ("FLEET", {"INTERVAL": 2}, "fleet", FleetConfig("default", 2.0)),
         ("FLEET", {"CACHE": "shared"}, "fleet", FleetConfig("shared", 10.0)),
     ],

@@ -83,7 +83,8 @@ TOP_CASES = [
         E(
             2,
             'MINGUS_SESSIONS["CIRCUIT_BREAKER"] has unknown keys: THRESHOLD.',
-            "The known keys are ENABLED, FAILURE_THRESHOLD, RECOVERY_TIMEOUT; check the spelling.",
+            "The known keys are ENABLED, FAILURE_THRESHOLD, RECOVERY_TIMEOUT, SHARED; check the "
+            "spelling.",
         ),
         id="E002-circuit-breaker",
     ),
@@ -194,6 +195,11 @@ TOP_CASES = [
         {"RETRY": {"JITTER": "no"}},
         e011('MINGUS_SESSIONS["RETRY"]["JITTER"]', "'no'"),
         id="E011-jitter",
+    ),
+    case(
+        {"CIRCUIT_BREAKER": {"SHARED": "yes"}},
+        e011('MINGUS_SESSIONS["CIRCUIT_BREAKER"]["SHARED"]', "'yes'"),
+        id="E011-breaker-shared",
     ),
     case(
         {"CIRCUIT_BREAKER": {"ENABLED": None}},

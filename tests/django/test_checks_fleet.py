@@ -103,3 +103,36 @@ def test_manage_py_check_shows_w001_and_silencing_hides_it(settings: Settings) -
     call_command("check", stdout=out, stderr=err)
     # Only ours: other apps' checks (the debug toolbar's W001) may speak too.
     assert "mingus_sessions.W001" not in err.getvalue() + out.getvalue()
+
+
+@pytest.mark.parametrize("monitoring", [True, False])
+def test_a_shared_breaker_on_a_local_memory_cache_is_w001(
+    settings: Settings, monitoring: bool
+) -> None:
+    """CIRCUIT_BREAKER["SHARED"] needs the fleet cache even with monitoring off: W001 says so."""
+    fleet_on(settings, "django.core.cache.backends.locmem.LocMemCache")
+    settings.MINGUS_SESSIONS = {
+        **settings.MINGUS_SESSIONS,
+        "MONITORING": monitoring,
+        "CIRCUIT_BREAKER": {"SHARED": True},
+    }
+    [warning] = check_fleet_cache()
+    assert warning.id == "mingus_sessions.W001"
+    assert warning.msg.endswith(
+        'reach no other process. With CIRCUIT_BREAKER["SHARED"], no process learns of '
+        "another's open breaker either: each keeps its own."
+    )
+
+
+def test_a_shared_breaker_on_a_shared_cache_passes(settings: Settings) -> None:
+    fleet_on(
+        settings,
+        "django.core.cache.backends.redis.RedisCache",
+        LOCATION="redis://127.0.0.1:6379/9",
+    )
+    settings.MINGUS_SESSIONS = {
+        **settings.MINGUS_SESSIONS,
+        "MONITORING": False,
+        "CIRCUIT_BREAKER": {"SHARED": True},
+    }
+    assert check_fleet_cache() == []

@@ -104,3 +104,34 @@ def test_a_scope_costs_few_python_calls_more_than_a_hand_written_session(
         f"a scope makes {mine:.0f} Python calls, {mine - theirs:.0f} more than a hand-written "
         f"session on a plain engine ({theirs:.0f}); the budget is {budget}"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_breaker_read_recently_costs_a_scope_no_python_call(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CIRCUIT_BREAKER["SHARED"]: between two reads of the fleet cache (one a second), a scope
+    makes exactly the calls it makes with a breaker of its own."""
+    from mingus_sessions._core import shared_breaker
+    from mingus_sessions.breakers import get_circuit_breaker
+    from mingus_sessions.fleet_breaker import FleetBreakerState
+
+    monkeypatch.setattr(state, "connect_guard", None)
+    # The read at the first scope is the last one the measurement sees.
+    monkeypatch.setattr(shared_breaker, "READ_INTERVAL", 3600.0)
+    reads: list[str] = []
+    monkeypatch.setattr(FleetBreakerState, "read", lambda self, name: reads.append(name))
+    base = copy.deepcopy(settings.MINGUS_SESSIONS)
+    measured = {}
+    for shared in (False, True):
+        settings.MINGUS_SESSIONS = {
+            **base,
+            "MONITORING": False,
+            "CIRCUIT_BREAKER": {**base["CIRCUIT_BREAKER"], "SHARED": shared},
+        }
+        measured[shared] = python_calls_per_scope(ours)
+        assert isinstance(get_circuit_breaker(), shared_breaker.SharedCircuitBreaker) is shared
+    assert reads == ["main"]
+    # Averages over SCOPES: one call more per scope is a difference of 1.0; less than that
+    # is noise of the server's (a pool's ping once in the run) that each measure may catch.
+    assert measured[True] - measured[False] < 1, measured

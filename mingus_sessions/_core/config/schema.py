@@ -24,7 +24,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "LOG_QUERY_PARAMETERS": False,
         "LEAK_THRESHOLD": 30.0,
         "RETRY": {"MAX_RETRIES": 3, "BASE_DELAY": 0.1, "MAX_DELAY": 30.0, "JITTER": True},
-        "CIRCUIT_BREAKER": {"ENABLED": True, "FAILURE_THRESHOLD": 5, "RECOVERY_TIMEOUT": 60.0},
+        "CIRCUIT_BREAKER": {
+            "ENABLED": True,
+            "FAILURE_THRESHOLD": 5,
+            "RECOVERY_TIMEOUT": 60.0,
+            "SHARED": False,
+        },
         "FLEET": {"CACHE": "default", "INTERVAL": 10.0},
         "METRICS_TOKEN": None,
         "REQUEST_COMMIT_HOOK": None,
@@ -160,6 +165,8 @@ class BreakerConfig:
     enabled: bool = True
     failure_threshold: int = 5
     recovery_timeout: float = 60.0
+    #: One breaker state for the whole fleet, through the FLEET cache.
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,8 @@ def _retry(retry: Mapping[str, Any], out: _Collector) -> RetryConfig:
 
 
 def _breaker(breaker: Mapping[str, Any], out: _Collector) -> BreakerConfig:
-    """``CIRCUIT_BREAKER``: on or off, how many failures open it, how long it stays open."""
+    """``CIRCUIT_BREAKER``: on or off, how many failures open it, how long it stays open, and
+    whether the fleet shares it."""
     return BreakerConfig(
         enabled=bool(out.boolean(breaker["ENABLED"], key_path("CIRCUIT_BREAKER", "ENABLED"))),
         failure_threshold=out.integer(
@@ -160,6 +161,7 @@ def _breaker(breaker: Mapping[str, Any], out: _Collector) -> BreakerConfig:
             default=60.0,
         )
         or 60.0,
+        shared=bool(out.boolean(breaker["SHARED"], key_path("CIRCUIT_BREAKER", "SHARED"))),
     )
 
 
