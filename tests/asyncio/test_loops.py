@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mingus_sessions import asession_scope, get_async_engine
 from mingus_sessions._core.state import state
-from tests.scopes.helpers import db
+from tests.scopes.helpers import BACKEND, db
 
 
 async def _one_scope(engines: list[AsyncEngine]) -> int:
@@ -127,6 +127,10 @@ def test_a_settings_change_replaces_the_loops_engine(settings: object) -> None:
 @db
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.skipif(
+    BACKEND == "mysql",
+    reason="aiomysql's transports on a closed loop are collected late, and warn in a later test",
+)
 def test_loops_closed_without_shutting_down_are_forgotten() -> None:
     """``loop.close()`` alone: the next engine built drops theirs (the driver's GC closes the
     connections, with its ResourceWarning), and none counts in the pool's metrics."""
