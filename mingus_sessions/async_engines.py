@@ -28,11 +28,8 @@ from . import conf
 from ._core.engine_args.asynchronous import async_engine_spec
 from ._core.entry import AsyncPoolEntry
 from ._core.guarded_session import GuardedAsyncSession
-from ._core.listeners import install_listeners
-from ._core.pools import WaitAwareQueuePool
-from ._core.recorder import PoolRecorder
 from ._core.state import state
-from .engines import get_entry
+from .engines import get_entry, instrument
 
 __all__ = ["get_async_engine", "get_async_entry"]
 
@@ -79,13 +76,7 @@ def _build(loop: asyncio.AbstractEventLoop, name: str) -> AsyncPoolEntry:
             return old
         spec = async_engine_spec(base.spec, base.config)
         engine = create_async_engine(spec.url, **spec.kwargs)
-        sync_engine = engine.sync_engine
-        probe = base.probe
-        if isinstance(sync_engine.pool, WaitAwareQueuePool):
-            sync_engine.pool.probe = probe
-        install_listeners(sync_engine, spec, probe, base.config)
-        if isinstance(probe, PoolRecorder):
-            probe.install(sync_engine)
+        instrument(engine.sync_engine, spec, base.probe, base.config, guarded=False)
         entry = AsyncPoolEntry(
             name=name,
             base=base,

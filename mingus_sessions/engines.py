@@ -21,8 +21,8 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
 from . import conf
-from ._core.config import Config
-from ._core.engine_args import build_engine_spec
+from ._core.config import Config, PoolConfig
+from ._core.engine_args import EngineSpec, build_engine_spec
 from ._core.entry import PoolEntry
 from ._core.listeners import install_listeners
 from ._core.pools import PoolProbe, WaitAwareQueuePool
@@ -77,13 +77,7 @@ def _build(name: str) -> PoolEntry:
         )
         engine = create_engine(spec.url, **spec.kwargs)
         probe = _probe_for(name, config)
-        if isinstance(engine.pool, WaitAwareQueuePool):
-            engine.pool.probe = probe
-        install_listeners(engine, spec, probe, pool_config)
-        if state.connect_guard is not None:
-            _guard(engine, pool_config.database)
-        if isinstance(probe, PoolRecorder):
-            probe.install(engine)
+        instrument(engine, spec, probe, pool_config, guarded=True)
         entry = PoolEntry(
             name=name,
             config=pool_config,
@@ -101,6 +95,22 @@ def _build(name: str) -> PoolEntry:
             # Built during a request the debug-toolbar panel instruments.
             listeners.watch(engine, name, joined=False)
         return entry
+
+
+def instrument(
+    engine: Engine, spec: EngineSpec, probe: PoolProbe, pool_config: PoolConfig, *, guarded: bool
+) -> None:
+    """Give a pool's engine (sync, or an async engine's sync side) its probe and listeners.
+
+    ``guarded``: ask the pytest plugin's connect guard, when it is on, before each checkout.
+    """
+    if isinstance(engine.pool, WaitAwareQueuePool):
+        engine.pool.probe = probe
+    install_listeners(engine, spec, probe, pool_config)
+    if guarded and state.connect_guard is not None:
+        _guard(engine, pool_config.database)
+    if isinstance(probe, PoolRecorder):
+        probe.install(engine)
 
 
 def set_connect_guard(guard: Callable[[str], None] | None) -> None:

@@ -36,15 +36,8 @@ def execute_with_retry(
     Raises the last failure once ``max_retries`` retries are spent, and any
     non-transient failure at once.
     """
-    settings = conf.get_config().retry
     return call_with_retry(
-        operation,
-        retries=settings.max_retries if max_retries is None else max_retries,
-        base_delay=settings.base_delay if base_delay is None else base_delay,
-        max_delay=settings.max_delay if max_delay is None else max_delay,
-        jitter=settings.jitter,
-        pool=pool,
-        sleep=sleep,
+        operation, **_policy(max_retries, base_delay, max_delay), pool=pool, sleep=sleep
     )
 
 
@@ -62,16 +55,22 @@ async def aexecute_with_retry(
     ``operation`` is a coroutine function called anew for each attempt: wrap
     a whole ``asession_scope`` in it, never a statement inside one.
     """
-    settings = conf.get_config().retry
     return await acall_with_retry(
-        operation,
-        retries=settings.max_retries if max_retries is None else max_retries,
-        base_delay=settings.base_delay if base_delay is None else base_delay,
-        max_delay=settings.max_delay if max_delay is None else max_delay,
-        jitter=settings.jitter,
-        pool=pool,
-        sleep=sleep,
+        operation, **_policy(max_retries, base_delay, max_delay), pool=pool, sleep=sleep
     )
+
+
+def _policy(
+    max_retries: int | None, base_delay: float | None, max_delay: float | None
+) -> dict[str, Any]:
+    """The retry policy: the arguments given, ``RETRY``'s values for the others."""
+    settings = conf.get_config().retry
+    return {
+        "retries": settings.max_retries if max_retries is None else max_retries,
+        "base_delay": settings.base_delay if base_delay is None else base_delay,
+        "max_delay": settings.max_delay if max_delay is None else max_delay,
+        "jitter": settings.jitter,
+    }
 
 
 @overload
