@@ -123,10 +123,15 @@ def set_connect_guard(guard: Callable[[str], None] | None) -> None:
     """
     with state.lock:
         state.connect_guard = guard
-        entries = list(state.pools.values())
+        engines = [(entry.engine, entry.config.database) for entry in state.pools.values()]
+        engines += [
+            (entry.engine.sync_engine, entry.base.config.database)
+            for entries in state.async_pools.values()
+            for entry in entries.values()
+        ]
     if guard is not None:
-        for entry in entries:
-            _guard(entry.engine, entry.config.database)
+        for engine, alias in engines:
+            _guard(engine, alias)
 
 
 def _guard(engine: Engine, alias: str) -> None:
