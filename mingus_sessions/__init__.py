@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         DeadlockError,
         LockTimeoutError,
         PoolExhaustedError,
+        ReadOnlyTransactionError,
         SerializationError,
         SessionError,
         StatementTimeoutError,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .async_engines import get_async_engine
     from .breakers import get_circuit_breaker
     from .engines import dispose_engines, get_engine
+    from .replicas import last_commit_token
     from .retry import aexecute_with_retry, execute_with_retry, retry_on_transient
     from .sessions import current_session, get_session, pool_context, session_scope, with_db_session
 
@@ -61,6 +63,7 @@ _WHERE = {
             "DeadlockError",
             "LockTimeoutError",
             "PoolExhaustedError",
+            "ReadOnlyTransactionError",
             "SerializationError",
             "SessionError",
             "StatementTimeoutError",
@@ -75,6 +78,7 @@ _WHERE = {
     "get_circuit_breaker": ".breakers",
     "dispose_engines": ".engines",
     "get_engine": ".engines",
+    "last_commit_token": ".replicas",
     "execute_with_retry": ".retry",
     "retry_on_transient": ".retry",
     "current_session": ".sessions",
@@ -106,6 +110,7 @@ __all__ = [
     "DeadlockError",
     "LockTimeoutError",
     "PoolExhaustedError",
+    "ReadOnlyTransactionError",
     "SerializationError",
     "SessionError",
     "StatementTimeoutError",
@@ -123,6 +128,7 @@ __all__ = [
     "get_engine",
     "get_session",
     "is_transient",
+    "last_commit_token",
     "on_commit",
     "pool_context",
     "retry_on_transient",

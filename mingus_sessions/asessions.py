@@ -31,18 +31,26 @@ from sqlalchemy.util import greenlet_spawn
 
 from . import conf
 from ._core import callbacks
-from ._core.errors import SessionError
-from ._core.failures import translated
+from ._core.errors import DatabaseConnectionError, SessionError
+from ._core.failures import record_failure, translated
 from ._core.frames import Frame, active_scope, enter, find, leave
 from ._core.guarded_session import GuardedAsyncSession
 from ._core.leaks import note_opening
+from ._core.replicas import (
+    Positions,
+    adopt_positions,
+    context_positions,
+    parse_lsn,
+    pinned_to_primary,
+)
 from ._core.savepoints import begin_savepoint
 from ._core.scopes import end_scope
 from ._core.state import state
-from .async_engines import get_async_entry
+from .async_engines import async_read_only_sessionmaker, get_async_entry
 from .breakers import breaker_for
+from .replicas import REPLAY_SQL, required_position, router_for
 from .request_session import request_pool
-from .sessions import trial_failed
+from .sessions import check_read_only_arguments, trial_failed
 
 __all__ = [
     "AsyncRequestSession",
@@ -78,15 +86,20 @@ def current_async_session(pool: str | None = None) -> AsyncSession:
     )
 
 
-async def _open_async_session(name: str, frame: Frame) -> AsyncSession:
-    """A new async session of pool ``name`` for ``frame``, admitted by its circuit breaker."""
+async def _open_async_session(
+    name: str, frame: Frame, read_only: bool = False, depth: int = 2
+) -> AsyncSession:
+    """A new async session of pool ``name`` for ``frame``, admitted by its circuit breaker.
+
+    ``read_only``: a session whose transactions refuse writes.
+    """
     entry = get_async_entry(name)
     breaker = breaker_for(name)
     trial = breaker.before_call() if breaker is not None else False
-    session = entry.sessionmaker()
+    session = async_read_only_sessionmaker(entry)() if read_only else entry.sessionmaker()
     if entry.base.track_sites:
         # This coroutine, then __aenter__, then the code that opened the scope.
-        frame.opened_at = note_opening(sys._getframe(2))
+        frame.opened_at = note_opening(sys._getframe(depth))
     if trial:
         # The half-open trial proves the database is back by connecting.
         try:
@@ -116,7 +129,7 @@ async def _begin_nested(name: str, frame: Frame, session: AsyncSession) -> None:
     state.sessions.savepoints += 1
 
 
-def _start_ending(frame: Frame, commit: bool, exc: BaseException | None) -> asyncio.Task[None]:
+def _start_ending(frame: Frame, commit: bool, exc: BaseException | None) -> asyncio.Task[Positions]:
     """End ``frame`` in a task of its own, which a cancellation of the caller does not stop.
 
     The task runs in a copy of the caller's context, where the scope is made
@@ -127,18 +140,21 @@ def _start_ending(frame: Frame, commit: bool, exc: BaseException | None) -> asyn
     task's statement.
     """
 
-    async def ending() -> None:
+    async def ending() -> Positions:
         active_scope.set(frame.parent)
         # (A lazy scope that never opened has no session to hold: do not open one.)
         session = frame.async_session if frame.opened else None
         if not isinstance(session, GuardedAsyncSession):
             await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
-            return
+            return context_positions()
         await session.claim()
         try:
             await greenlet_spawn(end_scope, frame, commit=commit, exc=exc)
         finally:
             session._release()
+        # What a commit on a primary with replicas remembered, in this task's
+        # copy of the context: the caller adopts it (read-your-writes).
+        return context_positions()
 
     return asyncio.ensure_future(ending())
 
@@ -154,7 +170,7 @@ async def end_async_scope(
     """
     ending = _start_ending(frame, commit, exc)
     try:
-        await asyncio.shield(ending)
+        adopt_positions(await asyncio.shield(ending))
     except asyncio.CancelledError:
         while not ending.done():
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,11 +192,15 @@ async def end_async_scope(
 class _AsyncScope:
     """The async context manager behind :func:`asession_scope`."""
 
-    __slots__ = ("_frame", "_independent", "_pool", "_token")
+    __slots__ = ("_after", "_frame", "_independent", "_pool", "_read_only", "_token")
 
-    def __init__(self, pool: str | None, independent: bool) -> None:
+    def __init__(
+        self, pool: str | None, independent: bool, read_only: bool = False, after: str | None = None
+    ) -> None:
         self._pool = pool
         self._independent = independent
+        self._read_only = read_only
+        self._after = after
 
     async def __aenter__(self) -> AsyncSession:
         name = self._pool if self._pool is not None else conf.get_config().default_pool
@@ -189,6 +209,9 @@ class _AsyncScope:
         if outer is not None:
             session: AsyncSession = outer.async_session
             await _begin_nested(name, frame, session)
+            frame.read_only = outer.read_only
+        elif self._read_only:
+            session = await _open_async_read_only(name, frame, self._after)
         else:
             session = await _open_async_session(name, frame)
         frame._session = session.sync_session
@@ -206,16 +229,74 @@ class _AsyncScope:
         await end_async_scope(self._frame, commit=exc is None, exc=exc, token=self._token)
 
 
-def asession_scope(pool: str | None = None, *, independent: bool = False) -> _AsyncScope:
+def asession_scope(
+    pool: str | None = None,
+    *,
+    independent: bool = False,
+    read_only: bool = False,
+    after: str | None = None,
+) -> _AsyncScope:
     """An async transactional scope: commit on success, roll back on any exception, always close.
 
     ``async with asession_scope() as session:`` gives an ``AsyncSession``.
     Inside an active async scope of the same pool it is a SAVEPOINT on that
     session; ``independent`` opens a separate session and transaction
     instead. A ``CancelledError`` rolls back like any other exception, and the
-    rollback itself is not cancelled.
+    rollback itself is not cancelled. ``read_only`` and ``after`` route the
+    read as :func:`~mingus_sessions.session_scope` does.
     """
+    if read_only or after is not None:
+        check_read_only_arguments(read_only, after, join_django=False)
+        return _AsyncScope(pool, independent, read_only, after)
     return _AsyncScope(pool, independent)
+
+
+async def _open_async_read_only(name: str, frame: Frame, after: str | None) -> AsyncSession:
+    """A read-only async session of ``name``: on an eligible replica, else the primary."""
+    position = required_position(name, after)
+    frame.read_only = True
+    router = router_for(name)
+    if router is not None and not pinned_to_primary(name):
+        for replica, check in router.candidates(position):
+            session = await _try_async_replica(router, replica, frame, position if check else None)
+            if session is not None:
+                frame.replica = replica
+                return session
+    return await _open_async_session(name, frame, read_only=True, depth=3)
+
+
+async def _try_async_replica(
+    router: Any, replica: str, frame: Frame, position: int | None
+) -> AsyncSession | None:
+    """An async session on ``replica``, connected (and caught up to ``position``), or None."""
+    try:
+        session = await _open_async_session(replica, frame, depth=4)
+    except DatabaseConnectionError:
+        return None  # its breaker is open, or its half-open trial failed
+    try:
+        connection = await session.connection()
+        if position is not None:
+            replayed = parse_lsn((await connection.exec_driver_sql(REPLAY_SQL)).scalar_one())
+            router.saw_replay(replica, replayed)
+            if replayed < position:
+                await _abandon_async(session)
+                return None
+    except Exception as exc:
+        await _abandon_async(session)
+        error = translated(replica, exc)
+        if isinstance(error, DatabaseConnectionError):
+            record_failure(breaker_for(replica), error)
+            return None
+        if error is not None:
+            raise error from exc
+        raise
+    return session
+
+
+async def _abandon_async(session: AsyncSession) -> None:
+    await asyncio.shield(session.close())
+    state.sessions.total_sessions -= 1
+    state.sessions.active_sessions -= 1
 
 
 def with_async_db_session(pool: Any = None) -> Any:

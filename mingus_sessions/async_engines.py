@@ -22,12 +22,18 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from . import conf
 from ._core.engine_args.asynchronous import async_engine_spec
 from ._core.entry import AsyncPoolEntry
 from ._core.guarded_session import GuardedAsyncSession
+from ._core.replicas import read_only_engine
 from ._core.state import state
 from .engines import get_entry, instrument
 
@@ -54,6 +60,17 @@ def get_async_entry(pool: str | None = None) -> AsyncPoolEntry:
         ):
             return entry
     return _build(loop, conf.get_config().default_pool if pool is None else pool)
+
+
+def async_read_only_sessionmaker(entry: AsyncPoolEntry) -> async_sessionmaker[AsyncSession]:
+    """Async sessions of ``entry``'s pool whose transactions refuse writes (made once)."""
+    maker = entry.read_only_sessionmaker
+    if maker is None:
+        engine = AsyncEngine(read_only_engine(entry.engine.sync_engine, entry.base.spec.vendor))
+        maker = entry.read_only_sessionmaker = async_sessionmaker(
+            bind=engine, expire_on_commit=False, class_=GuardedAsyncSession
+        )
+    return maker
 
 
 def get_async_engine(pool: str | None = None) -> AsyncEngine:

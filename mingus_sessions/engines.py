@@ -27,6 +27,7 @@ from ._core.entry import PoolEntry
 from ._core.listeners import install_listeners
 from ._core.pools import PoolProbe, WaitAwareQueuePool
 from ._core.recorder import PoolRecorder
+from ._core.replicas import track_commit_positions
 from ._core.state import state
 
 __all__ = ["PoolEntry", "dispose_engines", "get_engine", "get_entry", "pool_names"]
@@ -111,6 +112,8 @@ def instrument(
         _guard(engine, pool_config.database)
     if isinstance(probe, PoolRecorder):
         probe.install(engine)
+    if pool_config.replicas:
+        track_commit_positions(engine, pool_config.name, pool_config.max_replica_lag)
 
 
 def set_connect_guard(guard: Callable[[str], None] | None) -> None:

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from . import conf
 from ._core import callbacks
@@ -29,12 +29,14 @@ from ._core.errors import SessionError
 from ._core.failures import record_failure, translated
 from ._core.frames import Frame, active_scope, enter, find
 from ._core.leaks import note_opening
+from ._core.replicas import parse_lsn
 from ._core.savepoints import begin_savepoint
 from ._core.scopes import end_scope
 from ._core.state import state
 from .breakers import breaker_for
 from .engines import get_entry
 from .joined import open_joined
+from .replicas import open_read_only_session
 
 __all__ = [
     "LazyScope",
@@ -75,16 +77,19 @@ def pool_context(pool: str) -> Iterator[Engine]:
     yield get_entry(pool).engine
 
 
-def _open_session(entry: PoolEntry, frame: Frame, depth: int) -> Session:
+def _open_session(
+    entry: PoolEntry, frame: Frame, depth: int, maker: sessionmaker[Session] | None = None
+) -> Session:
     """A new session of ``entry``'s pool for ``frame``, admitted by its circuit breaker.
 
     ``depth`` is how many frames up from here the code that opened the scope
     runs (for leak reports): starting the walk there saves creating a frame
-    object for each of this package's frames in between.
+    object for each of this package's frames in between. ``maker``: the
+    sessionmaker to use instead of the pool's own (read-only sessions).
     """
     breaker = breaker_for(entry.name)
     trial = breaker.before_call() if breaker is not None else False
-    session = entry.sessionmaker()
+    session = entry.sessionmaker() if maker is None else maker()
     if entry.track_sites:
         frame.opened_at = note_opening(sys._getframe(depth))
     if trial:
@@ -189,12 +194,21 @@ class LazyScope(Frame):
 class _Scope:
     """The context manager behind :func:`session_scope`: opens a frame, and ends it."""
 
-    __slots__ = ("_frame", "_independent", "_join", "_pool", "_token")
+    __slots__ = ("_after", "_frame", "_independent", "_join", "_pool", "_read_only", "_token")
 
-    def __init__(self, pool: str | None, independent: bool, join_django: bool) -> None:
+    def __init__(
+        self,
+        pool: str | None,
+        independent: bool,
+        join_django: bool,
+        read_only: bool = False,
+        after: str | None = None,
+    ) -> None:
         self._pool = pool
         self._independent = independent
         self._join = join_django
+        self._read_only = read_only
+        self._after = after
 
     def __enter__(self) -> Session:
         name = self._pool if self._pool is not None else conf.get_config().default_pool
@@ -202,11 +216,14 @@ class _Scope:
         outer = None if self._independent else find(name, joined_only=self._join)
         if outer is not None:
             session = _begin_nested(name, frame, outer.session)
+            frame.read_only = outer.read_only
         elif self._join:
             session, frame.release, frame.savepoint = open_joined(get_entry(name))
             frame.joined = True
             state.sessions.total_sessions += 1
             state.sessions.active_sessions += 1
+        elif self._read_only:
+            session = open_read_only_session(name, frame, self._after, _open_session, 2)
         else:
             # The code that opened the scope is two frames up (``with`` calls __enter__).
             session = _open_session(get_entry(name), frame, 2)
@@ -223,8 +240,29 @@ class _Scope:
         end_scope(self._frame, commit=exc is None, exc=exc, token=self._token)
 
 
+def check_read_only_arguments(read_only: bool, after: str | None, join_django: bool) -> None:
+    """Refuse combinations of ``read_only``, ``after`` and ``join_django`` that cannot hold."""
+    if after is not None:
+        if not read_only:
+            raise ValueError(
+                "after= applies to read-only scopes: pass read_only=True with it "
+                "(a scope that may write always runs on the primary)."
+            )
+        parse_lsn(after)
+    if read_only and join_django:
+        raise ValueError(
+            "read_only=True and join_django=True cannot be combined: a joined scope runs "
+            "in Django's transaction on the primary. Use one or the other."
+        )
+
+
 def session_scope(
-    pool: str | None = None, *, independent: bool = False, join_django: bool = False
+    pool: str | None = None,
+    *,
+    independent: bool = False,
+    join_django: bool = False,
+    read_only: bool = False,
+    after: str | None = None,
 ) -> _Scope:
     """A transactional scope: commit on success, roll back on any exception, always close.
 
@@ -233,7 +271,16 @@ def session_scope(
     opens a separate session and transaction instead. ``join_django`` runs the
     session on Django's own connection for the pool's database, inside Django's
     current transaction (opening an ``atomic`` block if there is none).
+
+    ``read_only`` runs a read-only transaction, on one of the pool's
+    ``REPLICAS`` that is eligible (reachable, within ``MAX_REPLICA_LAG``, and
+    has replayed this context's last commit on the primary, and ``after``'s:
+    a :func:`~mingus_sessions.last_commit_token` from another process), else
+    on the primary. A write in it fails.
     """
+    if read_only or after is not None:
+        check_read_only_arguments(read_only, after, join_django)
+        return _Scope(pool, independent, join_django, read_only, after)
     return _Scope(pool, independent, join_django)
 
 

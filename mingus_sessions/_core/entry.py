@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the asyncio extension is imported only by projects that use
 
 __all__ = ["AsyncPoolEntry", "PoolEntry"]
 
+#: The type of a pool's sessionmakers (the field names shadow the class in the dataclasses).
+SessionFactory = sessionmaker[Session]
+
 
 @dataclass(eq=False)
 class PoolEntry:
@@ -33,6 +36,9 @@ class PoolEntry:
     built_for: Any = field(repr=False)  # the settings_dict NAME the engine was built with
     #: Whether sessions record where they were opened (for leak reports).
     track_sites: bool = False
+    #: Sessions whose transactions are read-only (``session_scope(read_only=True)``
+    #: served by this pool's own database), made on first use.
+    read_only_sessionmaker: SessionFactory | None = None
 
     @property
     def stale(self) -> bool:
@@ -54,6 +60,8 @@ class AsyncPoolEntry:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     generation: int
+    #: Sessions whose transactions are read-only, made on first use.
+    read_only_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     #: The async generator that disposes of the engine when its loop shuts down
     #: (the loop holds it weakly; this keeps it alive).
     closer: Any = field(default=None, repr=False)

@@ -26,6 +26,7 @@ __all__ = [
     "DeadlockError",
     "LockTimeoutError",
     "PoolExhaustedError",
+    "ReadOnlyTransactionError",
     "SerializationError",
     "SessionError",
     "StatementTimeoutError",
@@ -104,6 +105,16 @@ class LockTimeoutError(TransactionError):
     """A lock could not be taken in time (or the database file is locked)."""
 
     transient = True
+
+
+class ReadOnlyTransactionError(TransactionError):
+    """A write in a read-only transaction.
+
+    ``session_scope(read_only=True)`` (on a replica or on the primary), a
+    ``READ_ONLY`` pool, or a replica's pool. Not transient (the same write
+    would be refused again) and not a database outage: write in a scope
+    without ``read_only``.
+    """
 
 
 class StatementTimeoutError(TransactionError):

@@ -56,6 +56,9 @@ class Frame:
     opened_at: Opened | None = None
     #: Set once the scope has ended: a second end does nothing.
     finished: bool = False
+    #: A read-only scope (``read_only=True``), and the replica's pool serving it, if any.
+    read_only: bool = False
+    replica: str | None = None
     #: An async scope: its ``AsyncSession`` is ``async_session``, and
     #: ``_session`` its sync session, which :func:`~.scopes.end_scope` ends
     #: inside SQLAlchemy's greenlet. Sync code never nests in an async scope,

@@ -9,11 +9,14 @@ saw (connections in use and open).
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy.pool import QueuePool
 
+from .config import PoolConfig
 from .entry import PoolEntry
 from .histogram import Percentiles
 from .recorder import PoolRecorder
@@ -55,6 +58,12 @@ class PoolMetrics:
     since: str = ""
     peak_checked_out: int = 0
     queued: int = 0
+    #: For a replica's pool: its primary's pool, what the sampler last found
+    #: ("serving", "lagging", "unreachable", "promoted", or "unsampled" before
+    #: the first look), and its replay lag in seconds (None when unknown).
+    replica_of: str | None = None
+    replica_state: str = ""
+    replica_lag: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (percentiles as nested dicts)."""
@@ -126,4 +135,30 @@ def snapshot(entry: PoolEntry, circuit_state: str) -> PoolMetrics:
         since=_iso(recorder.since) if recorder else "",
         peak_checked_out=max(recorder.peak_in_use, checked_out) if recorder else checked_out,
         queued=probe.queued,
+        **_replica_fields(config),
     )
+
+
+def _replica_fields(config: PoolConfig) -> dict[str, Any]:
+    """``replica_of``, ``replica_state`` and ``replica_lag`` of a replica's pool ({} otherwise)."""
+    primary = config.replica_of
+    if primary is None:
+        return {}
+    router = state.replica_routers.get(primary)
+    found = router.statuses.get(config.name) if router is not None else None
+    if found is None or found.reachable is None:
+        return {"replica_of": primary, "replica_state": "unsampled"}
+    lag = found.lag_now(time.monotonic()) if found.reachable else None
+    if not found.reachable:
+        replica_state = "unreachable"
+    elif not found.in_recovery:
+        replica_state = "promoted"
+    elif lag is None or lag > config.max_replica_lag:
+        replica_state = "lagging"
+    else:
+        replica_state = "serving"
+    return {
+        "replica_of": primary,
+        "replica_state": replica_state,
+        "replica_lag": None if lag is None or math.isinf(lag) else round(lag, 3),
+    }

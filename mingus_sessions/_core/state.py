@@ -35,6 +35,7 @@ from sqlalchemy.pool import Pool
 from .breaker import CircuitBreaker, renew_breaker_locks
 from .config import Config
 from .entry import AsyncPoolEntry, PoolEntry
+from .replicas import ReplicaRouter
 from .stats import SessionStats, TransactionStats
 
 __all__ = ["ProcessState", "state"]
@@ -116,6 +117,10 @@ class ProcessState:
         self.health_pings: dict[str, Any] = {}
         #: The monitoring sampler of this process, once started.
         self.sampler: _Sampler | None = None
+        #: Per pool with REPLICAS: what is known of each replica, and the choice
+        #: among them; and the thread that samples them (``mingus_sessions.replicas``).
+        self.replica_routers: dict[str, ReplicaRouter] = {}
+        self.replica_sampler: _Sampler | None = None
         #: Set by the pytest plugin while it is active: asked before a pool
         #: hands out a connection whether the running test may use the database.
         self.connect_guard: Callable[[str], None] | None = None
@@ -158,6 +163,8 @@ class ProcessState:
         # does not have: left in place, they would never finish.
         self.sampler = None
         self.health_pings.clear()
+        # The replicas' sampler thread is the parent's: the child starts its own.
+        self.replica_sampler = None
         # The requests the panel was instrumenting are the parent's.
         listeners, self.panel_listeners = self.panel_listeners, None
         if listeners is not None:
@@ -173,6 +180,10 @@ class ProcessState:
             self.joined_engines.clear()
             self.request_pool = None
             self.commit_hooks.clear()
+            self.replica_routers = {}
+            replica_sampler, self.replica_sampler = self.replica_sampler, None
+        if replica_sampler is not None:
+            replica_sampler.halt()
         self.forget_panel_listeners()
         self.dispose_engines()
 
@@ -183,14 +194,17 @@ class ProcessState:
             self.breakers.clear()
             self.shared_breakers = None
             sampler, self.sampler = self.sampler, None
+            replica_sampler, self.replica_sampler = self.replica_sampler, None
+            self.replica_routers = {}
             self.health_pings.clear()
             self.tables.clear()
             self.table_metadata.clear()
         self.forget_panel_listeners()
         self.sessions.reset()
         self.transactions.reset()
-        if sampler is not None:
-            sampler.halt()
+        for stopping in (sampler, replica_sampler):
+            if stopping is not None:
+                stopping.halt()
         self.dispose_engines()
 
     def forget_panel_listeners(self) -> None:

@@ -23,6 +23,7 @@ from .errors import (
     DeadlockError,
     LockTimeoutError,
     PoolExhaustedError,
+    ReadOnlyTransactionError,
     SerializationError,
     SessionError,
     StatementTimeoutError,
@@ -53,6 +54,9 @@ _SQLSTATE: dict[str, type[SessionError]] = {
     # The server's own time limits: the database is fine, the work was too slow.
     "25P03": TransactionTimeoutError,  # idle_in_transaction_session_timeout
     "25P04": TransactionTimeoutError,  # transaction_timeout (PostgreSQL 17)
+    # A write refused by a read-only transaction; on a write pool that reached
+    # a standby the listeners mark it a disconnect first (see classify).
+    "25006": ReadOnlyTransactionError,
 }
 
 _MYSQL: dict[int, type[SessionError]] = {
@@ -71,11 +75,13 @@ _MYSQL: dict[int, type[SessionError]] = {
     4031: DatabaseUnavailableError,  # disconnected by the server (idle timeout)
     1969: StatementTimeoutError,  # MariaDB's max_statement_time
     3024: StatementTimeoutError,  # MySQL's max_execution_time
+    1792: ReadOnlyTransactionError,  # a statement a READ ONLY transaction refuses
 }
 
 _SQLITE: dict[int, type[SessionError]] = {
     5: LockTimeoutError,  # SQLITE_BUSY: "database is locked"
     6: LockTimeoutError,  # SQLITE_LOCKED: "database table is locked"
+    8: ReadOnlyTransactionError,  # SQLITE_READONLY (query_only, a read-only file)
     14: DatabaseUnavailableError,  # SQLITE_CANTOPEN
 }
 
@@ -160,6 +166,10 @@ def classify(exc: BaseException) -> type[SessionError] | None:
         return None
     orig = exc.orig
     found = _code_class(orig) if orig is not None else None
+    if found is ReadOnlyTransactionError and exc.connection_invalidated:
+        # 25006 from a write pool's server that turned out to be a standby:
+        # a failover, which the listeners made a disconnect.
+        return DatabaseUnavailableError
     if found is not None:
         return found
     if isinstance(exc, _DATA_ERRORS):
@@ -327,6 +337,10 @@ _DESCRIPTIONS: dict[type[SessionError], str] = {
     DatabaseUnavailableError: "Database unavailable",
     ConnectionTimeoutError: "Connection attempt timed out",
     PoolExhaustedError: "Pool exhausted",
+    ReadOnlyTransactionError: (
+        "Write refused in a read-only transaction (a read_only=True scope, a READ_ONLY "
+        "pool or a replica: write in a scope without read_only)"
+    ),
     CircuitOpenError: "Circuit open",
     DatabaseConnectionError: "Connection failed",
 }

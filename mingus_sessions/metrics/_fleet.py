@@ -259,6 +259,13 @@ def performance_totals(processes: list[dict[str, Any]]) -> dict[str, Any]:
 def pool_health(metrics: dict[str, Any]) -> tuple[str, str]:
     """A process's pool, as its last snapshot shows it: (status, detail)."""
     circuit = metrics.get("circuit_state", "closed")
+    replica_of = metrics.get("replica_of")
+    if replica_of and (
+        circuit == "open" or metrics.get("replica_state") in ("lagging", "promoted", "unreachable")
+    ):
+        # Reads a replica cannot serve go to its primary: at worst degraded.
+        why = "circuit breaker open" if circuit == "open" else metrics["replica_state"]
+        return "degraded", f'replica {why}; reads go to the primary, pool "{replica_of}"'
     if circuit == "open":
         return "unhealthy", "circuit breaker open"
     if circuit == "half_open":

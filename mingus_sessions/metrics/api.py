@@ -243,7 +243,28 @@ def check_all_pools(
             results[name] = {"status": DEGRADED, "detail": "circuit breaker recovering", **base}
         else:
             results[name] = {"status": HEALTHY, "detail": "ok", **base}
+    for name, result in results.items():
+        _as_a_replica(name, result)
     return results
+
+
+def _as_a_replica(name: str, result: dict[str, Any]) -> None:
+    """A replica's pool is at worst degraded: reads it cannot serve go to its primary."""
+    config = conf.get_config().pools.get(name)
+    if config is None or config.replica_of is None:
+        return
+    metrics = snapshot(get_entry(name), get_circuit_breaker(name).state)
+    result["replica_of"] = metrics.replica_of
+    result["replica_state"] = metrics.replica_state
+    result["replica_lag"] = metrics.replica_lag
+    primary = f'reads go to the primary, pool "{config.replica_of}"'
+    if result["status"] == UNHEALTHY:
+        result["status"] = DEGRADED
+        result["detail"] = f"replica {result['detail']}; {primary}"
+    elif metrics.replica_state in ("lagging", "promoted", "unreachable"):
+        result["status"] = DEGRADED
+        lag = "" if metrics.replica_lag is None else f", {metrics.replica_lag:g} s behind"
+        result["detail"] = f"replica {metrics.replica_state}{lag}; {primary}"
 
 
 def overall_status(results: dict[str, dict[str, Any]]) -> str:

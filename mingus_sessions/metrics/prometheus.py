@@ -238,6 +238,32 @@ def _pool_figures(out: _Writer, rows: _PoolRows) -> None:
     ):
         out.family(f"mingus_sessions_{metric}", kind, help_text)
         _each_pool(out, rows, f"mingus_sessions_{metric}", _get(field))
+    replicas = [row for row in rows if row[2].get("replica_of")]
+    out.family(
+        "mingus_sessions_replica_lag_seconds",
+        "gauge",
+        "A replica's replay lag as last sampled (absent while unknown); label replica_of: "
+        "its primary's pool.",
+    )
+    for labels, name, m in replicas:
+        if m.get("replica_lag") is not None:
+            out.sample(
+                "mingus_sessions_replica_lag_seconds",
+                m["replica_lag"],
+                {**labels, "pool": name, "replica_of": str(m["replica_of"])},
+            )
+    out.family(
+        "mingus_sessions_replica_serving",
+        "gauge",
+        "1 when the replica may serve reads (reachable, a standby, within MAX_REPLICA_LAG), "
+        "else 0.",
+    )
+    for labels, name, m in replicas:
+        out.sample(
+            "mingus_sessions_replica_serving",
+            int(m.get("replica_state") == "serving"),
+            {**labels, "pool": name, "replica_of": str(m["replica_of"])},
+        )
     out.family(
         "mingus_sessions_circuit_state",
         "gauge",

@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 from django.db import connections
 from sqlalchemy import event, text
-from sqlalchemy import exc as sa_exc
 
-from mingus_sessions import get_circuit_breaker, get_engine, is_transient, session_scope
+from mingus_sessions import (
+    ReadOnlyTransactionError,
+    get_circuit_breaker,
+    get_engine,
+    is_transient,
+    session_scope,
+)
 from tests.helpers import add_alias
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
@@ -37,9 +42,9 @@ def with_pool(settings: Any, monkeypatch: pytest.MonkeyPatch, **pool: Any) -> No
 
 
 def write_refused() -> None:
-    with pytest.raises(sa_exc.DBAPIError) as info, session_scope("ro") as session:
+    with pytest.raises(ReadOnlyTransactionError) as info, session_scope("ro") as session:
         session.execute(text("INSERT INTO testapp_note (title, body) VALUES ('no', '')"))
-    assert getattr(info.value.orig, "sqlstate", None) == "25006"
+    assert getattr(info.value.__cause__.orig, "sqlstate", None) == "25006"  # type: ignore[union-attr]
     with session_scope() as session:
         assert session.execute(text("SELECT count(*) FROM testapp_note")).scalar() == 0
 
@@ -85,10 +90,10 @@ def test_a_read_only_transaction_on_a_primary_is_not_a_failover(
     with_pool(settings, monkeypatch)
     opened: list[Any] = []
     event.listen(get_engine("ro"), "connect", lambda dbapi, record: opened.append(dbapi))
-    with pytest.raises(sa_exc.DBAPIError) as info, session_scope("ro") as session:
+    with pytest.raises(ReadOnlyTransactionError) as info, session_scope("ro") as session:
         session.execute(text("SET TRANSACTION READ ONLY"))
         session.execute(text("INSERT INTO testapp_note (title, body) VALUES ('no', '')"))
-    assert getattr(info.value.orig, "sqlstate", None) == "25006"
+    assert getattr(info.value.__cause__.orig, "sqlstate", None) == "25006"  # type: ignore[union-attr]
     assert not is_transient(info.value)
     assert get_circuit_breaker("ro").failures == 0
     assert [conn.closed for conn in opened] == [False]

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from mingus_sessions import (
+    ReadOnlyTransactionError,
     SessionError,
     current_session,
     get_engine,
@@ -290,18 +291,20 @@ def test_read_only_pool_refuses_writes(settings: Any) -> None:
     """A READ_ONLY pool can read but a write fails in the database and nothing is written."""
     with_pools(settings, ro={"DATABASE": "default", "READ_ONLY": True})
     assert titles("ro") == []
-    with pytest.raises(sa_exc.DBAPIError) as info, session_scope("ro") as session:
+    with pytest.raises(ReadOnlyTransactionError) as info, session_scope("ro") as session:
         insert(session, "forbidden")
+    cause = info.value.__cause__
+    assert isinstance(cause, sa_exc.DBAPIError)
     if BACKEND == "postgresql":
-        assert isinstance(info.value, sa_exc.InternalError)
-        assert getattr(info.value.orig, "sqlstate", None) == "25006"
+        assert isinstance(cause, sa_exc.InternalError)
+        assert getattr(cause.orig, "sqlstate", None) == "25006"
     elif BACKEND == "mysql":
-        assert isinstance(info.value, sa_exc.OperationalError)
-        assert info.value.orig.args[0] == 1792  # a write in a READ ONLY transaction
+        assert isinstance(cause, sa_exc.OperationalError)
+        assert cause.orig.args[0] == 1792  # a write in a READ ONLY transaction
     else:
-        assert isinstance(info.value, sa_exc.OperationalError)
-        assert "readonly" in str(info.value.orig).lower()
-    assert not isinstance(info.value, SessionError)
+        assert isinstance(cause, sa_exc.OperationalError)
+        assert "readonly" in str(cause.orig).lower()
+    assert not info.value.transient
     assert titles() == []
     assert checked_out("ro") == 0
 

@@ -120,6 +120,13 @@ class Cluster:
         )
         return standby
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); ``restart()`` starts it again on its port."""
+        run("bash", str(PG_CLUSTER), "stop", str(self.data_dir))
+
+    def restart(self) -> None:
+        run("bash", str(PG_CLUSTER), "restart", str(self.data_dir))
+
     def promote(self) -> None:
         """Promote this standby; returns once it accepts writes."""
         run("bash", str(PG_CLUSTER), "promote", str(self.data_dir))

@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from mingus_sessions import get_engine, is_transient, session_scope
+from mingus_sessions import ReadOnlyTransactionError, get_engine, is_transient, session_scope
 from tests.topology.conftest import Bouncer, Cluster, add_alias, configure
 
 SCOPES = 200
@@ -106,9 +106,11 @@ def titles(backend: Cluster, title: str) -> int:
 
 def assert_write_refused(backend: Cluster, title: str) -> None:
     """A write through pool "bounced" fails as a read-only refusal and commits nothing."""
-    with pytest.raises(sa_exc.DBAPIError) as info:
+    with pytest.raises(ReadOnlyTransactionError) as info:
         write_note(title)
-    assert getattr(info.value.orig, "sqlstate", None) == "25006"  # read_only_sql_transaction
+    cause = info.value.__cause__
+    assert isinstance(cause, sa_exc.DBAPIError)
+    assert getattr(cause.orig, "sqlstate", None) == "25006"  # read_only_sql_transaction
     assert not is_transient(info.value)
     assert titles(backend, title) == 0
 

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from mingus_sessions import (
     DatabaseUnavailableError,
+    ReadOnlyTransactionError,
     execute_with_retry,
     get_circuit_breaker,
     get_engine,
@@ -167,9 +168,9 @@ def test_a_read_only_pool_on_a_standby_reads_and_is_refused_writes(
     opened = connections_opened()
     with session_scope("writes") as session:
         assert session.execute(text("SELECT count(*) FROM notes")).scalar_one() >= 0
-    with pytest.raises(sa_exc.DBAPIError) as info:
+    with pytest.raises(ReadOnlyTransactionError) as info:
         write("read-only on the standby")
-    assert getattr(info.value.orig, "sqlstate", None) == "25006"
+    assert getattr(info.value.__cause__.orig, "sqlstate", None) == "25006"  # type: ignore[union-attr]
     assert not isinstance(info.value, DatabaseUnavailableError)
     assert not is_transient(info.value)
     assert get_circuit_breaker("writes").failures == 0

@@ -16,6 +16,7 @@ from typing import Any
 from .environment import _env_overrides
 from .pgbouncer import _check_pgbouncer_prepared, _check_transaction_pooling, _pgbouncer_mode
 from .readers import _Collector, _show
+from .replicas import _expand_replicas, _replica_aliases, _replica_pools
 from .schema import (
     BUILTIN_POOL_CLASSES,
     ISOLATION_LEVELS,
@@ -57,6 +58,7 @@ def _parse_pools(
         parsed = _parse_pool(name, given, environ, databases, out, database_settings)
         if parsed is not None:
             pools[name] = parsed
+    _expand_replicas(pools, out)
     return pools_given, pools
 
 
@@ -78,7 +80,8 @@ def _parse_pool(
         # PgBouncer pools the server connections; a second pool in front of it
         # would only hold PgBouncer's client slots idle.
         values["POOL_CLASS"] = "null"
-    pool = _build_pool(name, values, pgbouncer, out)
+    replicas = _replica_aliases(name, values, databases, out)
+    pool = _build_pool(name, values, pgbouncer, out, replicas)
     _check_pgbouncer_prepared(pool, out)
     if pgbouncer == "transaction":
         entry = (database_settings or {}).get(pool.database)
@@ -133,7 +136,11 @@ def _check_database(
 
 
 def _build_pool(
-    name: str, values: Mapping[str, Any], pgbouncer: str | None, out: _Collector
+    name: str,
+    values: Mapping[str, Any],
+    pgbouncer: str | None,
+    out: _Collector,
+    replicas: tuple[str, ...] = (),
 ) -> PoolConfig:
     """The :class:`PoolConfig` of the merged values, each read by its kind."""
 
@@ -169,6 +176,9 @@ def _build_pool(
         pgbouncer_prepared=bool(
             out.boolean(values["PGBOUNCER_PREPARED"], at("PGBOUNCER_PREPARED"))
         ),
+        replicas=_replica_pools(name, replicas),
+        max_replica_lag=out.number(values["MAX_REPLICA_LAG"], at("MAX_REPLICA_LAG"), default=5.0)
+        or 5.0,
     )
 
 

@@ -56,6 +56,8 @@ POOL_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "SOCKET_TIMEOUT": 30,
         "PGBOUNCER": None,
         "PGBOUNCER_PREPARED": False,
+        "REPLICAS": [],
+        "MAX_REPLICA_LAG": 5,
     }
 )
 
@@ -145,6 +147,13 @@ class PoolConfig:
     pgbouncer: str | None = None
     #: PgBouncer tracks prepared statements (1.21+ with max_prepared_statements).
     pgbouncer_prepared: bool = False
+    #: The pools of this pool's read replicas (``replica_pool_name(name, alias)``
+    #: for each alias of ``REPLICAS``), which read-only scopes are routed to.
+    replicas: tuple[str, ...] = ()
+    #: Seconds a replica may lag behind before reads skip it.
+    max_replica_lag: float = 5.0
+    #: For a replica's pool: the pool whose replica it is (None for any other pool).
+    replica_of: str | None = None
 
     @property
     def capacity(self) -> int:
@@ -195,6 +204,11 @@ class Config:
     def pool(self, name: str | None) -> PoolConfig:
         """The named pool (the default pool for ``None``); KeyError if unknown."""
         return self.pools[self.default_pool if name is None else name]
+
+
+def replica_pool_name(pool: str, alias: str) -> str:
+    """The name of the pool that serves ``pool``'s reads on the replica ``alias``."""
+    return f"{pool}@{alias}"
 
 
 def key_path(*parts: str) -> str:

@@ -90,6 +90,22 @@ def pool_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return table(headers, rows)
 
 
+def replica_lines(pools: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per replica's pool: whose replica it is, its state and its lag ([] if none)."""
+    found = [(name, m) for name, m in pools.items() if m.get("replica_of")]
+    if not found:
+        return []
+    lines = [
+        "",
+        "Replicas (read_only scopes of their primary's pool; the primary serves otherwise):",
+    ]
+    for name, m in found:
+        lag = m.get("replica_lag")
+        shown = "lag unknown" if lag is None else f"lag {lag:.1f} s"
+        lines.append(f"  {name} of {m['replica_of']}: {m.get('replica_state') or '-'}, {shown}")
+    return lines
+
+
 def session_line(sessions: Mapping[str, int]) -> str:
     """``get_session_stats()`` on one line."""
     return (
@@ -131,6 +147,8 @@ def _alarm(pool: Mapping[str, Any]) -> str:
         found.append(f"breaker {pool['circuit_state']}")
     if pool.get("timeouts"):
         found.append(f"{pool['timeouts']} timeouts")
+    if pool.get("replica_of") and pool.get("replica_state") not in ("serving", "unsampled"):
+        found.append(f"replica {pool['replica_state']}")
     return f" ({', '.join(found)})" if found else ""
 
 

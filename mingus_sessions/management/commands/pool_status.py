@@ -13,7 +13,7 @@ from django.core.management.base import CommandError, CommandParser
 from ... import conf
 from ...metrics._fleet import FleetView, pool_totals, read_fleet, session_totals
 from ._base import FLEET_UNREACHABLE, PoolCommand, positive_seconds
-from ._render import fleet_lines, pool_lines, session_line
+from ._render import fleet_lines, pool_lines, replica_lines, session_line
 
 #: Cursor home, then erase the screen (ANSI), before each redraw on a terminal.
 _CLEAR = "\x1b[H\x1b[2J"
@@ -127,6 +127,7 @@ class Command(PoolCommand):
                     "up; UTIL of the totals; ACQ P99 the highest of any process; BREAKER the "
                     "worst)"
                 )
+            lines += replica_lines(pools)
         lines += ["", session_line(sessions)]
         if view.source == "fleet":
             lines += ["", *fleet_lines(view.processes, now.timestamp())]
