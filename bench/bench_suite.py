@@ -2,7 +2,8 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools|liveness|async]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v]
+        [--only anchors|pools|liveness|async|replicas]
                                 [--pool-rounds N]
 
 Each comparison pits our code (A) against an anchor (B) on the same
@@ -60,6 +61,11 @@ alone), each row in one event loop, on the async engine of pool "main"
 10. the async scope against a sync ``session_scope()`` awaited through
     ``sync_to_async``: reported.
 
+Then what choosing a read replica costs (``bench/replica_rows.py``; ``--only
+replicas``): the choice a read-only scope makes before it connects, with two
+eligible replicas, without a commit position, with one the samples show
+replayed, and with one they do not: under 100 µs each.
+
 Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
 them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
 ``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
@@ -88,7 +94,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import async_rows, liveness_rows, pool_rows
+from bench import async_rows, liveness_rows, pool_rows, replica_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
@@ -497,6 +503,10 @@ def run(args: argparse.Namespace) -> None:
         )
         report(async_rows.rows(args.rounds, args.verbose), out)
         print(file=out)
+    if args.only in ("all", "replicas"):
+        print(f"Read replicas: {args.rounds} rounds per row", file=out, flush=True)
+        report(replica_rows.rows(args.rounds, args.verbose), out)
+        print(file=out)
     if args.only in ("all", "pools"):
         pool_rows.run(args, out)
         print(file=out)
@@ -512,10 +522,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
     parser.add_argument(
         "--only",
-        choices=("all", "anchors", "pools", "liveness", "async"),
+        choices=("all", "anchors", "pools", "liveness", "async", "replicas"),
         default="all",
         help="anchors: the table of same-run ratios; pools: the pools under contention; "
-        "liveness: only the anchors' rows of liveness at checkout; async: async sessions",
+        "liveness: only the anchors' rows of liveness at checkout; async: async sessions; "
+        "replicas: what choosing a replica costs",
     )
     parser.add_argument(
         "--pool-rounds",

@@ -32,6 +32,7 @@ __all__ = [
     "adopt_positions",
     "commit_position",
     "context_positions",
+    "forget_positions",
     "format_lsn",
     "parse_lsn",
     "pin_to_primary",
@@ -96,6 +97,12 @@ def pin_to_primary(pool: str, seconds: float) -> None:
 def pinned_to_primary(pool: str) -> bool:
     until = _pinned.get().get(pool)
     return until is not None and time.monotonic() < until
+
+
+def forget_positions() -> None:
+    """Forget this context's commit positions and pins (a test's clean slate)."""
+    _commits.set(MappingProxyType({}))
+    _pinned.set(MappingProxyType({}))
 
 
 #: This context's commit positions and pins, as a task hands them back to its caller.

@@ -35,7 +35,7 @@ from sqlalchemy.pool import Pool
 from .breaker import CircuitBreaker, renew_breaker_locks
 from .config import Config
 from .entry import AsyncPoolEntry, PoolEntry
-from .replicas import ReplicaRouter
+from .replicas import ReplicaRouter, forget_positions
 from .stats import SessionStats, TransactionStats
 
 __all__ = ["ProcessState", "state"]
@@ -202,6 +202,8 @@ class ProcessState:
         self.forget_panel_listeners()
         self.sessions.reset()
         self.transactions.reset()
+        # This thread's context only: the test's. Other threads' end with them.
+        forget_positions()
         for stopping in (sampler, replica_sampler):
             if stopping is not None:
                 stopping.halt()

@@ -146,3 +146,16 @@ def test_a_pin_lasts_its_seconds() -> None:
         assert not pinned_to_primary("main")
 
     contextvars.copy_context().run(scenario)
+
+
+def test_a_tests_reset_forgets_this_contexts_positions() -> None:
+    from mingus_sessions._core.state import ProcessState
+
+    def scenario() -> None:
+        remember_commit("main", 10)
+        pin_to_primary("main", 60)
+        ProcessState().reset()
+        assert commit_position("main") is None
+        assert not pinned_to_primary("main")
+
+    contextvars.copy_context().run(scenario)

@@ -22,13 +22,14 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from mingus_sessions import (
     DatabaseConnectionError,
     DatabaseUnavailableError,
     ReadOnlyTransactionError,
     asession_scope,
+    execute_with_retry,
     get_circuit_breaker,
     get_engine,
     is_transient,
@@ -387,3 +388,38 @@ def _writes() -> bool:
     except DatabaseConnectionError:  # unavailable, or the breaker open meanwhile
         return False
     return True
+
+
+def test_a_failover_under_way_fails_writes_transiently_while_a_replica_serves_reads(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    app: Callable[..., None],
+    servers: dict[str, Cluster],
+) -> None:
+    """The pool's primary address reaches a standby (a failover under way): each write is a
+    transient DatabaseUnavailableError and its connection is discarded, reads go on from the
+    replica; once the standby is promoted, a retried write commits there."""
+    standby = servers["primary"].standby("failover")
+    try:
+        poll(lambda: standby.sql("SELECT pg_is_in_recovery()") == [(True,)], 30, "standby up")
+        add_alias(monkeypatch, "primary", standby.host, standby.port)
+        configure(
+            settings,
+            {"app": {"DATABASE": "primary", "REPLICAS": ["replica1"], "MAX_REPLICA_LAG": 2}},
+            breaker={"FAILURE_THRESHOLD": 100},
+            retry={"BASE_DELAY": 0.05, "MAX_DELAY": 0.5, "JITTER": False},
+        )
+        opened: list[Any] = []
+        event.listen(get_engine("app"), "connect", lambda dbapi, record: opened.append(dbapi))
+        with pytest.raises(DatabaseUnavailableError) as info:
+            write("during the failover")
+        assert info.value.transient
+        assert [conn.closed for conn in opened] == [True], "the standby's connection discarded"
+        poll(lambda: port_of_read() == servers["replica1"].port, 10, "a read on the replica")
+        assert {port_of_read() for _ in range(20)} == {servers["replica1"].port}
+
+        standby.promote()
+        execute_with_retry(lambda: write("after promotion"), pool="app", max_retries=10)
+        assert standby.sql("SELECT count(*) FROM notes WHERE title = 'after promotion'") == [(1,)]
+    finally:
+        standby.destroy()
