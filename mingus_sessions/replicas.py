@@ -93,7 +93,7 @@ def get_replica_statuses(pool: str) -> dict[str, ReplicaStatus]:
 def router_for(pool: str) -> ReplicaRouter | None:
     """The router of ``pool``'s replicas (starting the sampler), or None without replicas."""
     router = state.replica_routers.get(pool)
-    if router is not None:
+    if router is not None and state.replica_sampler is not None:
         return router
     config = conf.pool_config(pool)
     if not config.replicas:

@@ -36,6 +36,7 @@ from mingus_sessions import (
     last_commit_token,
     session_scope,
 )
+from mingus_sessions._core.state import state
 from mingus_sessions.metrics import check_all_pools, get_pool_metrics
 from mingus_sessions.metrics.api import overall_status
 from mingus_sessions.metrics.prometheus import render_prometheus
@@ -329,6 +330,23 @@ def assert_surfaces_show_replica1_down(admin_client: Client) -> None:
     page = admin_client.get(reverse("admin:mingus_sessions_connectionpool_changelist"))
     assert page.status_code == 200
     assert "app: unreachable" in page.content.decode()
+
+
+def test_a_forked_child_samples_the_replicas_itself(
+    app: Callable[..., None], servers: dict[str, Cluster]
+) -> None:
+    """A fork leaves the child no sampler thread: its first read starts one."""
+    replicas_ready(servers)
+    parents = state.replica_sampler
+    assert parents is not None
+    state.after_fork_in_child()  # what the child's registry looks like
+    try:
+        assert state.replica_sampler is None
+        assert port_of_read() in {servers[alias].port for alias in REPLICAS}
+        assert state.replica_sampler is not None
+        assert state.replica_sampler is not parents
+    finally:
+        parents.halt()
 
 
 def test_async_reads_are_routed_and_read_their_writes(
