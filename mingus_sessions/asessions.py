@@ -99,6 +99,8 @@ async def _open_async_session(name: str, frame: Frame) -> AsyncSession:
             raise
         breaker.record_success()  # type: ignore[union-attr]
     frame.breaker = breaker
+    if entry.base.start_trace is not None:
+        frame.trace = entry.base.start_trace()
     state.sessions.total_sessions += 1
     state.sessions.active_sessions += 1
     return session
@@ -290,6 +292,8 @@ class AsyncRequestSession(Frame):
             self.opened_at = note_opening(sys._getframe(1))  # the first frame outside us
         self._session = session.sync_session
         self.breaker = breaker
+        if entry.base.start_trace is not None:
+            self.trace = entry.base.start_trace()
         early = self.early
         if early:
             callbacks.adopt(session.sync_session, early)

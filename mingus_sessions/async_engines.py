@@ -76,7 +76,14 @@ def _build(loop: asyncio.AbstractEventLoop, name: str) -> AsyncPoolEntry:
             return old
         spec = async_engine_spec(base.spec, base.config)
         engine = create_async_engine(spec.url, **spec.kwargs)
-        instrument(engine.sync_engine, spec, base.probe, base.config, guarded=False)
+        instrument(
+            engine.sync_engine,
+            spec,
+            base.probe,
+            base.config,
+            guarded=False,
+            telemetry=base.telemetry,
+        )
         entry = AsyncPoolEntry(
             name=name,
             base=base,

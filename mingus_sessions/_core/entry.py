@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import PoolConfig
 from .engine_args import EngineSpec
 from .pools import PoolProbe
+from .telemetry import ScopeTrace
 
 if TYPE_CHECKING:  # the asyncio extension is imported only by projects that use it
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -33,6 +35,10 @@ class PoolEntry:
     built_for: Any = field(repr=False)  # the settings_dict NAME the engine was built with
     #: Whether sessions record where they were opened (for leak reports).
     track_sites: bool = False
+    #: Starts a scope's trace (an OpenTelemetry span) when the pool is traced; else None.
+    start_trace: Callable[[], ScopeTrace] | None = field(default=None, repr=False)
+    #: The pool's OpenTelemetry hooks (``mingus_sessions.otel.PoolTelemetry``), or None.
+    telemetry: Any = field(default=None, repr=False)
 
     @property
     def stale(self) -> bool:
