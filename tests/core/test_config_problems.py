@@ -293,6 +293,36 @@ TOP_CASES = [
         ),
         id="E016-hook-not-str",
     ),
+    # E020: OpenTelemetry
+    case(
+        {"OPENTELEMETRY": "on"},
+        E(
+            20,
+            "MINGUS_SESSIONS[\"OPENTELEMETRY\"] must be a dict or a boolean, not 'on'.",
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"] to {"METRICS": True, "TRACES": True} '
+            "(either may be False), or to False to emit nothing through OpenTelemetry.",
+        ),
+        id="E020-not-a-dict",
+    ),
+    case(
+        {"OPENTELEMETRY": {"METRICS": True, "SPANS": True}},
+        E(
+            20,
+            'MINGUS_SESSIONS["OPENTELEMETRY"] has unknown keys: SPANS.',
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"] to {"METRICS": True, "TRACES": True} '
+            "(either may be False), or to False to emit nothing through OpenTelemetry.",
+        ),
+        id="E020-unknown-key",
+    ),
+    case(
+        {"OPENTELEMETRY": {"TRACES": "yes"}},
+        E(
+            20,
+            'MINGUS_SESSIONS["OPENTELEMETRY"]["TRACES"] is \'yes\', not True or False.',
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"]["TRACES"] to True or False.',
+        ),
+        id="E020-not-a-boolean",
+    ),
 ]
 
 
@@ -305,10 +335,10 @@ def test_problem(raw: Any, env: dict[str, str], kwargs: dict[str, Any], expected
 
 
 def test_every_check_id_is_covered() -> None:
-    """The cases of the four problem tables exercise every id from E001 to E019."""
+    """The cases of the four problem tables exercise every id from E001 to E020."""
     every_case = [*TOP_CASES, *POOL_CASES, *ENV_CASES, *PGBOUNCER_CASES]
     covered = {param.values[-1].id for param in every_case}  # type: ignore[attr-defined]
-    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 20)}
+    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 21)}
 
 
 def test_all_problems_are_reported_at_once() -> None:

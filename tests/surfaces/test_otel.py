@@ -180,7 +180,9 @@ def test_statements_are_spans_under_their_scope_span_with_the_conventions_attrib
         session.execute(text("SELECT title FROM testapp_note WHERE title = :t"), {"t": "secret"})
     spans = otel.spans()
     (scope,) = [span for span in spans if span.name == "transaction main"]
-    statements = [span for span in spans if span.parent and span.parent.span_id == scope.context.span_id]
+    statements = [
+        span for span in spans if span.parent and span.parent.span_id == scope.context.span_id
+    ]
     select = next(span for span in statements if span.name == "SELECT testapp_note")
     assert select.kind is SpanKind.CLIENT
     assert scope.kind is SpanKind.INTERNAL
