@@ -2,8 +2,8 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--only anchors|pools|liveness|async]
-                                [--pool-rounds N]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--pool-rounds N]
+                                [--only anchors|pools|liveness|async|otel]
 
 Each comparison pits our code (A) against an anchor (B) on the same
 PostgreSQL database, in rounds that alternate A B, B A, ... so that drift of
@@ -60,6 +60,11 @@ alone), each row in one event loop, on the async engine of pool "main"
 10. the async scope against a sync ``session_scope()`` awaited through
     ``sync_to_async``: reported.
 
+Then OpenTelemetry (``bench/otel_rows.py``; ``--only otel`` prints them alone):
+a ``session_scope()`` ``SELECT 1`` with ``OPENTELEMETRY`` off, with the API and
+no SDK, and with the SDK (in-memory reader and span exporter), the three
+interleaved round by round: the API at most 1.01, the SDK at most 1.05.
+
 Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
 them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
 ``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
@@ -88,7 +93,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import async_rows, liveness_rows, pool_rows
+from bench import async_rows, liveness_rows, otel_rows, pool_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
@@ -497,6 +502,14 @@ def run(args: argparse.Namespace) -> None:
         )
         report(async_rows.rows(args.rounds, args.verbose), out)
         print(file=out)
+    if args.only in ("all", "otel"):
+        print(
+            f"OpenTelemetry: {args.rounds} rounds, off / API only / SDK interleaved",
+            file=out,
+            flush=True,
+        )
+        report(otel_rows.rows(args.rounds, args.verbose), out)
+        print(file=out)
     if args.only in ("all", "pools"):
         pool_rows.run(args, out)
         print(file=out)
@@ -512,10 +525,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
     parser.add_argument(
         "--only",
-        choices=("all", "anchors", "pools", "liveness", "async"),
+        choices=("all", "anchors", "pools", "liveness", "async", "otel"),
         default="all",
         help="anchors: the table of same-run ratios; pools: the pools under contention; "
-        "liveness: only the anchors' rows of liveness at checkout; async: async sessions",
+        "liveness: only the anchors' rows of liveness at checkout; async: async sessions; "
+        "otel: OpenTelemetry off, API only, SDK",
     )
     parser.add_argument(
         "--pool-rounds",
