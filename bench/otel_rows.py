@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench.rows import Row, judged, quartiles
+from bench.bench_metrics import count_calls
+from bench.rows import Row, judged, quartiles, single_figure
 
 #: Scopes per round.
 SCOPES = 2_000
@@ -145,9 +146,24 @@ def _row(a: list[float], b: list[float]) -> Row:
     )
 
 
+def calls(entries: dict[str, Any], count: int = 200) -> dict[str, tuple[float, float]]:
+    """Python and C calls per scope of each engine (``sys.setprofile``): a count, no noise."""
+    from mingus_sessions._core.state import state
+
+    found = {}
+    for name in ("off", "api", "sdk"):
+        state.pools["main"] = entries[name]
+        scopes(20)  # warm: this engine's statements compiled
+        python_calls, c_calls, _ = count_calls(scopes, count)
+        found[name] = (python_calls, c_calls)
+        entries["_exporter"].clear()
+    return found
+
+
 def rows(rounds: int, verbose: bool, n: int = SCOPES) -> list[Row]:
     with three_engines() as entries:
         samples = interleaved(entries, rounds, n, verbose)
+        counted = calls(entries)
     api = _row(samples["api"], samples["off"])
     sdk = _row(samples["sdk"], samples["off"])
     found = [
@@ -167,6 +183,31 @@ def rows(rounds: int, verbose: bool, n: int = SCOPES) -> list[Row]:
     found[0].notes.append(f"{api.difference_us:+.1f} µs per scope, paired by round")
     found[1].notes.append(
         f"{sdk.difference_us:+.1f} µs per scope, paired by round: two spans (the scope's, the "
-        "statement's) and four histogram records"
+        "statement's) and three histogram records (wait, use, operation)"
     )
-    return found
+    (off_py, off_c), (api_py, api_c), (sdk_py, sdk_c) = (
+        counted["off"],
+        counted["api"],
+        counted["sdk"],
+    )
+    api_calls = single_figure(
+        "Python calls per scope, API only minus off (sys.setprofile)",
+        api_py - off_py,
+        "0 (no hook without an SDK)",
+        abs(api_py - off_py) < 1,
+    )
+    api_calls.notes.append(
+        f"off {off_py:.0f} Python + {off_c:.0f} C calls, API only {api_py:.0f} + {api_c:.0f}"
+    )
+    sdk_calls = single_figure(
+        "Python calls per scope, SDK minus off (sys.setprofile)",
+        sdk_py - off_py,
+        "reported",
+        True,
+    )
+    sdk_calls.met = None
+    sdk_calls.notes.append(
+        f"SDK {sdk_py:.0f} Python + {sdk_c:.0f} C calls; ours are about a dozen "
+        "(tests/scopes/test_call_budget.py), the rest the SDK's"
+    )
+    return [*found, api_calls, sdk_calls]

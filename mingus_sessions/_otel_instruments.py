@@ -215,7 +215,9 @@ def _gauge(which: str, metrics: PoolMetrics) -> int | None:
     """
     queue = metrics.capacity > 0
     if which == "idle.max":
-        return metrics.pool_size if queue else 0
+        # Per engine of the pool (the sync one, one per event loop using it), as capacity.
+        per_engine = metrics.pool_size + metrics.max_overflow
+        return metrics.pool_size * (metrics.capacity // per_engine) if queue else 0
     if which == "idle.min":
         return 0
     if which == "max":

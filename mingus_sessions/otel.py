@@ -289,9 +289,14 @@ class PoolTelemetry:
             "db.system.name": system,
         }
         self.old_pool_attributes = {"pool.name": self.name}
-        self.scope_attributes = {**server, "db.client.connection.pool.name": self.name}
+        # Few on purpose: an SDK cleans each attribute of each span (the statements
+        # carry the server's).
+        self.scope_attributes = {
+            "db.system.name": system,
+            "db.client.connection.pool.name": self.name,
+        }
         if self.old:
-            self.scope_attributes.update(self._old_server())
+            self.scope_attributes["db.system"] = _OLD_DB_SYSTEMS.get(system, system)
         self._statements.clear()  # in place: the statement wrappers hold this dict
 
     def _old_server(self) -> dict[str, Any]:

@@ -148,11 +148,12 @@ def test_opentelemetry_without_an_sdk_costs_a_scope_no_python_call(
     monkeypatch.setattr(state, "connect_guard", None)
     use_providers()
     base = copy.deepcopy(settings.MINGUS_SESSIONS)
-    measured = {}
-    for on in (False, True):
+    measured: dict[bool, float] = {}
+    for on in (False, True) * 3:
         settings.MINGUS_SESSIONS = {**base, "OPENTELEMETRY": on}
-        measured[on] = python_calls_per_scope(ours)
-    # As above: less than one call per scope is a ping's noise.
+        # The least of three: a pool's ping (past PING_IDLE) or a collection's callback in
+        # one measure is noise, not the scope's work.
+        measured[on] = min(measured.get(on, float("inf")), python_calls_per_scope(ours))
     assert abs(measured[True] - measured[False]) < 1, measured
 
 

@@ -120,6 +120,8 @@ def test_the_nine_pool_metrics_have_the_conventions_names_kinds_units_and_values
         assert metric.unit == unit, name
         if monotonic is not None:
             assert metric.data.is_monotonic is monotonic, name
+    if BACKEND == "mysql":  # learnt from the server at the first connect
+        assert system_name() == ("mariadb" if get_entry().engine.dialect.is_mariadb else "mysql")
     pool = {"db.client.connection.pool.name": "main", "db.system.name": system_name()}
     counts = {
         point.attributes["db.client.connection.state"]: point.value
@@ -296,6 +298,9 @@ async def test_async_scopes_report_the_same_way(otel: Telemetry) -> None:
         for point in otel.points("db.client.connection.count")
     }
     assert counts == {"used": 0, "idle": 1}
+    # The pool's sync engine and this loop's async one: twice the limits.
+    assert [point.value for point in otel.points("db.client.connection.max")] == [20]
+    assert [point.value for point in otel.points("db.client.connection.idle.max")] == [10]
 
 
 def test_a_requests_scope_is_a_child_of_the_requests_span(otel: Telemetry) -> None:
