@@ -173,10 +173,18 @@ class _ScopeSpan:
     def end(self, exc: BaseException | None) -> None:
         try:
             if exc is not None:
-                _record_error(self.span, exc, type(exc).__qualname__, log_parameters=False)
+                _record_error(self.span, exc, _qualified(exc), log_parameters=False)
             self.span.end()
         except Exception:
             logger.debug("Ending a scope's span failed", exc_info=True)
+
+
+def _qualified(exc: BaseException) -> str:
+    """The exception's class with its module (``error.type``): ``sqlite3.OperationalError``."""
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def _record_error(span: Any, exc: BaseException, error_type: str, *, log_parameters: bool) -> None:
@@ -427,7 +435,7 @@ class PoolTelemetry:
         """A statement failed after ``elapsed`` s: its duration with ``error.type``, its span."""
         try:
             code = _error_code(exc)
-            error_type = code or f"{type(exc).__module__}.{type(exc).__qualname__}"
+            error_type = code or _qualified(exc)
             if self.instruments is not None:
                 self.instruments.operation_duration.record(
                     elapsed, {**described.metric_attributes, "error.type": error_type}
