@@ -405,3 +405,39 @@ def test_the_opt_in_variable_is_read_as_a_comma_separated_list() -> None:
 )
 def test_statements_are_summarized_by_operation_and_table(statement: str, summary: str) -> None:
     assert summarize(statement) == summary
+
+
+def test_batches_statements_without_parameters_and_statements_under_a_current_span(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An executemany carries its batch size; a statement run without parameters and one run
+    outside any scope but under a current span are traced as well."""
+    from mingus_sessions import get_engine
+    from mingus_sessions import otel as otel_module
+
+    monkeypatch.setattr(otel_module, "SUMMARIES_KEPT", 2)
+    with session_scope() as session:
+        session.execute(
+            text("INSERT INTO testapp_note (title, body) VALUES (:title, '')"),
+            [{"title": "one"}, {"title": "two"}, {"title": "three"}],
+        )
+        connection = session.connection().execution_options(no_parameters=True)
+        connection.exec_driver_sql("SELECT count(*) FROM testapp_note")
+    tracer = otel.tracers.get_tracer("test")
+    with tracer.start_as_current_span("job") as job, get_engine().connect() as raw:
+        raw.execute(text("DELETE FROM testapp_note WHERE title = :t"), {"t": "one"})
+        raw.commit()
+    spans = otel.spans()
+    (insert,) = [span for span in spans if span.name == "INSERT testapp_note"]
+    assert insert.attributes["db.operation.batch.size"] == 3
+    (count,) = [
+        span
+        for span in spans
+        if span.name == "SELECT testapp_note" and "count(*)" in span.attributes["db.query.text"]
+    ]
+    assert count.parent is not None
+    assert count.parent.span_id == insert.parent.span_id  # the scope's
+    (delete,) = [span for span in spans if span.name == "DELETE testapp_note"]
+    assert delete.parent.span_id == job.get_span_context().span_id
+    # More statements than the summaries kept: the cache started over, and stayed small.
+    assert len(get_entry().telemetry._statements) <= 2
