@@ -2,9 +2,8 @@
 
 Run from the repository root (``make bench`` runs this, then ``bench_metrics``)::
 
-    python -m bench.bench_suite [--rounds N] [--quick] [-v]
-        [--only anchors|pools|liveness|async|replicas]
-                                [--pool-rounds N]
+    python -m bench.bench_suite [--rounds N] [--quick] [-v] [--pool-rounds N]
+                                [--only anchors|pools|liveness|async|replicas|otel]
 
 Each comparison pits our code (A) against an anchor (B) on the same
 PostgreSQL database, in rounds that alternate A B, B A, ... so that drift of
@@ -66,6 +65,11 @@ replicas``): the choice a read-only scope makes before it connects, with two
 eligible replicas, without a commit position, with one the samples show
 replayed, and with one they do not: under 100 µs each.
 
+Then OpenTelemetry (``bench/otel_rows.py``; ``--only otel`` prints them alone):
+a ``session_scope()`` ``SELECT 1`` with ``OPENTELEMETRY`` off, with the API and
+no SDK, and with the SDK (in-memory reader and span exporter), the three
+interleaved round by round: the API at most 1.01, the SDK at most 1.05.
+
 Then the pools under contention (``bench/pool_rows.py``; ``--only pools`` prints
 them alone): our ``queue`` pool against SQLAlchemy's ``QueuePool`` and
 ``psycopg_pool`` with 8 threads on 4 connections, against ``QueuePool`` with 30
@@ -94,7 +98,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import async_rows, liveness_rows, pool_rows, replica_rows
+from bench import async_rows, liveness_rows, otel_rows, pool_rows, replica_rows
 from bench.bench_metrics import (
     bench_database,
     count_calls,
@@ -507,6 +511,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"Read replicas: {args.rounds} rounds per row", file=out, flush=True)
         report(replica_rows.rows(args.rounds, args.verbose), out)
         print(file=out)
+    if args.only in ("all", "otel"):
+        print(
+            f"OpenTelemetry: {args.rounds} rounds, off / API only / SDK interleaved",
+            file=out,
+            flush=True,
+        )
+        report(otel_rows.rows(args.rounds, args.verbose), out)
+        print(file=out)
     if args.only in ("all", "pools"):
         pool_rows.run(args, out)
         print(file=out)
@@ -522,11 +534,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every round")
     parser.add_argument(
         "--only",
-        choices=("all", "anchors", "pools", "liveness", "async", "replicas"),
+        choices=("all", "anchors", "pools", "liveness", "async", "replicas", "otel"),
         default="all",
         help="anchors: the table of same-run ratios; pools: the pools under contention; "
         "liveness: only the anchors' rows of liveness at checkout; async: async sessions; "
-        "replicas: what choosing a replica costs",
+        "replicas: what choosing a replica costs; otel: OpenTelemetry off, API only, SDK",
     )
     parser.add_argument(
         "--pool-rounds",

@@ -112,6 +112,8 @@ async def _open_async_session(
             raise
         breaker.record_success()  # type: ignore[union-attr]
     frame.breaker = breaker
+    if entry.base.start_trace is not None:
+        frame.trace = entry.base.start_trace()
     state.sessions.total_sessions += 1
     state.sessions.active_sessions += 1
     return session
@@ -279,10 +281,10 @@ async def _try_async_replica(
             replayed = parse_lsn((await connection.exec_driver_sql(REPLAY_SQL)).scalar_one())
             router.saw_replay(replica, replayed)
             if replayed < position:
-                await _abandon_async(session)
+                await _abandon_async(session, frame)
                 return None
     except Exception as exc:
-        await _abandon_async(session)
+        await _abandon_async(session, frame)
         error = translated(replica, exc)
         if isinstance(error, DatabaseConnectionError):
             record_failure(breaker_for(replica), error)
@@ -293,7 +295,11 @@ async def _try_async_replica(
     return session
 
 
-async def _abandon_async(session: AsyncSession) -> None:
+async def _abandon_async(session: AsyncSession, frame: Frame) -> None:
+    """Close a replica's session that will not serve the scope, and uncount it."""
+    if frame.trace is not None:
+        frame.trace.end(None)
+        frame.trace = None
     await asyncio.shield(session.close())
     state.sessions.total_sessions -= 1
     state.sessions.active_sessions -= 1
@@ -371,6 +377,8 @@ class AsyncRequestSession(Frame):
             self.opened_at = note_opening(sys._getframe(1))  # the first frame outside us
         self._session = session.sync_session
         self.breaker = breaker
+        if entry.base.start_trace is not None:
+            self.trace = entry.base.start_trace()
         early = self.early
         if early:
             callbacks.adopt(session.sync_session, early)

@@ -93,7 +93,14 @@ def _build(loop: asyncio.AbstractEventLoop, name: str) -> AsyncPoolEntry:
             return old
         spec = async_engine_spec(base.spec, base.config)
         engine = create_async_engine(spec.url, **spec.kwargs)
-        instrument(engine.sync_engine, spec, base.probe, base.config, guarded=True)
+        instrument(
+            engine.sync_engine,
+            spec,
+            base.probe,
+            base.config,
+            guarded=True,
+            telemetry=base.telemetry,
+        )
         entry = AsyncPoolEntry(
             name=name,
             base=base,

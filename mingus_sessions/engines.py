@@ -20,7 +20,7 @@ from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
-from . import conf
+from . import conf, otel
 from ._core.config import Config, PoolConfig
 from ._core.engine_args import EngineSpec, build_engine_spec
 from ._core.entry import PoolEntry
@@ -78,7 +78,14 @@ def _build(name: str) -> PoolEntry:
         )
         engine = create_engine(spec.url, **spec.kwargs)
         probe = _probe_for(name, config)
-        instrument(engine, spec, probe, pool_config, guarded=True)
+        telemetry = otel.telemetry_for(name, config, spec)
+        if (
+            telemetry is not None
+            and telemetry.instruments is not None
+            and isinstance(probe, PoolRecorder)
+        ):
+            probe.telemetry = telemetry
+        instrument(engine, spec, probe, pool_config, guarded=True, telemetry=telemetry)
         entry = PoolEntry(
             name=name,
             config=pool_config,
@@ -89,6 +96,10 @@ def _build(name: str) -> PoolEntry:
             settings_dict=settings_dict,
             built_for=settings_dict.get("NAME"),
             track_sites=isinstance(probe, PoolRecorder) and probe.leak_threshold is not None,
+            telemetry=telemetry,
+            start_trace=telemetry.start_trace
+            if telemetry is not None and telemetry.tracer is not None
+            else None,
         )
         state.pools[name] = entry
         listeners = state.panel_listeners
@@ -99,15 +110,26 @@ def _build(name: str) -> PoolEntry:
 
 
 def instrument(
-    engine: Engine, spec: EngineSpec, probe: PoolProbe, pool_config: PoolConfig, *, guarded: bool
+    engine: Engine,
+    spec: EngineSpec,
+    probe: PoolProbe,
+    pool_config: PoolConfig,
+    *,
+    guarded: bool,
+    telemetry: otel.PoolTelemetry | None = None,
 ) -> None:
     """Give a pool's engine (sync, or an async engine's sync side) its probe and listeners.
 
     ``guarded``: ask the pytest plugin's connect guard, when it is on, before each checkout.
+    ``telemetry``: the pool's OpenTelemetry hooks, if it has them.
     """
     if isinstance(engine.pool, WaitAwareQueuePool):
         engine.pool.probe = probe
     install_listeners(engine, spec, probe, pool_config)
+    if telemetry is not None:
+        # Before the recorder's listeners: a MariaDB server is known to the
+        # telemetry before the first connection's create time is recorded.
+        telemetry.install(engine, vendor=spec.vendor)
     if guarded and state.connect_guard is not None:
         _guard(engine, pool_config.database)
     if isinstance(probe, PoolRecorder):

@@ -171,10 +171,10 @@ def _try_replica(
             replayed = parse_lsn(connection.exec_driver_sql(REPLAY_SQL).scalar_one())
             router.saw_replay(replica, replayed)
             if replayed < position:
-                _abandon(session)
+                _abandon(session, frame)
                 return None
     except Exception as exc:
-        _abandon(session)
+        _abandon(session, frame)
         error = translated(replica, exc)
         if isinstance(error, DatabaseConnectionError):
             record_failure(breaker_for(replica), error)
@@ -186,8 +186,12 @@ def _try_replica(
     return session
 
 
-def _abandon(session: Session) -> None:
+def _abandon(session: Session, frame: Frame) -> None:
     """Close a replica's session that will not serve the scope, and uncount it."""
+    if frame.trace is not None:
+        # Its span ends here: the scope goes on with another session (and span).
+        frame.trace.end(None)
+        frame.trace = None
     session.close()
     state.sessions.total_sessions -= 1
     state.sessions.active_sessions -= 1

@@ -36,6 +36,7 @@ _STATE = frozenset(
         "savepoint",
         "release",
         "finished",
+        "trace",
     }
 )
 

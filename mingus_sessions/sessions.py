@@ -104,6 +104,8 @@ def _open_session(
             raise
         breaker.record_success()  # type: ignore[union-attr]
     frame.breaker = breaker
+    if entry.start_trace is not None:
+        frame.trace = entry.start_trace()
     state.sessions.total_sessions += 1
     state.sessions.active_sessions += 1
     return session

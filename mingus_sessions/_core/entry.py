@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import PoolConfig
 from .engine_args import EngineSpec
 from .pools import PoolProbe
+from .telemetry import ScopeTrace
 
 if TYPE_CHECKING:  # the asyncio extension is imported only by projects that use it
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -39,6 +41,10 @@ class PoolEntry:
     #: Sessions whose transactions are read-only (``session_scope(read_only=True)``
     #: served by this pool's own database), made on first use.
     read_only_sessionmaker: SessionFactory | None = None
+    #: Starts a scope's trace (an OpenTelemetry span) when the pool is traced; else None.
+    start_trace: Callable[[], ScopeTrace] | None = field(default=None, repr=False)
+    #: The pool's OpenTelemetry hooks (``mingus_sessions.otel.PoolTelemetry``), or None.
+    telemetry: Any = field(default=None, repr=False)
 
     @property
     def stale(self) -> bool:

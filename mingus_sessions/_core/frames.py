@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session, SessionTransaction
 
 from .breaker import CircuitBreaker
+from .telemetry import ScopeTrace
 
 __all__ = ["Frame", "Opened", "active_scope", "enter", "find", "innermost", "leave"]
 
@@ -54,6 +55,9 @@ class Frame:
     early: list[Callable[[], Any]] | None = None
     #: Where the session was opened, for leak reports (when they are on).
     opened_at: Opened | None = None
+    #: The scope's trace (an OpenTelemetry span), when its pool is traced and the
+    #: scope opened a session of its own; ended by :func:`~.scopes.end_scope`.
+    trace: ScopeTrace | None = None
     #: Set once the scope has ended: a second end does nothing.
     finished: bool = False
     #: A read-only scope (``read_only=True``), and the replica's pool serving it, if any.

@@ -29,6 +29,7 @@ from .histogram import Histogram
 from .leaks import LeakReports, Site, capture_stack, leak_logger, note_opening
 from .pools import PoolProbe, WaitAwareQueuePool
 from .slow_queries import SLOWEST_KEPT, SlowQuery, SlowQueryLog
+from .telemetry import PoolTelemetry
 
 # A checkout outside a scope calls capture_stack through this module's globals,
 # so a test can replace it here; note_opening, SLOWEST_KEPT and SlowQuery keep
@@ -81,6 +82,7 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         "since",
         "slow_queries",
         "slow_threshold",
+        "telemetry",
     )
 
     def __init__(
@@ -106,6 +108,8 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         #: The thread id of a health check's ping while it runs (0 otherwise): its
         #: checkout is not traffic, so it counts as no checkout, wait or hold.
         self.health_thread = 0
+        #: Told of each connection's create, wait and use times (OpenTelemetry), or None.
+        self.telemetry: PoolTelemetry | None = None
         self._zero()
 
     def _zero(self) -> None:
@@ -184,7 +188,10 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
         self.opened += 1
         started = record.info.pop(_CONNECT_T0, None)
         if started is not None:
-            self.connect_time.record(int((time.perf_counter() - started) * 1_000_000))
+            took = time.perf_counter() - started
+            self.connect_time.record(int(took * 1_000_000))
+            if self.telemetry is not None:
+                self.telemetry.connection_created(took)
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         self.checked_out(record, None)
@@ -202,6 +209,8 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
             self.checkouts += 1
             if started is not None:
                 self.acquire.record(int((now - started) * 1_000_000))  # type: ignore[union-attr]
+                if self.telemetry is not None:
+                    self.telemetry.connection_waited(now - started)
             site: Site | None = None
             if self.leak_threshold is not None:
                 # A scope noted where it opened its session (note_opening);
@@ -229,6 +238,8 @@ class PoolRecorder(PoolProbe, LeakReports, SlowQueryLog):
                 return  # checked out before the listener saw it (before a fork)
             held = perf_counter() - out[0]
             self.hold.record(int(held * 1_000_000))
+            if self.telemetry is not None:
+                self.telemetry.connection_used(held)
             threshold = self.leak_threshold
             if threshold is not None and held >= threshold:
                 if not out[2]:

@@ -71,10 +71,14 @@ def end_scope(
     try:
         committed = _end_session(name, session, frame.breaker, commit=commit, exc=exc)
     except BaseException as failure:
+        if frame.trace is not None:
+            frame.trace.end(failure)
         if token is not None:
             leave(token)
         _run_callbacks(callbacks.take(session), name, failure)
         raise
+    if frame.trace is not None:
+        frame.trace.end(exc)
     if token is not None:
         leave(token)
     if committed:

@@ -127,6 +127,13 @@ class ProcessState:
         #: The debug-toolbar panel's listeners on the engines, while some request
         #: is instrumented by it; None otherwise (and always without the toolbar).
         self.panel_listeners: _PanelListeners | None = None
+        #: ``mingus_sessions.otel.use_providers``: the (tracer, meter) providers to
+        #: emit through instead of OpenTelemetry's global ones; None for those.
+        self.otel_providers: tuple[Any, Any] | None = None
+        #: OpenTelemetry instruments, one set per (meter provider, with the
+        #: experimental conventions or not). Never forgotten: a provider cannot
+        #: take an instrument back, and their callbacks read the pools built since.
+        self.otel_instruments: list[tuple[Any, bool, Any]] = []
 
     # -- the three events --------------------------------------------------------------------
 
@@ -165,6 +172,8 @@ class ProcessState:
         self.health_pings.clear()
         # The replicas' sampler thread is the parent's: the child starts its own.
         self.replica_sampler = None
+        # otel_providers and otel_instruments are kept: the SDK's providers
+        # handle a fork themselves (their export threads restart in the child).
         # The requests the panel was instrumenting are the parent's.
         listeners, self.panel_listeners = self.panel_listeners, None
         if listeners is not None:
@@ -182,6 +191,8 @@ class ProcessState:
             self.commit_hooks.clear()
             self.replica_routers = {}
             replica_sampler, self.replica_sampler = self.replica_sampler, None
+            # otel_providers and otel_instruments are not settings: kept. The
+            # engines rebuilt below read OPENTELEMETRY afresh.
         if replica_sampler is not None:
             replica_sampler.halt()
         self.forget_panel_listeners()
@@ -199,6 +210,8 @@ class ProcessState:
             self.health_pings.clear()
             self.tables.clear()
             self.table_metadata.clear()
+            # otel_providers is the test's own choice (as connect_guard is), and
+            # otel_instruments cannot be taken back from their providers: kept.
         self.forget_panel_listeners()
         self.sessions.reset()
         self.transactions.reset()

@@ -10,3 +10,10 @@ class CommunicationsConfig(AppConfig):
     label = "communications"
     verbose_name = "Communications"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The demo's own OpenTelemetry setup (project/telemetry.py): off unless
+        # DEMO_OTEL=console or OTEL_EXPORTER_OTLP_ENDPOINT asks for it.
+        from project import telemetry
+
+        telemetry.configure()

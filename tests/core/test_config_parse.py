@@ -228,3 +228,20 @@ def test_visible_ascii_tokens_are_kept(token: str) -> None:
 def test_celery_pool(raw: Any, expected: str) -> None:
     """CELERY_POOL left at its default falls back to DEFAULT_POOL when there is no "celery" pool."""
     assert config_of(raw).celery_pool == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "metrics", "traces"),
+    [
+        (None, True, True),
+        (False, False, False),
+        (True, True, True),
+        ({"TRACES": False}, True, False),
+        ({"METRICS": False, "TRACES": True}, False, True),
+    ],
+)
+def test_opentelemetry_is_both_signals_or_each_one(given: Any, metrics: bool, traces: bool) -> None:
+    """OPENTELEMETRY: a boolean for both signals, or a dict whose missing keys stay on."""
+    raw = {} if given is None else {"OPENTELEMETRY": given}
+    config = config_of(raw)
+    assert (config.opentelemetry.metrics, config.opentelemetry.traces) == (metrics, traces)

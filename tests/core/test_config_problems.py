@@ -29,6 +29,7 @@ from tests.core.config_helpers import (
 from tests.core.test_config_environment import ENV_CASES
 from tests.core.test_config_pgbouncer import PGBOUNCER_CASES
 from tests.core.test_config_pools import POOL_CASES
+from tests.core.test_config_replicas import REPLICA_CASES
 
 TOP_CASES = [
     # E001: the setting itself
@@ -293,6 +294,36 @@ TOP_CASES = [
         ),
         id="E016-hook-not-str",
     ),
+    # E021: OpenTelemetry
+    case(
+        {"OPENTELEMETRY": "on"},
+        E(
+            21,
+            "MINGUS_SESSIONS[\"OPENTELEMETRY\"] must be a dict or a boolean, not 'on'.",
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"] to {"METRICS": True, "TRACES": True} '
+            "(either may be False), or to False to emit nothing through OpenTelemetry.",
+        ),
+        id="E021-not-a-dict",
+    ),
+    case(
+        {"OPENTELEMETRY": {"METRICS": True, "SPANS": True}},
+        E(
+            21,
+            'MINGUS_SESSIONS["OPENTELEMETRY"] has unknown keys: SPANS.',
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"] to {"METRICS": True, "TRACES": True} '
+            "(either may be False), or to False to emit nothing through OpenTelemetry.",
+        ),
+        id="E021-unknown-key",
+    ),
+    case(
+        {"OPENTELEMETRY": {"TRACES": "yes"}},
+        E(
+            21,
+            'MINGUS_SESSIONS["OPENTELEMETRY"]["TRACES"] is \'yes\', not True or False.',
+            'Set MINGUS_SESSIONS["OPENTELEMETRY"]["TRACES"] to True or False.',
+        ),
+        id="E021-not-a-boolean",
+    ),
 ]
 
 
@@ -305,10 +336,10 @@ def test_problem(raw: Any, env: dict[str, str], kwargs: dict[str, Any], expected
 
 
 def test_every_check_id_is_covered() -> None:
-    """The cases of the four problem tables exercise every id from E001 to E019."""
-    every_case = [*TOP_CASES, *POOL_CASES, *ENV_CASES, *PGBOUNCER_CASES]
+    """The cases of the five problem tables exercise every id from E001 to E021."""
+    every_case = [*TOP_CASES, *POOL_CASES, *ENV_CASES, *PGBOUNCER_CASES, *REPLICA_CASES]
     covered = {param.values[-1].id for param in every_case}  # type: ignore[attr-defined]
-    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 20)}
+    assert covered == {f"mingus_sessions.E{n:03d}" for n in range(1, 22)}
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -172,6 +172,15 @@ def test_checks_have_no_database_tag() -> None:
             ),
             id="E016-non-ascii-token",
         ),
+        pytest.param(
+            {"OPENTELEMETRY": {"METRICS": 1}},
+            checks.Error(
+                'MINGUS_SESSIONS["OPENTELEMETRY"]["METRICS"] is 1, not True or False.',
+                hint='Set MINGUS_SESSIONS["OPENTELEMETRY"]["METRICS"] to True or False.',
+                id="mingus_sessions.E021",
+            ),
+            id="E021-not-a-boolean",
+        ),
     ],
 )
 def test_broken_setting_is_reported(settings: Settings, value: Any, expected: checks.Error) -> None:

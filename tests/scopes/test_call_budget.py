@@ -135,3 +135,77 @@ def test_a_shared_breaker_read_recently_costs_a_scope_no_python_call(
     # Averages over SCOPES: one call more per scope is a difference of 1.0; less than that
     # is noise of the server's (a pool's ping once in the run) that each measure may catch.
     assert measured[True] - measured[False] < 1, measured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opentelemetry_without_an_sdk_costs_a_scope_no_python_call(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the API installed but no SDK (OpenTelemetry's default providers), a scope makes
+    exactly the calls it makes with OPENTELEMETRY off: the engines get no hook."""
+    from mingus_sessions.otel import use_providers
+
+    monkeypatch.setattr(state, "connect_guard", None)
+    use_providers()
+    base = copy.deepcopy(settings.MINGUS_SESSIONS)
+    measured: dict[bool, float] = {}
+    for on in (False, True) * 3:
+        settings.MINGUS_SESSIONS = {**base, "OPENTELEMETRY": on}
+        # The least of three: a pool's ping (past PING_IDLE) or a collection's callback in
+        # one measure is noise, not the scope's work.
+        measured[on] = min(measured.get(on, float("inf")), python_calls_per_scope(ours))
+    assert abs(measured[True] - measured[False]) < 1, measured
+
+
+#: Python calls of mingus_sessions.otel (and its instruments) per scope of one statement,
+#: with an SDK: the scope's span (start, end), the statement's (wrapper, parent lookup,
+#: its context), the operation's duration, and the wait and use times. Measured: 11 on
+#: PostgreSQL, 15 on SQLite (whose BEGIN is a statement of its own, with its span).
+OTEL_CALLS_BUDGET = {"sqlite": 17}
+DEFAULT_OTEL_CALLS_BUDGET = 13
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opentelemetry_with_an_sdk_costs_a_scope_few_calls_of_ours(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an SDK, our own part of a traced and measured scope stays a handful of calls
+    (what the SDK does with them is the SDK's: bench/ measures the whole)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from mingus_sessions import dispose_engines
+    from mingus_sessions.otel import use_providers
+
+    monkeypatch.setattr(state, "connect_guard", None)
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    tracers = TracerProvider()
+    use_providers(tracers, meters)
+    dispose_engines()
+    ours_files = ("mingus_sessions/otel.py", "mingus_sessions/_otel_instruments.py")
+    try:
+        for _ in range(5):
+            ours()
+        calls = 0
+
+        def profiler(frame: Any, event: str, arg: Any) -> None:
+            nonlocal calls
+            if event == "call" and frame.f_code.co_filename.endswith(ours_files):
+                calls += 1
+
+        sys.setprofile(profiler)
+        try:
+            for _ in range(SCOPES):
+                ours()
+        finally:
+            sys.setprofile(None)
+        assert get_entry().start_trace is not None
+        budget = OTEL_CALLS_BUDGET.get(get_entry().spec.vendor, DEFAULT_OTEL_CALLS_BUDGET)
+    finally:
+        use_providers()
+        dispose_engines()
+        meters.shutdown()
+        tracers.shutdown()
+    per_scope = calls / SCOPES
+    assert 0 < per_scope <= budget, per_scope

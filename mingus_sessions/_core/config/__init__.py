@@ -35,6 +35,7 @@ from .schema import (
     BreakerConfig,
     Config,
     FleetConfig,
+    OtelConfig,
     PoolConfig,
     Problem,
     RetryConfig,
@@ -52,6 +53,7 @@ from .sections import (
     _merge_section,
     _metrics_token,
     _monitoring,
+    _opentelemetry,
     _retry,
     _threshold,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "BreakerConfig",
     "Config",
     "FleetConfig",
+    "OtelConfig",
     "PoolConfig",
     "Problem",
     "RetryConfig",
@@ -118,6 +121,7 @@ def parse_settings(
     fleet_cache = _fleet_cache(fleet, caches, out)
     metrics_token = _metrics_token(setting, out)
     request_commit_hook = _commit_hook(setting, importable, out)
+    opentelemetry = _opentelemetry(setting, out)
     config = Config(
         pools=MappingProxyType(pools),
         default_pool=default_pool if isinstance(default_pool, str) else "main",
@@ -133,6 +137,7 @@ def parse_settings(
         fleet=FleetConfig(cache=fleet_cache, interval=_fleet_interval(fleet, out)),
         metrics_token=metrics_token,
         request_commit_hook=request_commit_hook,
+        opentelemetry=opentelemetry,
     )
     if out.problems:
         return None, out.problems

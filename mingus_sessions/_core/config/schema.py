@@ -33,6 +33,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "FLEET": {"CACHE": "default", "INTERVAL": 10.0},
         "METRICS_TOKEN": None,
         "REQUEST_COMMIT_HOOK": None,
+        "OPENTELEMETRY": {"METRICS": True, "TRACES": True},
     }
 )
 
@@ -185,6 +186,16 @@ class FleetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtelConfig:
+    """What is emitted through OpenTelemetry's API, when it is installed."""
+
+    #: The pool metrics and ``db.client.operation.duration``.
+    metrics: bool = True
+    #: A span per scope, with the statements as child spans.
+    traces: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole ``MINGUS_SESSIONS`` setting, validated and merged over defaults."""
 
@@ -200,6 +211,7 @@ class Config:
     fleet: FleetConfig = FleetConfig()
     metrics_token: str | None = None
     request_commit_hook: str | None = None
+    opentelemetry: OtelConfig = OtelConfig()
 
     def pool(self, name: str | None) -> PoolConfig:
         """The named pool (the default pool for ``None``); KeyError if unknown."""

@@ -2,7 +2,8 @@
 
 The setting itself and its keys, the pool names (``DEFAULT_POOL``,
 ``CELERY_POOL``), monitoring and its thresholds, ``RETRY``,
-``CIRCUIT_BREAKER``, ``FLEET``, ``METRICS_TOKEN`` and ``REQUEST_COMMIT_HOOK``.
+``CIRCUIT_BREAKER``, ``FLEET``, ``METRICS_TOKEN``, ``REQUEST_COMMIT_HOOK`` and
+``OPENTELEMETRY``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .environment import ENV_MONITORING, _parse_env_bool
 from .readers import _Collector, _show
-from .schema import DEFAULTS, SETTING, BreakerConfig, RetryConfig, key_path
+from .schema import DEFAULTS, SETTING, BreakerConfig, OtelConfig, RetryConfig, key_path
 
 #: What a METRICS_TOKEN may be made of: the visible ASCII characters.
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -229,3 +230,40 @@ def _commit_hook(
         )
         return None
     return hook
+
+
+def _opentelemetry(raw: Mapping[str, Any], out: _Collector) -> OtelConfig:
+    """``OPENTELEMETRY``: True or False for both signals, or ``{"METRICS": .., "TRACES": ..}``."""
+    given = raw.get("OPENTELEMETRY", DEFAULTS["OPENTELEMETRY"])
+    hint = (
+        f'Set {key_path("OPENTELEMETRY")} to {{"METRICS": True, "TRACES": True}} (either '
+        "may be False), or to False to emit nothing through OpenTelemetry."
+    )
+    if isinstance(given, bool):
+        return OtelConfig(metrics=given, traces=given)
+    if not isinstance(given, Mapping):
+        out.add(
+            21,
+            f"{key_path('OPENTELEMETRY')} must be a dict or a boolean, not {_show(given)}.",
+            hint,
+        )
+        return OtelConfig(metrics=False, traces=False)
+    unknown = sorted(set(given) - {"METRICS", "TRACES"}, key=str)
+    if unknown:
+        out.add(
+            21,
+            f"{key_path('OPENTELEMETRY')} has unknown keys: {', '.join(map(str, unknown))}.",
+            hint,
+        )
+    flags = {}
+    for key in ("METRICS", "TRACES"):
+        value = given.get(key, True)
+        if not isinstance(value, bool):
+            out.add(
+                21,
+                f"{key_path('OPENTELEMETRY', key)} is {_show(value)}, not True or False.",
+                f"Set {key_path('OPENTELEMETRY', key)} to True or False.",
+            )
+            value = False
+        flags[key] = value
+    return OtelConfig(metrics=flags["METRICS"], traces=flags["TRACES"])
