@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import copy
 import gc
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from bench.bench_metrics import count_calls
-from bench.rows import Row, judged, quartiles, single_figure
+from bench.rows import Row, judged, row_of, single_figure
 
 #: Scopes per round.
 SCOPES = 2_000
@@ -131,21 +130,6 @@ def interleaved(
     return samples
 
 
-def _row(a: list[float], b: list[float]) -> Row:
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
-    return Row(
-        name="",
-        a_us=statistics.median(a),
-        b_us=statistics.median(b),
-        ratio=statistics.median(ratios),
-        iqr=quartiles(ratios),
-        target="",
-        met=None,
-        a_rounds=a,
-        b_rounds=b,
-    )
-
-
 def calls(entries: dict[str, Any], count: int = 200) -> dict[str, tuple[float, float]]:
     """Python and C calls per scope of each engine (``sys.setprofile``): a count, no noise."""
     from mingus_sessions._core.state import state
@@ -164,8 +148,8 @@ def rows(rounds: int, verbose: bool, n: int = SCOPES) -> list[Row]:
     with three_engines() as entries:
         samples = interleaved(entries, rounds, n, verbose)
         counted = calls(entries)
-    api = _row(samples["api"], samples["off"])
-    sdk = _row(samples["sdk"], samples["off"])
+    api = row_of(samples["api"], samples["off"])
+    sdk = row_of(samples["sdk"], samples["off"])
     found = [
         judged(
             api,

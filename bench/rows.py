@@ -92,6 +92,11 @@ def paired(a: Operation, b: Operation, n: int, rounds: int, verbose: bool) -> Ro
             samples.append((time.perf_counter() - started) / n * 1e6)
         if verbose:
             print(f"    round {index:3}: A {a_us[-1]:9.1f} µs  B {b_us[-1]:9.1f} µs", flush=True)
+    return row_of(a_us, b_us)
+
+
+def row_of(a_us: list[float], b_us: list[float]) -> Row:
+    """An unnamed row of per-round µs of A and B: medians, the median ratio and its IQR."""
     ratios = [x / y for x, y in zip(a_us, b_us, strict=True)]
     return Row(
         name="",
